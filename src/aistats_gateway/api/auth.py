@@ -1,0 +1,62 @@
+"""Bearer-key authentication: a key maps to exactly one workspace.
+
+Keys are stored as SHA-256 hashes; lookups are cached briefly in memory so polling clients do not
+cost a database read per request. A missing or unknown key answers 401 with the envelope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from fastapi import Request
+
+from aistats_gateway.errors import AuthenticationFailed
+from aistats_gateway.storage.store import Store
+
+DEFAULT_WORKSPACE = "ws_default"
+CACHE_SECONDS = 30.0
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "sk-aistats-" + secrets.token_urlsafe(32)
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class Authenticator:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    async def workspace_for(self, token: str | None) -> str:
+        if token is None:
+            raise AuthenticationFailed(
+                "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
+        digest = hash_key(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        workspace = await self.store.workspace_for_key(digest)
+        if workspace is None:
+            raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (workspace, now + CACHE_SECONDS)
+        return workspace
+
+    async def __call__(self, request: Request) -> str:
+        return await self.workspace_for(bearer_token(request.headers.get("authorization")))

@@ -1,0 +1,99 @@
+"""Every error path renders the API.md envelope; nothing user-caused answers a bare 500.
+
+Also stamps each response with `x-request-id` (a `G-` id), the same id the error envelope carries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aistats_gateway import ids
+from aistats_gateway.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
+
+log = logging.getLogger(__name__)
+
+
+def request_id_of(request: Request) -> str:
+    rid = request.scope.get("aistats.request_id")
+    if not isinstance(rid, str):
+        rid = ids.gateway_request_id()
+        request.scope["aistats.request_id"] = rid
+    return rid
+
+
+def error_response(exc: GatewayError, request: Request) -> ORJSONResponse:
+    return ORJSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code)
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (no per-request task overhead): assigns the id and sets the response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ids.gateway_request_id()
+        scope["aistats.request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway(request: Request, exc: GatewayError) -> ORJSONResponse:
+        return error_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        msg = f"Invalid parameter '{param}': {first.get('msg')}" if param else str(first.get("msg"))
+        return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        err: GatewayError
+        if exc.status_code == 404:
+            err = NotFound(f"No route {request.method} {request.url.path}.", code="route_not_found")
+        elif exc.status_code == 401:
+            err = AuthenticationFailed(str(exc.detail))
+        elif exc.status_code == 413:
+            err = PayloadTooLarge(str(exc.detail))
+        elif exc.status_code == 405:
+            err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
+                                 code="method_not_allowed")
+            err.status_code = 405  # type: ignore[misc]
+        else:
+            err = GatewayError(str(exc.detail), code="http_error")
+            err.status_code = exc.status_code  # type: ignore[misc]
+            if exc.status_code < 500:
+                err.error_type = "invalid_request_error"  # type: ignore[misc]
+        return error_response(err, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
+                                           code="internal_error"), request)

@@ -1,0 +1,90 @@
+"""Routes of /v1/files: upload (multipart or JSON), list, get, content (streamed), delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import ORJSONResponse, StreamingResponse
+
+from aistats_gateway.api import wire
+from aistats_gateway.api.deps import Workspace, gateway
+from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
+from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
+from aistats_gateway.services.files import check_purpose
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("")
+async def upload(request: Request, workspace: Workspace) -> ORJSONResponse:
+    gw = gateway(request)
+    files = gw.files
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > files.max_bytes + 64 * 1024:
+        raise PayloadTooLarge(
+            f"The upload is {int(length):,} bytes; the limit is {files.max_bytes:,} bytes.", code="file_too_large",
+            param="file")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        file_id, key, writer = files.new_upload()
+        try:
+            form = await read_multipart(request.stream(), content_type, writer)
+            if not form.saw_file:
+                raise InvalidRequest("Missing required parameter 'file' (a multipart file part).",
+                                     code="missing_required_parameter", param="file")
+            purpose = check_purpose(form.fields.get("purpose"))
+        except BaseException:
+            await writer.writer.abort()
+            raise
+        record = await files.finish_upload(workspace, file_id, key, writer,
+                                           filename=form.filename or "upload.jsonl", purpose=purpose)
+    elif content_type.startswith("application/json") or not content_type:
+        body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
+        purpose = check_purpose(body.get("purpose"))
+        data = json_upload_content(body)
+        filename = body.get("filename")
+        record = await files.create_from_bytes(
+            workspace, data, filename=filename if isinstance(filename, str) and filename else "upload.jsonl",
+            purpose=purpose)
+    else:
+        raise InvalidRequest(
+            f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
+            "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
+    return ORJSONResponse(wire.file_object(record))
+
+
+@router.get("")
+async def list_files(
+    request: Request,
+    workspace: Workspace,
+    after: str | None = None,
+    limit: int = Query(10_000, ge=1, le=10_000),
+    purpose: str | None = None,
+    order: str = Query("desc", pattern="^(asc|desc)$"),
+) -> ORJSONResponse:
+    records, has_more = await gateway(request).store.list_files(
+        workspace, after=after, limit=limit, purpose=purpose, ascending=order == "asc")
+    return ORJSONResponse(wire.page([wire.file_object(r) for r in records], has_more))
+
+
+@router.get("/{file_id}")
+async def get_file(request: Request, workspace: Workspace, file_id: str) -> ORJSONResponse:
+    return ORJSONResponse(wire.file_object(await gateway(request).files.get(workspace, file_id)))
+
+
+@router.get("/{file_id}/content")
+async def file_content(request: Request, workspace: Workspace, file_id: str) -> StreamingResponse:
+    record, chunks = await gateway(request).files.content(workspace, file_id)
+    media = "application/jsonl" if record.filename.endswith((".jsonl", ".ndjson")) else "application/octet-stream"
+    headers: dict[str, Any] = {
+        "content-length": str(record.bytes),
+        "content-disposition": f'attachment; filename="{record.filename}"',
+    }
+    return StreamingResponse(chunks, media_type=media, headers=headers)
+
+
+@router.delete("/{file_id}")
+async def delete_file(request: Request, workspace: Workspace, file_id: str) -> ORJSONResponse:
+    record = await gateway(request).files.delete(workspace, file_id)
+    return ORJSONResponse({"id": record.id, "object": "file", "deleted": True})

@@ -1,0 +1,160 @@
+"""Reading upload bodies as streams: multipart/form-data and the AI Stats SDK's JSON form.
+
+Multipart is parsed incrementally (python-multipart's push parser) and the `file` part is handed
+to the blob writer chunk by chunk as it arrives, so an upload never sits whole in memory and the
+size limit cuts it off early. The JSON form (`{"purpose", "file": "<text or data: URL>"}`) has
+to be parsed whole; its size is bounded by the same limit before parsing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
+from aistats_gateway.services.files import LimitedWriter
+
+MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    value: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class MultipartUpload:
+    fields: dict[str, str]
+    filename: str | None
+    saw_file: bool
+
+
+async def read_multipart(
+    stream: AsyncIterator[bytes], content_type: str, writer: LimitedWriter
+) -> MultipartUpload:
+    """Stream the `file` part into `writer`; return the text fields and the file name."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest("multipart/form-data request without a boundary.", code="invalid_multipart")
+    pending: list[bytes] = []
+    fields: dict[str, str] = {}
+    state: dict[str, Any] = {"part": None, "header_field": b"", "header_value": b"", "filename": None,
+                             "saw_file": False}
+
+    def on_part_begin() -> None:
+        state["part"] = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header_field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["header_value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part: _Part = state["part"]
+        part.headers[state["header_field"].lower()] = state["header_value"]
+        state["header_field"] = b""
+        state["header_value"] = b""
+
+    def on_headers_finished() -> None:
+        part: _Part = state["part"]
+        _, disp = parse_options_header(part.headers.get(b"content-disposition", b""))
+        part.name = disp.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = disp.get(b"filename")
+        part.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
+        if part.name == "file":
+            if state["saw_file"]:
+                raise InvalidRequest("Send exactly one 'file' part.", code="invalid_multipart", param="file")
+            state["saw_file"] = True
+            state["filename"] = part.filename
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part: _Part = state["part"]
+        if part.name == "file":
+            pending.append(data[start:end])
+        else:
+            part.value += data[start:end]
+            if len(part.value) > MAX_FIELD_BYTES:
+                raise InvalidRequest(f"Form field '{part.name}' is too long.", code="invalid_multipart",
+                                     param=part.name)
+
+    def on_part_end() -> None:
+        part: _Part = state["part"]
+        if part.name and part.name != "file":
+            fields[part.name] = part.value.decode("utf-8", "replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    async for chunk in stream:
+        try:
+            parser.write(chunk)
+        except (InvalidRequest, PayloadTooLarge):
+            raise
+        except Exception as exc:  # the parser's own errors: malformed body
+            raise InvalidRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from exc
+        for data in pending:
+            await writer.write(data)
+        pending.clear()
+    parser.finalize()
+    return MultipartUpload(fields, state["filename"], state["saw_file"])
+
+
+async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes (JSON bodies only)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the {limit:,}-byte limit.",
+                                  code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_upload_content(body: dict[str, Any]) -> bytes:
+    """The bytes of a JSON upload's `file`: raw text, or a `data:<type>;base64,<payload>` URL."""
+    value = body.get("file")
+    if not isinstance(value, str):
+        raise InvalidRequest("Missing required parameter 'file': give the JSONL text or a data: URL.",
+                             code="missing_required_parameter", param="file")
+    if value.startswith("data:"):
+        header, sep, payload = value.partition(",")
+        if not sep:
+            raise InvalidRequest("Malformed data: URL in 'file' (no comma).", code="invalid_file", param="file")
+        if header.endswith(";base64"):
+            try:
+                return base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidRequest("The base64 payload of 'file' is not valid base64.", code="invalid_file",
+                                     param="file") from exc
+        from urllib.parse import unquote_to_bytes
+
+        return unquote_to_bytes(payload)
+    return value.encode("utf-8")
+
+
+def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest(f"The {what} is empty; send a JSON object.", code="invalid_json")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The {what} is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest(f"The {what} must be a JSON object, got {type(parsed).__name__}.",
+                             code="invalid_json")
+    return parsed

@@ -1,0 +1,84 @@
+"""Response shapes of the wire contract (API.md): the file object, the batch object, lists.
+
+Pure rendering from records; every field of API.md is present (null when not applicable) so
+clients that index fields directly never miss one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aistats_gateway.domain.transitions import CANCELLABLE
+from aistats_gateway.storage.records import BatchRecord, FileRecord
+
+
+def file_object(f: FileRecord) -> dict[str, Any]:
+    return {
+        "id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at, "filename": f.filename,
+        "purpose": f.purpose, "status": f.status, "expires_at": f.expires_at, "status_details": None,
+    }
+
+
+def _billing(b: BatchRecord) -> dict[str, Any]:
+    """Until the pricing catalog lands: mock lines cost nothing; other providers are not priced yet."""
+    terminal = b.status.terminal
+    finalized = next((t for t in (b.completed_at, b.failed_at, b.expired_at, b.cancelled_at) if t), None)
+    reason: str | None = None
+    billed = False
+    if terminal:
+        billed = b.provider == "mock" or b.total == 0
+        reason = "zero_cost" if billed else "not_priced"
+    return {
+        "billed": billed, "charged": False, "reason": reason,
+        "currency": "usd", "cost_nanos": 0, "cost_usd": "0.000000000", "estimated_nanos": 0,
+        "reserved_nanos": 0, "reservation_id": None, "reservation_status": None,
+        "state": "settled" if terminal else "pending", "finalized_at": finalized if terminal else None,
+    }
+
+
+def _webhook(b: BatchRecord) -> dict[str, Any] | None:
+    if not b.webhook:
+        return None
+    return {
+        "url": b.webhook.get("url"), "events": b.webhook.get("events", []),
+        "has_secret": bool(b.webhook.get("secret")),
+        "delivery": {"status": "pending", "delivered": 0, "failed": 0, "pending": 0},
+        "attempts": [],
+    }
+
+
+def batch_object(b: BatchRecord, base_url: str) -> dict[str, Any]:
+    counts = b.counts
+    base = base_url.rstrip("/")
+    ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")
+    return {
+        "id": b.id, "object": "batch", "endpoint": b.endpoint_input, "status": b.status.value,
+        "errors": {"object": "list", "data": b.errors} if b.errors else None,
+        "input_file_id": b.input_file_id, "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
+        "completion_window": b.completion_window, "created_at": b.created_at, "in_progress_at": b.in_progress_at,
+        "expires_at": b.expires_at, "finalizing_at": b.finalizing_at, "completed_at": b.completed_at,
+        "failed_at": b.failed_at, "expired_at": b.expired_at, "cancelling_at": b.cancelling_at,
+        "cancelled_at": b.cancelled_at,
+        "request_counts": {"total": counts.total, "completed": counts.completed, "failed": counts.failed},
+        "metadata": b.metadata,
+        "usage": {
+            "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+            "total_tokens": b.input_tokens + b.output_tokens,
+            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+        },
+        "model": b.model,
+        "request_id": b.request_id, "provider": b.provider, "session_id": b.session_id, "webhook": _webhook(b),
+        "progress": counts.progress,
+        "lifecycle_status": b.status.lifecycle,
+        "polling_url": f"{base}/v1/batches/{b.id}",
+        "cancel_url": f"{base}/v1/batches/{b.id}/cancel" if b.status in CANCELLABLE else None,
+        "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
+        "pricing_lines": [], "billing": _billing(b),
+    }
+
+
+def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None, "has_more": has_more,
+    }

@@ -1,0 +1,117 @@
+"""Composition root: `build_app(settings)` wires store, blobs, providers, router and executor.
+
+The FastAPI lifespan opens everything in order (migrate → keys → providers → executor) and closes
+it in reverse; nothing is created at import time, so tests can build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from aistats_gateway import __version__
+from aistats_gateway.api import batches as batch_routes
+from aistats_gateway.api import errors as api_errors
+from aistats_gateway.api import files as file_routes
+from aistats_gateway.api import meta as meta_routes
+from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.clock import Clock, SystemClock
+from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.executor.service import Executor
+from aistats_gateway.providers.base import Provider
+from aistats_gateway.providers.mock import MockProvider
+from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.services.batches import BatchService
+from aistats_gateway.services.files import FileService
+from aistats_gateway.services.keys import ensure_default_keys
+from aistats_gateway.storage.blobs import LocalBlobStore
+from aistats_gateway.storage.migrate import upgrade_to_head
+from aistats_gateway.storage.store import Store, create_engine
+
+log = logging.getLogger("aistats_gateway")
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    blobs: LocalBlobStore
+    router: Router
+    executor: Executor | None
+    files: FileService
+    batches: BatchService
+    auth: Authenticator
+    generated_key: str | None
+
+
+def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
+    if cfg.kind == "mock":
+        return MockProvider(cfg.name, settings.mock.slow_latency_ms)
+    return OpenAICompatibleProvider(
+        cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
+        timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
+        connect_timeout_seconds=settings.executor.connect_timeout_seconds,
+        max_connections=cfg.max_concurrency or settings.executor.concurrency,
+    )
+
+
+async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.sqlalchemy_url)
+    await upgrade_to_head(engine)
+    store = Store(engine)
+    generated = await ensure_default_keys(store, settings.api_key)
+    blobs = LocalBlobStore(settings.blob_dir)
+    router = Router([build_provider(p, settings) for p in settings.providers])
+    executor = Executor(settings, store, blobs, router, clock) if settings.run_worker else None
+    files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
+    batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines)
+    return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), generated)
+
+
+async def close_gateway(gw: Gateway) -> None:
+    if gw.executor is not None:
+        await gw.executor.stop()
+    for provider in gw.router.providers:
+        await provider.close()
+    await gw.store.close()
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = await open_gateway(settings, clock)
+        app.state.gateway = gw
+        if gw.generated_key:
+            print(
+                "\nNo API key was configured, so one was generated for the default workspace.\n"
+                f"    {gw.generated_key}\n"
+                "It is shown only this once (only its hash is stored). Keep it, or set AISTATS_API_KEY.\n",
+                flush=True,
+            )
+        if gw.executor is not None:
+            await gw.executor.start()
+        try:
+            yield
+        finally:
+            await close_gateway(gw)
+
+    app = FastAPI(title="AI Stats Gateway", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", openapi_url="/openapi.json")
+    api_errors.install(app)
+    app.add_middleware(api_errors.RequestIdMiddleware)
+    for module in (meta_routes, file_routes, batch_routes):
+        app.include_router(module.router)
+    return app
+
+
+def app_factory() -> Any:
+    """For `uvicorn --factory aistats_gateway.app:app_factory` (settings from the environment)."""
+    return build_app(Settings.load())

@@ -1,0 +1,1 @@
+"""The `aistats` command line."""

@@ -1,0 +1,181 @@
+"""Settings, parsed once: environment variables plus an optional TOML file.
+
+Nothing else in the gateway reads `os.environ`: `Settings.load()` is called by the CLI (or a test)
+and the result is passed down. Precedence: environment > TOML file > defaults.
+
+Environment variables (documented in the README):
+    AISTATS_DATA_DIR      where the SQLite database and local blobs live
+    AISTATS_HOST          bind address (default 127.0.0.1)
+    AISTATS_PORT          port (default 8787)
+    AISTATS_API_KEY       static API key of the default workspace
+    AISTATS_CONFIG        path of an optional TOML file
+    AISTATS_DATABASE_URL  SQLAlchemy URL (default: SQLite in the data dir)
+    AISTATS_PUBLIC_URL    base URL used in polling/cancel/websocket URLs (default: from the request)
+    AISTATS_CONCURRENCY   executor concurrency (default 64)
+    OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class ProviderConfig(BaseModel):
+    """One upstream. `models` are patterns: exact names, `prefix*`, or `*` for anything."""
+
+    name: str
+    kind: Literal["openai", "mock"]
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    max_concurrency: int | None = None
+    timeout_seconds: float | None = None
+
+
+class ExecutorConfig(BaseModel):
+    concurrency: int = Field(64, ge=1, le=10_000)
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_base_seconds: float = Field(0.5, gt=0)
+    backoff_max_seconds: float = Field(30.0, gt=0)
+    request_timeout_seconds: float = Field(600.0, gt=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    commit_interval_seconds: float = Field(0.05, gt=0)
+    commit_max_items: int = Field(512, ge=1)
+    lease_seconds: float = Field(600.0, gt=0)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    expiry_check_seconds: float = Field(5.0, gt=0)
+
+
+class LimitsConfig(BaseModel):
+    max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
+    max_batch_lines: int = Field(50_000, ge=1)
+    max_validation_errors: int = Field(100, ge=1)
+
+
+class MockConfig(BaseModel):
+    slow_latency_ms: int = Field(250, ge=0)
+
+
+class Settings(BaseModel):
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    api_key: str | None = None
+    database_url: str | None = None
+    public_url: str | None = None
+    config_file: Path | None = None
+    run_worker: bool = True
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    mock: MockConfig = Field(default_factory=MockConfig)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+            return url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'gateway.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `environ` (default: the process environment) and the TOML file."""
+        env = dict(os.environ if environ is None else environ)
+        raw: dict[str, Any] = {}
+        config_path = env.get("AISTATS_CONFIG")
+        if config_path:
+            path = Path(config_path).expanduser()
+            try:
+                with path.open("rb") as fh:
+                    toml = tomllib.load(fh)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"AISTATS_CONFIG points at {path}, which does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+            raw.update(_from_toml(toml))
+            raw["config_file"] = path
+        for var, key in (
+            ("AISTATS_DATA_DIR", "data_dir"),
+            ("AISTATS_HOST", "host"),
+            ("AISTATS_PORT", "port"),
+            ("AISTATS_API_KEY", "api_key"),
+            ("AISTATS_DATABASE_URL", "database_url"),
+            ("AISTATS_PUBLIC_URL", "public_url"),
+        ):
+            if env.get(var):
+                raw[key] = env[var]
+        if env.get("AISTATS_CONCURRENCY"):
+            raw.setdefault("executor", {})["concurrency"] = env["AISTATS_CONCURRENCY"]
+        if "data_dir" not in raw:
+            xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+            raw["data_dir"] = str(Path(xdg) / "aistats")
+        raw.update(overrides)
+        providers = [dict(p) if isinstance(p, Mapping) else p for p in raw.get("providers", [])]
+        _add_env_providers(providers, env)
+        raw["providers"] = providers
+        try:
+            settings = cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"invalid setting '{where}': {first['msg']}") from exc
+        settings.data_dir = settings.data_dir.expanduser()
+        for provider in settings.providers:
+            if provider.api_key is None and provider.api_key_env:
+                provider.api_key = env.get(provider.api_key_env)
+        names = [p.name for p in settings.providers]
+        if len(names) != len(set(names)):
+            raise ConfigError(f"provider names must be unique, got {names}")
+        return settings
+
+
+def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    server = toml.get("server", {})
+    for key in ("host", "port", "public_url", "api_key"):
+        if key in server:
+            out[key] = server[key]
+    storage = toml.get("storage", {})
+    for key in ("data_dir", "database_url"):
+        if key in storage:
+            out[key] = storage[key]
+    for section in ("executor", "limits", "mock"):
+        if section in toml:
+            out[section] = toml[section]
+    if "providers" in toml:
+        out["providers"] = toml["providers"]
+    return out
+
+
+def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:
+    """The built-in `mock` provider always; `openai` when OPENAI_API_KEY or OPENAI_BASE_URL is set."""
+    names = {p.get("name") if isinstance(p, dict) else p.name for p in providers}
+    if "mock" not in names:
+        providers.append({"name": "mock", "kind": "mock", "models": ["mock/*"]})
+    if "openai" not in names and (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
+        providers.append(
+            {
+                "name": "openai",
+                "kind": "openai",
+                "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                "api_key": env.get("OPENAI_API_KEY"),
+                "models": ["*"],
+            }
+        )

@@ -1,0 +1,1 @@
+"""Pure domain logic: no I/O imports, time passed in as arguments."""

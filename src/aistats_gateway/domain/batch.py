@@ -1,0 +1,276 @@
+"""Batch vocabulary: statuses (OpenAI wire strings), endpoints, windows and create-time field rules.
+
+Pure: parses and checks values, never touches storage. Every rejection is an `InvalidRequest`
+naming the field (`param`) and the accepted forms, so the API can answer 400 with a fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aistats_gateway.errors import InvalidRequest
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def lifecycle(self) -> str:
+        """The coarse status of API.md: finalizing/cancelling count as running."""
+        return _LIFECYCLE[self]
+
+
+TERMINAL = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+_LIFECYCLE = {
+    BatchStatus.VALIDATING: "pending",
+    BatchStatus.IN_PROGRESS: "running",
+    BatchStatus.FINALIZING: "running",
+    BatchStatus.CANCELLING: "running",
+    BatchStatus.COMPLETED: "completed",
+    BatchStatus.FAILED: "failed",
+    BatchStatus.CANCELLED: "cancelled",
+    BatchStatus.EXPIRED: "expired",
+}
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    total: int
+    completed: int
+    failed: int
+
+    @property
+    def settled(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def progress(self) -> int:
+        """Whole percent settled, 0..100; 100 only when every line is settled."""
+        if self.total <= 0:
+            return 0
+        pct = (self.settled * 100) // self.total
+        return 100 if self.settled >= self.total else min(pct, 99)
+
+
+# Endpoints the gateway accepts, normalized to their `/v1/...` form.
+ENDPOINTS = (
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+    "/v1/messages",
+)
+
+
+def normalize_endpoint(value: str) -> str | None:
+    """`responses`, `/responses`, `/v1/responses` → `/v1/responses`; None if unknown."""
+    path = value.strip()
+    if not path.startswith("/"):
+        path = "/" + path
+    if not path.startswith("/v1/"):
+        path = "/v1" + path
+    path = path.rstrip("/")
+    return path if path in ENDPOINTS else None
+
+
+def parse_endpoint(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(
+            "Missing required parameter 'endpoint'. Use one of: " + ", ".join(ENDPOINTS) + ".",
+            code="missing_required_parameter",
+            param="endpoint",
+        )
+    normalized = normalize_endpoint(value)
+    if normalized is None:
+        raise InvalidRequest(
+            f"Unsupported endpoint '{value}'. Use one of: " + ", ".join(ENDPOINTS)
+            + " (the '/v1' prefix and leading slash are optional).",
+            code="invalid_endpoint",
+            param="endpoint",
+        )
+    return normalized
+
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*([hm])\s*$")
+MAX_WINDOW_SECONDS = 7 * 24 * 3600
+
+
+def parse_completion_window(value: Any) -> int:
+    """`24h`, `90m`, … → seconds; at least one minute, at most seven days."""
+    if value is None:
+        return 24 * 3600
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            "'completion_window' must be a string such as '24h' or '90m'.",
+            code="invalid_completion_window",
+            param="completion_window",
+        )
+    match = _WINDOW.match(value)
+    if not match:
+        raise InvalidRequest(
+            f"Invalid completion_window '{value}': use '<N>h' or '<N>m', e.g. '24h' (at most 168h).",
+            code="invalid_completion_window",
+            param="completion_window",
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    seconds = amount * (3600 if unit == "h" else 60)
+    if seconds < 60 or seconds > MAX_WINDOW_SECONDS:
+        raise InvalidRequest(
+            f"completion_window '{value}' is out of range: it must be between 1m and 168h (7 days).",
+            code="invalid_completion_window",
+            param="completion_window",
+        )
+    return seconds
+
+
+def parse_metadata(value: Any) -> dict[str, str] | None:
+    """OpenAI's rules: at most 16 pairs, string keys ≤ 64 chars, string values ≤ 512 chars."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'metadata' must be an object of string keys and string values.",
+                             code="invalid_metadata", param="metadata")
+    if len(value) > 16:
+        raise InvalidRequest(f"'metadata' has {len(value)} keys; at most 16 are allowed.",
+                             code="invalid_metadata", param="metadata")
+    for key, val in value.items():
+        if len(key) > 64:
+            raise InvalidRequest(f"metadata key '{key[:70]}…' is longer than 64 characters.",
+                                 code="invalid_metadata", param=f"metadata.{key[:64]}")
+        if not isinstance(val, str):
+            raise InvalidRequest(f"metadata['{key}'] must be a string, got {type(val).__name__}.",
+                                 code="invalid_metadata", param=f"metadata.{key}")
+        if len(val) > 512:
+            raise InvalidRequest(f"metadata['{key}'] is {len(val)} characters long; at most 512 allowed.",
+                                 code="invalid_metadata", param=f"metadata.{key}")
+    return dict(value)
+
+
+def parse_session_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest("'session_id' must be a non-empty string.", code="invalid_session_id",
+                             param="session_id")
+    if len(value) > 256:
+        raise InvalidRequest(f"'session_id' is {len(value)} characters long; at most 256 allowed.",
+                             code="invalid_session_id", param="session_id")
+    return value
+
+
+_PREF_LISTS = ("order", "only", "ignore")
+_SORTS = ("price", "latency", "throughput")
+
+
+def parse_provider_preferences(value: Any) -> dict[str, Any] | None:
+    """Routing preferences `{order, only, ignore, allow_fallbacks, sort}`; shape checked here."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"only": [value]}
+    if not isinstance(value, dict):
+        raise InvalidRequest("'provider' must be an object like {\"order\": [\"openai\"]}.",
+                             code="invalid_provider_preferences", param="provider")
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        if key in _PREF_LISTS:
+            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                raise InvalidRequest(f"'provider.{key}' must be a list of provider names.",
+                                     code="invalid_provider_preferences", param=f"provider.{key}")
+            out[key] = list(val)
+        elif key == "allow_fallbacks":
+            if not isinstance(val, bool):
+                raise InvalidRequest("'provider.allow_fallbacks' must be true or false.",
+                                     code="invalid_provider_preferences", param="provider.allow_fallbacks")
+            out[key] = val
+        elif key == "sort":
+            if val not in _SORTS:
+                raise InvalidRequest(f"'provider.sort' must be one of {', '.join(_SORTS)}.",
+                                     code="invalid_provider_preferences", param="provider.sort")
+            out[key] = val
+        else:
+            raise InvalidRequest(
+                f"Unknown field 'provider.{key}'; allowed: order, only, ignore, allow_fallbacks, sort.",
+                code="invalid_provider_preferences", param=f"provider.{key}")
+    return out
+
+
+WEBHOOK_EVENTS = (
+    "batch.created",
+    "batch.progress",
+    "batch.completed",
+    "batch.failed",
+    "batch.cancelled",
+    "batch.expired",
+)
+DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
+
+
+def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any] | None:
+    """`{url, events?, secret?}`: URL scheme rules and event normalization (`job.*` → `batch.*`).
+
+    Address checks after DNS resolution happen at delivery time (webhooks issue); here the URL's
+    shape, scheme and literal host are checked so a bad value fails at create with a clear 400.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'webhook' must be an object {url, events?, secret?}.", code="invalid_webhook",
+                             param="webhook")
+    unknown = set(value) - {"url", "events", "secret"}
+    if unknown:
+        raise InvalidRequest(f"Unknown webhook field(s): {', '.join(sorted(unknown))}.",
+                             code="invalid_webhook", param=f"webhook.{sorted(unknown)[0]}")
+    url = value.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("'webhook.url' is required.", code="invalid_webhook", param="webhook.url")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    local = host in ("localhost", "127.0.0.1", "::1")
+    if not host or parts.scheme not in ("https", "http"):
+        raise InvalidRequest(f"Invalid webhook.url '{url}': it must be an absolute https URL.",
+                             code="invalid_webhook_url", param="webhook.url")
+    if parts.scheme == "http" and not (local and allow_local_http):
+        raise InvalidRequest(f"Invalid webhook.url '{url}': use https (plain http is only allowed for "
+                             "localhost, 127.0.0.1 and [::1] during local development).",
+                             code="invalid_webhook_url", param="webhook.url")
+    events_in = value.get("events")
+    if events_in is None:
+        events = list(DEFAULT_WEBHOOK_EVENTS)
+    else:
+        if not isinstance(events_in, list) or not all(isinstance(e, str) for e in events_in):
+            raise InvalidRequest("'webhook.events' must be a list of event names.", code="invalid_webhook",
+                                 param="webhook.events")
+        events = []
+        for name in events_in:
+            normalized = "batch." + name[4:] if name.startswith("job.") else name
+            if normalized in WEBHOOK_EVENTS and normalized not in events:
+                events.append(normalized)
+        if not events:
+            raise InvalidRequest(
+                f"webhook.events {events_in} has no valid event; use any of {', '.join(WEBHOOK_EVENTS)} "
+                "(or their job.* forms).", code="invalid_webhook_events", param="webhook.events")
+    secret = value.get("secret")
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise InvalidRequest("'webhook.secret' must be a non-empty string.", code="invalid_webhook",
+                             param="webhook.secret")
+    return {"url": url, "events": events, "secret": secret}

@@ -1,0 +1,248 @@
+"""Batch input lines in, result lines out: streaming validation and OpenAI-format rendering.
+
+Owns OpenAI's input rules (with 1-based physical line numbers) and the exact shape of output and
+error lines. Pure: bytes go in, values come out; the caller does the reading and the storing, so
+memory stays flat whatever the file size (one line at a time, plus the set of custom_ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aistats_gateway.domain.batch import normalize_endpoint
+
+MAX_CUSTOM_ID_CHARS = 512
+
+
+@dataclass(frozen=True)
+class LineError:
+    code: str
+    message: str
+    line: int | None
+    param: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "param": self.param, "line": self.line}
+
+
+@dataclass(frozen=True)
+class ValidLine:
+    line: int
+    custom_id: str
+    model: str
+    provider: str
+    body: bytes  # the request body, re-serialized compactly
+
+
+class LineSplitter:
+    """Split a byte stream into (line_number, line) without holding more than one line."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._line = 0
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        if self._line == 0 and not self._buf and chunk.startswith(b"\xef\xbb\xbf"):
+            chunk = chunk[3:]  # UTF-8 byte-order mark
+        data = self._buf + chunk if self._buf else chunk
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            self._line += 1
+            yield self._line, data[start:nl].rstrip(b"\r")
+            start = nl + 1
+        self._buf = data[start:]
+
+    def finish(self) -> Iterator[tuple[int, bytes]]:
+        if self._buf:
+            self._line += 1
+            line, self._buf = self._buf.rstrip(b"\r"), b""
+            yield self._line, line
+
+
+# A router answers (provider name, None) for a routable model or (None, reason) otherwise.
+Router = Callable[[str], tuple[str | None, str | None]]
+
+
+@dataclass
+class LineValidator:
+    """OpenAI's batch input rules, applied one line at a time.
+
+    Blank lines are skipped (but still counted for line numbers). At most `max_errors` errors are
+    kept; `error_count` counts them all.
+    """
+
+    endpoint: str
+    route: Router
+    max_lines: int = 50_000
+    max_errors: int = 100
+    errors: list[LineError] = field(default_factory=list)
+    error_count: int = 0
+    accepted: int = 0
+    seen_lines: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+    providers: dict[str, int] = field(default_factory=dict)
+    _custom_ids: dict[str, int] = field(default_factory=dict)
+    _too_many: bool = False
+
+    def _error(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
+        self.error_count += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(LineError(code, message, line, param))
+
+    def feed(self, line_no: int, raw: bytes) -> ValidLine | None:
+        if not raw.strip():
+            return None
+        self.seen_lines += 1
+        if self.seen_lines > self.max_lines:
+            if not self._too_many:
+                self._too_many = True
+                self._error("too_many_tasks",
+                            f"The batch input file has more than {self.max_lines} requests "
+                            f"(line {line_no} is request {self.seen_lines}). Split it into several batches.",
+                            line_no)
+            return None
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._error("invalid_json_line", "This line is not parseable as valid JSON.", line_no)
+            return None
+        if not isinstance(obj, dict):
+            self._error("invalid_json_line",
+                        f"Each line must be a JSON object, got {type(obj).__name__}.", line_no)
+            return None
+        return self._check(line_no, obj)
+
+    def _check(self, line_no: int, obj: dict[str, Any]) -> ValidLine | None:
+        ok = True
+        custom_id = obj.get("custom_id")
+        if custom_id is None or custom_id == "":
+            self._error("missing_required_parameter",
+                        "Missing required parameter 'custom_id': every line needs a unique string id.",
+                        line_no, "custom_id")
+            ok = False
+        elif not isinstance(custom_id, str):
+            self._error("invalid_type", f"'custom_id' must be a string, got {type(custom_id).__name__}.",
+                        line_no, "custom_id")
+            ok = False
+        elif len(custom_id) > MAX_CUSTOM_ID_CHARS:
+            self._error("invalid_value",
+                        f"'custom_id' is {len(custom_id)} characters long; at most {MAX_CUSTOM_ID_CHARS}.",
+                        line_no, "custom_id")
+            ok = False
+        else:
+            first = self._custom_ids.get(custom_id)
+            if first is not None:
+                self._error("duplicate_custom_id",
+                            f"The custom_id '{custom_id}' on line {line_no} duplicates line {first}; "
+                            "custom_id values must be unique within a batch.", line_no, "custom_id")
+                ok = False
+            else:
+                self._custom_ids[custom_id] = line_no
+
+        method = obj.get("method")
+        if method is None:
+            self._error("missing_required_parameter", "Missing required parameter 'method' (must be \"POST\").",
+                        line_no, "method")
+            ok = False
+        elif not isinstance(method, str) or method.upper() != "POST":
+            self._error("invalid_method", f"Invalid method {method!r}: batch requests must use \"POST\".",
+                        line_no, "method")
+            ok = False
+
+        url = obj.get("url")
+        if not isinstance(url, str) or not url:
+            self._error("missing_required_parameter",
+                        f"Missing required parameter 'url' (must be \"{self.endpoint}\").", line_no, "url")
+            ok = False
+        elif normalize_endpoint(url) != self.endpoint:
+            self._error("url_mismatch",
+                        f"The url '{url}' does not match the batch endpoint '{self.endpoint}'; "
+                        "every line must target the batch's endpoint.", line_no, "url")
+            ok = False
+
+        body = obj.get("body")
+        if not isinstance(body, dict):
+            if body is None:
+                self._error("missing_required_parameter", "Missing required parameter 'body'.",
+                            line_no, "body")
+            else:
+                self._error("invalid_type", f"'body' must be a JSON object, got {type(body).__name__}.",
+                            line_no, "body")
+            return None
+        if body.get("stream") is True:
+            self._error("invalid_value", "Streaming is not supported in batches: remove 'stream' or set it "
+                        "to false.", line_no, "body.stream")
+            ok = False
+        model = body.get("model")
+        provider: str | None = None
+        if not isinstance(model, str) or not model.strip():
+            self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
+                        line_no, "body.model")
+            ok = False
+        else:
+            provider, reason = self.route(model)
+            if provider is None:
+                self._error("model_not_found", reason or f"No configured provider serves model '{model}'.",
+                            line_no, "body.model")
+                ok = False
+        if not ok or provider is None or not isinstance(model, str) or not isinstance(custom_id, str):
+            return None
+        self.accepted += 1
+        self.models[model] = self.models.get(model, 0) + 1
+        self.providers[provider] = self.providers.get(provider, 0) + 1
+        return ValidLine(line_no, custom_id, model, provider, orjson.dumps(body))
+
+    def finish(self) -> list[LineError]:
+        if self.seen_lines == 0 and self.error_count == 0:
+            self._error("empty_file", "The batch input file is empty: it holds no request lines.", None)
+        return self.errors
+
+
+def success_line(result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes) -> bytes:
+    """An output-file line; `body` is the upstream's JSON, embedded without re-encoding."""
+    return orjson.dumps(
+        {
+            "id": result_id,
+            "custom_id": custom_id,
+            "response": {"status_code": status_code, "request_id": request_id, "body": orjson.Fragment(body)},
+            "error": None,
+        }
+    )
+
+
+def upstream_error_line(
+    result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes
+) -> bytes:
+    """An error-file line for a non-2xx upstream answer: status and body kept as the upstream sent them."""
+    try:
+        orjson.loads(body)
+        embedded: Any = orjson.Fragment(body)
+    except orjson.JSONDecodeError:
+        embedded = body.decode("utf-8", "replace")
+    return orjson.dumps(
+        {
+            "id": result_id,
+            "custom_id": custom_id,
+            "response": {"status_code": status_code, "request_id": request_id, "body": embedded},
+            "error": None,
+        }
+    )
+
+
+def error_line(result_id: str, custom_id: str, code: str, message: str) -> bytes:
+    """An error-file line for a request that got no upstream answer (cancelled, expired, unreachable)."""
+    return orjson.dumps(
+        {
+            "id": result_id,
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+    )

@@ -1,0 +1,112 @@
+"""The GatewayError tree: every error a client can see, and its one wire form.
+
+    GatewayError                       (server_error, 500)
+    ├── InvalidRequest                 (invalid_request_error, 400)
+    ├── AuthenticationFailed           (authentication_error, 401)
+    ├── InsufficientFunds              (insufficient_funds, 402)
+    ├── PermissionDenied               (permission_error, 403)
+    ├── NotFound                       (not_found_error, 404)
+    ├── Conflict                       (conflict_error, 409)
+    ├── PayloadTooLarge                (payload_too_large, 413)
+    ├── RateLimited                    (rate_limit_error, 429)
+    └── ServiceUnavailable             (server_error, 503)
+
+Services raise these; the API layer renders them as the envelope of API.md. Nothing here does I/O.
+A bad input must never surface as a bare 500, so anything a user can get wrong has a subclass
+with a message that says what was wrong, where (`param`), and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.param = param
+        self.extra = extra or {}
+
+    def body(self, request_id: str | None) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "code": self.code,
+            "param": self.param,
+        }
+        error.update(self.extra)
+        return {"error": error, "status_code": self.status_code, "request_id": request_id}
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class InsufficientFunds(GatewayError):
+    status_code = 402
+    error_type = "insufficient_funds"
+    default_code = "insufficient_funds"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "not_found_error"
+    default_code = "not_found"
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    error_type = "conflict_error"
+    default_code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    error_type = "payload_too_large"
+    default_code = "payload_too_large"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limited"
+
+
+class ServiceUnavailable(GatewayError):
+    status_code = 503
+    error_type = "server_error"
+    default_code = "service_unavailable"
+
+
+class StaleTransition(Exception):
+    """A compare-and-set status change matched no row: someone else moved the batch first.
+
+    Internal only; callers decide whether that is benign (a concurrent cancel) or a conflict.
+    """

@@ -1,0 +1,1 @@
+"""The executor: turns validated items into upstream calls and settled results."""

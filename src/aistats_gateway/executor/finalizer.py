@@ -1,0 +1,88 @@
+"""Finalizer: write a settled batch's output and error files and publish its terminal status.
+
+Idempotent and safe to re-run from any point: blobs go to deterministic keys and become visible
+atomically; the file rows and the status change are one transaction, so either the batch shows
+its files or it is still finalizing/cancelling/in_progress and the next run writes them again.
+Unfinished items of a cancelled or expired batch are settled first as `batch_cancelled` /
+`batch_expired` failures, so every input line lands exactly once across the two files.
+"""
+
+from __future__ import annotations
+
+from aistats_gateway import ids
+from aistats_gateway.clock import Clock
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.jsonl import error_line
+from aistats_gateway.storage.blobs import BlobStore, BlobWriter
+from aistats_gateway.storage.records import BatchRecord, FileRecord
+from aistats_gateway.storage.schema import ITEM_FAILED, ITEM_SUCCEEDED
+from aistats_gateway.storage.store import Store
+
+PAGE = 2000
+HALT_MESSAGES = {
+    "batch_cancelled": "The batch was cancelled before this request was processed.",
+    "batch_expired": "The batch expired before this request could be processed (completion_window ran out).",
+}
+
+
+async def finalize(
+    batch: BatchRecord, target: BatchStatus, *, store: Store, blobs: BlobStore, clock: Clock
+) -> BatchRecord:
+    """Move `batch` (finalizing, cancelling or in_progress-to-expire) to `target` with its files."""
+    if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED):
+        code = "batch_cancelled" if target is BatchStatus.CANCELLED else "batch_expired"
+        batch = await store.fail_unfinished(batch.id, code, clock.now())
+    elif await store.unsettled_count(batch.id):
+        raise RuntimeError(f"{batch.id} still has unsettled items; it cannot complete")
+
+    out_key = f"batches/{batch.id}/output.jsonl"
+    err_key = f"batches/{batch.id}/errors.jsonl"
+    out, err = blobs.writer(out_key), blobs.writer(err_key)
+    counts = [0, 0]
+    try:
+        after = 0
+        while page := await store.item_results(batch.id, after, PAGE):
+            for item in page:
+                after = item.line
+                if item.status == ITEM_SUCCEEDED and item.result is not None:
+                    await out.write(item.result + b"\n")
+                    counts[0] += 1
+                elif item.status == ITEM_FAILED:
+                    line = item.result or error_line(
+                        ids.batch_request_id(), item.custom_id, item.error_code or "request_failed",
+                        HALT_MESSAGES.get(item.error_code or "", "The request failed."),
+                    )
+                    await err.write(line + b"\n")
+                    counts[1] += 1
+                else:
+                    raise RuntimeError(f"{batch.id} line {item.line} is not settled")
+        new_files: list[FileRecord] = []
+        now = int(clock.now())
+        values: dict[str, str | None] = {}
+        for writer, key, count, field, name in (
+            (out, out_key, counts[0], "output_file_id", "output"),
+            (err, err_key, counts[1], "error_file_id", "errors"),
+        ):
+            size = await _publish(writer, count)
+            if size is None:
+                values[field] = None
+                continue
+            record = FileRecord(
+                id=ids.file_id(), workspace_id=batch.workspace_id, filename=f"{batch.id}_{name}.jsonl",
+                purpose="batch_output", bytes=size, status="processed", blob_key=key,
+                created_at=now, expires_at=None,
+            )
+            new_files.append(record)
+            values[field] = record.id
+    except BaseException:
+        await out.abort()
+        await err.abort()
+        raise
+    return await store.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
+
+
+async def _publish(writer: BlobWriter, count: int) -> int | None:
+    if count == 0:
+        await writer.abort()
+        return None
+    return await writer.commit()

@@ -1,0 +1,94 @@
+"""Ingest: validate a batch's input file as a stream and turn every line into a durable item row.
+
+Runs in the background after create (the batch is `validating` meanwhile). Re-runnable: it starts
+by deleting any items an interrupted earlier run left, so a crash mid-ingest just means "ingest
+again" at the next start. Rows are inserted in chunks while reading; the first invalid line stops
+the inserting (but not the reading, so every error up to the cap is reported with its line).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aistats_gateway.clock import Clock
+from aistats_gateway.config import LimitsConfig
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.jsonl import LineError, LineSplitter, LineValidator
+from aistats_gateway.errors import StaleTransition
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.storage.blobs import BlobStore
+from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.store import Store
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 1000
+
+
+async def ingest(
+    batch: BatchRecord, *, store: Store, blobs: BlobStore, router: Router, limits: LimitsConfig, clock: Clock
+) -> BatchRecord | None:
+    """Validate and store the items; move the batch to in_progress or failed.
+
+    Returns the updated batch, or None when someone else moved it meanwhile (a cancel).
+    """
+    await store.delete_items(batch.id)
+    validator = LineValidator(
+        endpoint=batch.endpoint,
+        route=lambda model: router.route(model, batch.provider_prefs),
+        max_lines=limits.max_batch_lines,
+        max_errors=limits.max_validation_errors,
+    )
+    file = await store.get_file(batch.workspace_id, batch.input_file_id)
+    errors: list[LineError]
+    if file is None or not await blobs.exists(file.blob_key):
+        errors = [LineError("input_file_missing",
+                            f"The input file {batch.input_file_id} was deleted before the batch could read it.",
+                            None, "input_file_id")]
+    else:
+        rows: list[dict[str, Any]] = []
+        splitter = LineSplitter()
+
+        async def take(pairs: Any) -> None:
+            for line_no, raw in pairs:
+                valid = validator.feed(line_no, raw)
+                if valid is not None and validator.error_count == 0:
+                    rows.append({
+                        "batch_id": batch.id, "line": valid.line, "custom_id": valid.custom_id,
+                        "model": valid.model, "provider": valid.provider, "body": valid.body,
+                        "status": 0, "attempts": 0, "input_tokens": 0, "output_tokens": 0,
+                    })
+            if validator.error_count:
+                rows.clear()
+            elif len(rows) >= CHUNK_ROWS:
+                await store.insert_items(rows)
+                rows.clear()
+
+        async for chunk in blobs.read(file.blob_key):
+            await take(splitter.feed(chunk))
+        await take(splitter.finish())
+        errors = validator.finish()
+        if not errors and rows:
+            await store.insert_items(rows)
+    now = clock.now()
+    try:
+        if errors:
+            await store.delete_items(batch.id)
+            message = f"{validator.error_count} line(s) failed validation"
+            if validator.error_count > len(errors):
+                message += f"; the first {len(errors)} are listed"
+            return await store.transition(
+                batch.id, BatchStatus.VALIDATING, BatchStatus.FAILED, now,
+                errors=[e.as_dict() for e in errors], status_reason=message,
+            )
+        models = list(validator.models)
+        providers = list(validator.providers)
+        return await store.transition(
+            batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now,
+            total=validator.accepted,
+            model=models[0] if len(models) == 1 else None,
+            provider=providers[0] if len(providers) == 1 else None,
+        )
+    except StaleTransition:
+        log.info("batch %s changed status during validation", batch.id)
+        return None

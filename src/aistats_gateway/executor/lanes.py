@@ -1,0 +1,31 @@
+"""Lanes: per-provider admission — a concurrency cap and a pause after the upstream says wait.
+
+The first cut of pacing: a lane bounds in-flight requests to one provider and, when the provider
+answers 429 with Retry-After, holds every request to it until that moment instead of letting each
+item discover the limit on its own. RPM/TPM buckets and AIMD build on this (issue: executor at
+full speed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class Lane:
+    def __init__(self, name: str, max_concurrency: int) -> None:
+        self.name = name
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        async with self._slots:
+            yield

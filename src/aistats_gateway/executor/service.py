@@ -1,0 +1,432 @@
+"""The executor service: owns the background tasks that move batches from items to results.
+
+Tasks: a scheduler (leases items fairly across batches), `concurrency` workers (send to the
+provider, retry per RetryPolicy), a committer (settles results in groups: one transaction per
+group, never one per item), and a housekeeper (expiry, cancels seen in the database, safety-net
+activation). Validation and finalization run as tracked tasks, one per batch at a time.
+
+In-memory bookkeeping is only an accelerator: the database is the truth, and `recover()` rebuilds
+everything from it at start (earlier incarnations' leases are released at once, not waited out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aistats_gateway import ids
+from aistats_gateway.clock import Clock
+from aistats_gateway.config import Settings
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
+from aistats_gateway.errors import StaleTransition
+from aistats_gateway.executor.finalizer import finalize
+from aistats_gateway.executor.ingest import ingest
+from aistats_gateway.executor.lanes import Lane
+from aistats_gateway.executor.retry import RetryPolicy
+from aistats_gateway.providers.base import ProviderResult, UpstreamUnavailable, with_model
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.storage.blobs import BlobStore
+from aistats_gateway.storage.records import BatchRecord, ItemRecord
+from aistats_gateway.storage.store import Settlement, Store
+
+log = logging.getLogger(__name__)
+LEASE_CHUNK = 256
+
+
+@dataclass
+class Work:
+    item: ItemRecord
+    endpoint: str
+    attempts: int = 0
+    throttles: int = 0
+
+
+@dataclass
+class BatchState:
+    """What the executor holds in memory for one batch it is working on."""
+
+    endpoint: str
+    outstanding: int = 0  # leased here and not yet committed as settled (queued, in flight, waiting)
+    exhausted: bool = False  # the last lease found nothing pending
+    halt: BatchStatus | None = None  # CANCELLED or EXPIRED once a stop was requested
+    timers: set[asyncio.TimerHandle] = field(default_factory=set)
+
+
+class Executor:
+    def __init__(
+        self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.executor
+        self.store = store
+        self.blobs = blobs
+        self.router = router
+        self.clock = clock
+        self.boot_id = "boot_" + ids.ulid()
+        self.policy = RetryPolicy(self.cfg.max_attempts, self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds)
+        self.lanes = {p.name: Lane(p.name, p.max_concurrency or self.cfg.concurrency) for p in settings.providers}
+        self.batches: dict[str, BatchState] = {}
+        self.order: deque[str] = deque()
+        self.queue: asyncio.Queue[Work] = asyncio.Queue()
+        self.in_memory = 0
+        self.settle_buffer: list[Settlement] = []
+        self._wake = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._running = False
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._running = True
+        await self.recover()
+        self._tasks = [asyncio.create_task(self._scheduler(), name="scheduler"),
+                       asyncio.create_task(self._committer(), name="committer"),
+                       asyncio.create_task(self._housekeeper(), name="housekeeper")]
+        self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.cfg.concurrency)]
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in [*self._tasks, *self._jobs.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._jobs.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._jobs.clear()
+        await self._flush()
+        await self.store.release_leases(self.boot_id)
+
+    async def recover(self) -> None:
+        """Rebuild from the database: release old leases, resume every non-terminal batch."""
+        released = await self.store.release_leases(except_owner=self.boot_id)
+        if released:
+            log.info("released %d leases of earlier incarnations", released)
+        for batch in await self.store.batches_in(
+            [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING]
+        ):
+            self.resume(batch)
+
+    def resume(self, batch: BatchRecord) -> None:
+        if batch.status is BatchStatus.VALIDATING:
+            self._job(batch.id, lambda: self._ingest(batch))
+        elif batch.status is BatchStatus.IN_PROGRESS:
+            self.activate(batch)
+            if batch.counts.settled >= batch.total:
+                self._finalize_soon(batch.id, BatchStatus.COMPLETED)
+        elif batch.status is BatchStatus.FINALIZING:
+            self._finalize_soon(batch.id, BatchStatus.COMPLETED)
+        elif batch.status is BatchStatus.CANCELLING:
+            self.halt(batch.id, BatchStatus.CANCELLED, batch.endpoint)
+
+    # ------------------------------------------------------------------ public hooks
+    def submitted(self, batch: BatchRecord) -> None:
+        """A new batch was created: validate it in the background."""
+        if self._running:
+            self._job(batch.id, lambda: self._ingest(batch))
+
+    def activate(self, batch: BatchRecord) -> None:
+        state = self.batches.get(batch.id)
+        if state is None:
+            self.batches[batch.id] = BatchState(endpoint=batch.endpoint)
+            self.order.append(batch.id)
+        elif state.halt is None:
+            state.exhausted = False
+        self._wake.set()
+
+    def halt(self, batch_id: str, target: BatchStatus, endpoint: str) -> None:
+        """Stop sending a batch's items (cancel or expiry); finalize once in-flight ones settle."""
+        state = self.batches.setdefault(batch_id, BatchState(endpoint=endpoint))
+        if state.halt is not None:
+            self._maybe_finish_halt(batch_id)
+            return
+        state.halt = target
+        for handle in state.timers:
+            handle.cancel()
+            state.outstanding -= 1
+            self.in_memory -= 1
+        state.timers.clear()
+        self._maybe_finish_halt(batch_id)
+
+    # ------------------------------------------------------------------ validation
+    async def _ingest(self, batch: BatchRecord) -> None:
+        result = await ingest(batch, store=self.store, blobs=self.blobs, router=self.router,
+                              limits=self.settings.limits, clock=self.clock)
+        if result is None:
+            current = await self.store.get_batch(batch.id)
+            if current is not None and current.status is BatchStatus.CANCELLING:
+                self.halt(current.id, BatchStatus.CANCELLED, current.endpoint)
+            return
+        if result.status is BatchStatus.IN_PROGRESS:
+            self.activate(result)
+
+    # ------------------------------------------------------------------ scheduling
+    async def _scheduler(self) -> None:
+        target = self.cfg.concurrency * 2
+        while self._running:
+            self._wake.clear()
+            progressed = False
+            for _ in range(len(self.order)):
+                room = target - self.in_memory
+                if room <= 0:
+                    break
+                batch_id = self.order[0]
+                self.order.rotate(-1)
+                state = self.batches.get(batch_id)
+                if state is None or state.exhausted or state.halt is not None:
+                    continue
+                share = max(1, min(LEASE_CHUNK, room // max(1, len(self.order))))
+                leased = await self.store.lease_items(
+                    batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds)
+                if len(leased) < share:
+                    state.exhausted = True
+                for item in leased:
+                    state.outstanding += 1
+                    self.in_memory += 1
+                    self.queue.put_nowait(Work(item, state.endpoint, attempts=item.attempts))
+                progressed = progressed or bool(leased)
+            self._forget_idle()
+            if progressed and self.in_memory < target:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
+
+    def _forget_idle(self) -> None:
+        for batch_id in list(self.order):
+            state = self.batches[batch_id]
+            if state.exhausted and state.outstanding == 0 and state.halt is None and batch_id not in self._jobs:
+                self.order.remove(batch_id)
+                del self.batches[batch_id]
+
+    # ------------------------------------------------------------------ workers
+    async def _worker(self) -> None:
+        while True:
+            work = await self.queue.get()
+            state = self.batches.get(work.item.batch_id)
+            if state is None or state.halt is not None:
+                self._drop(work)
+                continue
+            try:
+                await self._attempt(work, state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the worker or lose the item
+                log.exception("unexpected error on %s line %d", work.item.batch_id, work.item.line)
+                self._settle_error(work, "internal_error", "The gateway hit an internal error on this request.")
+
+    async def _attempt(self, work: Work, state: BatchState) -> None:
+        item = work.item
+        provider = self.router.by_name.get(item.provider)
+        if provider is None:
+            self._settle_error(work, "provider_unavailable",
+                               f"Provider '{item.provider}' is no longer configured on this gateway.")
+            return
+        upstream_model = self.router.upstream_model(provider, item.model)
+        body = item.body if upstream_model == item.model else with_model(item.body, upstream_model)
+        lane = self.lanes[provider.name]
+        result: ProviderResult | None = None
+        failure: UpstreamUnavailable | None = None
+        async with lane.slot():
+            try:
+                result = await provider.send(work.endpoint, upstream_model, body)
+            except UpstreamUnavailable as exc:
+                failure = exc
+        status = result.status if result is not None else None
+        if status == 429:
+            work.throttles += 1
+        else:
+            work.attempts += 1
+        if result is not None and 200 <= result.status < 300:
+            line = success_line(ids.batch_request_id(), item.custom_id, result.status,
+                                ids.gateway_request_id(), result.body)
+            self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
+                                    result.input_tokens, result.output_tokens))
+            return
+        retry_after = result.retry_after if result is not None else None
+        decision = self.policy.decide(status=status, attempts=work.attempts, throttles=work.throttles,
+                                      retry_after=retry_after, jitter=self._rng.random())
+        if status == 429 and retry_after:
+            lane.pause(retry_after)
+        if decision.retry and state.halt is None:
+            loop = asyncio.get_running_loop()
+            handle: asyncio.TimerHandle
+
+            def requeue() -> None:
+                state.timers.discard(handle)
+                self.queue.put_nowait(work)
+
+            handle = loop.call_later(decision.delay, requeue)
+            state.timers.add(handle)
+            return
+        if result is not None:
+            line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status,
+                                       ids.gateway_request_id(), result.body)
+            self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts))
+        else:
+            assert failure is not None
+            self._settle_error(work, f"upstream_{failure.kind}",
+                               f"{failure.message} (after {work.attempts} attempt(s))")
+
+    def _settle_error(self, work: Work, code: str, message: str) -> None:
+        line = error_line(ids.batch_request_id(), work.item.custom_id, code, message)
+        self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
+
+    def _settle(self, settlement: Settlement) -> None:
+        self.settle_buffer.append(settlement)
+        if len(self.settle_buffer) >= self.cfg.commit_max_items:
+            self._flush_now.set()
+
+    def _drop(self, work: Work) -> None:
+        """Forget an item of a halted batch; it stays leased until the finalizer settles it."""
+        state = self.batches.get(work.item.batch_id)
+        self.in_memory -= 1
+        if state is not None:
+            state.outstanding -= 1
+            self._maybe_finish_halt(work.item.batch_id)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ committing
+    async def _committer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), self.cfg.commit_interval_seconds)
+            self._flush_now.clear()
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("committing results failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _flush(self) -> None:
+        if not self.settle_buffer:
+            return
+        group, self.settle_buffer = self.settle_buffer, []
+        try:
+            updated = await self.store.settle(group, self.clock.now())
+        except BaseException:
+            self.settle_buffer[:0] = group  # keep them for the next try
+            raise
+        per_batch: dict[str, int] = defaultdict(int)
+        for settlement in group:
+            per_batch[settlement.batch_id] += 1
+        for batch_id, n in per_batch.items():
+            self.in_memory -= n
+            state = self.batches.get(batch_id)
+            if state is not None:
+                state.outstanding -= n
+        for batch_id, batch in updated.items():
+            state = self.batches.get(batch_id)
+            if state is not None and state.halt is not None:
+                self._maybe_finish_halt(batch_id)
+            elif batch.status is BatchStatus.IN_PROGRESS and batch.counts.settled >= batch.total:
+                self._finalize_soon(batch_id, BatchStatus.COMPLETED)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ finishing
+    def _maybe_finish_halt(self, batch_id: str) -> None:
+        state = self.batches.get(batch_id)
+        if state is not None and state.halt is not None and state.outstanding <= 0:
+            self._finalize_soon(batch_id, state.halt)
+
+    def _finalize_soon(self, batch_id: str, target: BatchStatus) -> None:
+        self._job(batch_id, lambda: self._finalize(batch_id, target))
+
+    async def _finalize(self, batch_id: str, target: BatchStatus) -> None:
+        batch = await self.store.get_batch(batch_id)
+        if batch is None or batch.status.terminal:
+            self._forget(batch_id)
+            return
+        # The stored status decides the target: a cancel or a completion may have overtaken `target`.
+        if batch.status is BatchStatus.CANCELLING:
+            target = BatchStatus.CANCELLED
+        elif batch.status is BatchStatus.FINALIZING:
+            target = BatchStatus.COMPLETED
+        try:
+            if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
+                batch = await self.store.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                                                    self.clock.now())
+            await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock)
+        except StaleTransition:
+            log.info("batch %s moved while finalizing; re-checking", batch_id)
+            current = await self.store.get_batch(batch_id)
+            if current is not None and not current.status.terminal:
+                self.resume(current)
+            return
+        self._forget(batch_id)
+
+    def _forget(self, batch_id: str) -> None:
+        state = self.batches.pop(batch_id, None)
+        if state is not None:
+            with contextlib.suppress(ValueError):
+                self.order.remove(batch_id)
+
+    def _job(self, batch_id: str, make: Callable[[], Awaitable[None]]) -> None:
+        """Run one background job per batch at a time (validation or finalization)."""
+        running = self._jobs.get(batch_id)
+        if running is not None and not running.done():
+            running.add_done_callback(lambda _t: self._job(batch_id, make) if self._running else None)
+            return
+
+        async def runner() -> None:
+            try:
+                await make()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background job for %s failed; it will be retried", batch_id)
+                await asyncio.sleep(2.0)
+                if self._running:
+                    self._jobs.pop(batch_id, None)
+                    self._job(batch_id, make)
+                    return
+            if self._jobs.get(batch_id) is task:
+                del self._jobs[batch_id]
+
+        task = asyncio.create_task(runner(), name=f"job-{batch_id}")
+        self._jobs[batch_id] = task
+
+    # ------------------------------------------------------------------ housekeeping
+    async def _housekeeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.expiry_check_seconds)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def sweep(self) -> None:
+        """Expire batches past their window; pick up cancels and batches this process does not hold."""
+        now = self.clock.now()
+        for batch in await self.store.batches_in(
+            [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING]
+        ):
+            state = self.batches.get(batch.id)
+            if batch.status is BatchStatus.CANCELLING:
+                if state is None or state.halt is None:
+                    self.halt(batch.id, BatchStatus.CANCELLED, batch.endpoint)
+            elif batch.expires_at <= now:
+                if batch.status is BatchStatus.VALIDATING:
+                    job = self._jobs.pop(batch.id, None)
+                    if job is not None:
+                        job.cancel()
+                    with contextlib.suppress(StaleTransition):
+                        await self.store.fail_unfinished(batch.id, "batch_expired", now)
+                        await self.store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.EXPIRED, now)
+                else:
+                    self.halt(batch.id, BatchStatus.EXPIRED, batch.endpoint)
+            elif batch.status is BatchStatus.IN_PROGRESS and state is None:
+                self.activate(batch)
+            elif batch.status is BatchStatus.VALIDATING and batch.id not in self._jobs:
+                self._job(batch.id, lambda b=batch: self._ingest(b))  # type: ignore[misc]
+

@@ -1,0 +1,1 @@
+"""Upstream providers behind one protocol, and the routing of models to them."""

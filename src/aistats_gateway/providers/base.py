@@ -1,0 +1,103 @@
+"""The Provider protocol and what a send returns.
+
+A provider turns (endpoint, model, body bytes) into a `ProviderResult` — any HTTP status, with the
+raw body kept as bytes so the executor can embed it in the output file without re-encoding — or
+raises `UpstreamUnavailable` when no answer came back (timeout, connection error, unreadable body).
+Deciding what to retry is not the provider's job (see executor/retry.py).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    status: int
+    body: bytes
+    retry_after: float | None = None  # seconds, from Retry-After / retry-after-ms
+    upstream_request_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class UpstreamUnavailable(Exception):
+    """No usable answer: `kind` is timeout | connection | invalid_response | too_large."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    def serves(self, model: str) -> bool:
+        """Whether this provider answers for `model` (its configured patterns)."""
+        ...
+
+    def listed_models(self) -> list[str]:
+        """Concrete model names to show in GET /v1/models."""
+        ...
+
+    async def send(self, endpoint: str, model: str, body: bytes) -> ProviderResult: ...
+
+    async def close(self) -> None: ...
+
+
+def matches(patterns: list[str], model: str) -> bool:
+    for pattern in patterns:
+        if pattern == "*" or pattern == model:
+            return True
+        if pattern.endswith("*") and model.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def usage_of(parsed: Any) -> tuple[int, int]:
+    """(input, output) tokens from an OpenAI- or Anthropic-shaped `usage` object; zeros if absent."""
+    if not isinstance(parsed, dict):
+        return 0, 0
+    usage = parsed.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    tin = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+    tout = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    return (tin if isinstance(tin, int) else 0), (tout if isinstance(tout, int) else 0)
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The body with `model` replaced (used when a routing prefix like `openai/` must be dropped)."""
+    parsed = orjson.loads(body)
+    parsed["model"] = model
+    return orjson.dumps(parsed)

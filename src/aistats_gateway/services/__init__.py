@@ -1,0 +1,1 @@
+"""Use cases behind the API: what a route means, independent of HTTP."""

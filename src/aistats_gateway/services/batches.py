@@ -1,0 +1,130 @@
+"""Batches: create (from a file or inline rows), read, list and cancel, within one workspace.
+
+Create checks the body synchronously (400/404 with the field named) and stores the batch as
+`validating`; the executor validates the lines in the background. Cancel is a compare-and-set
+to `cancelling`; the executor stops sending and finalizes with every finished result kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aistats_gateway import ids
+from aistats_gateway.clock import Clock
+from aistats_gateway.domain import batch as rules
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.transitions import CANCELLABLE
+from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition
+from aistats_gateway.executor.service import Executor
+from aistats_gateway.services.files import FileService
+from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.store import Store
+
+CREATE_FIELDS = {
+    "input_file_id", "endpoint", "completion_window", "metadata", "session_id", "webhook", "provider",
+    "requests", "output_expires_after",
+}
+
+
+class BatchService:
+    def __init__(
+        self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.executor = executor
+        self.clock = clock
+        self.max_lines = max_lines
+
+    async def create(self, workspace_id: str, body: dict[str, Any]) -> BatchRecord:
+        unknown = sorted(set(body) - CREATE_FIELDS)
+        if unknown:
+            raise InvalidRequest(
+                f"Unknown parameter '{unknown[0]}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
+                code="unknown_parameter", param=unknown[0])
+        endpoint_input = body.get("endpoint")
+        endpoint = rules.parse_endpoint(endpoint_input)
+        window = rules.parse_completion_window(body.get("completion_window"))
+        metadata = rules.parse_metadata(body.get("metadata"))
+        session_id = rules.parse_session_id(body.get("session_id"))
+        webhook = rules.parse_webhook(body.get("webhook"))
+        prefs = rules.parse_provider_preferences(body.get("provider"))
+        input_file_id = body.get("input_file_id")
+        inline = body.get("requests")
+        if input_file_id is not None and inline is not None:
+            raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
+                                 code="conflicting_parameters", param="requests")
+        if inline is not None:
+            input_file_id = await self._inline_file(workspace_id, inline)
+        elif not isinstance(input_file_id, str) or not input_file_id:
+            raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
+                                 code="missing_required_parameter", param="input_file_id")
+        else:
+            file = await self.files.get(workspace_id, input_file_id)
+            if file.purpose != "batch":
+                raise InvalidRequest(
+                    f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",
+                    code="invalid_file_purpose", param="input_file_id")
+        now = self.clock.now()
+        window_text = body.get("completion_window") or "24h"
+        record = await self.store.insert_batch({
+            "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
+            "endpoint": endpoint, "endpoint_input": str(endpoint_input), "status": BatchStatus.VALIDATING.value,
+            "input_file_id": input_file_id, "completion_window": str(window_text).strip(),
+            "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
+            "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
+            "webhook": webhook, "provider_prefs": prefs, "updated_at": now,
+        })
+        if self.executor is not None:
+            self.executor.submitted(record)
+        return record
+
+    async def _inline_file(self, workspace_id: str, inline: Any) -> str:
+        if not isinstance(inline, list):
+            raise InvalidRequest("'requests' must be a list of request lines {custom_id, method, url, body}.",
+                                 code="invalid_type", param="requests")
+        if len(inline) > self.max_lines:
+            raise InvalidRequest(f"'requests' has {len(inline)} rows; at most {self.max_lines} per batch.",
+                                 code="too_many_tasks", param="requests")
+        data = b"".join(orjson.dumps(row) + b"\n" for row in inline)
+        record = await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
+                                                    purpose="batch")
+        return record.id
+
+    async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
+        record = await self.store.get_batch(batch_id, workspace_id)
+        if record is None:
+            raise NotFound(f"No batch with id '{batch_id}' in this workspace.",
+                           code="batch_not_found_or_not_owned", param="batch_id")
+        return record
+
+    async def list(
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None
+    ) -> tuple[list[BatchRecord], bool]:
+        if status is not None and status not in {s.value for s in BatchStatus}:
+            raise InvalidRequest(f"Unknown status filter '{status}'; use one of "
+                                 + ", ".join(s.value for s in BatchStatus) + ".",
+                                 code="invalid_status", param="status")
+        return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status)
+
+    async def cancel(self, workspace_id: str, batch_id: str) -> BatchRecord:
+        record = await self.get(workspace_id, batch_id)
+        for _ in range(3):
+            if record.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+                return record  # cancelling twice is harmless: answer with the batch as it is
+            if record.status not in CANCELLABLE:
+                raise Conflict(f"Batch '{batch_id}' is already {record.status.value}; only validating or "
+                               "in_progress batches can be cancelled.", code="batch_not_cancellable",
+                               param="batch_id")
+            try:
+                record = await self.store.transition(record.id, record.status, BatchStatus.CANCELLING,
+                                                     self.clock.now())
+            except StaleTransition:
+                record = await self.get(workspace_id, batch_id)
+                continue
+            if self.executor is not None:
+                self.executor.halt(record.id, BatchStatus.CANCELLED, record.endpoint)
+            return record
+        return record

@@ -1,0 +1,108 @@
+"""Files: store uploads as blobs plus a row; read, list and delete them within one workspace.
+
+Uploads arrive as an async stream of bytes (the API layer parses multipart or JSON around it);
+they are written to the blob store as they come and never held whole in memory. The size limit is
+enforced while streaming, so an oversized upload is cut off and answered 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aistats_gateway import ids
+from aistats_gateway.clock import Clock
+from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
+from aistats_gateway.storage.blobs import BlobStore, BlobWriter
+from aistats_gateway.storage.records import FileRecord
+from aistats_gateway.storage.store import Store
+
+UPLOAD_PURPOSES = ("batch", "fine-tune", "assistants", "vision", "user_data", "evals")
+
+
+def check_purpose(purpose: str | None) -> str:
+    if not purpose:
+        raise InvalidRequest("Missing required parameter 'purpose' (use \"batch\" for batch input files).",
+                             code="missing_required_parameter", param="purpose")
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequest(f"Invalid purpose '{purpose}'; use one of: {', '.join(UPLOAD_PURPOSES)}.",
+                             code="invalid_purpose", param="purpose")
+    return purpose
+
+
+class LimitedWriter:
+    """A blob writer that refuses to grow past `limit` bytes (413 with the limit in the message)."""
+
+    def __init__(self, writer: BlobWriter, limit: int) -> None:
+        self.writer = writer
+        self.limit = limit
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise PayloadTooLarge(
+                f"The file is larger than the {self.limit:,}-byte upload limit; split it into smaller files.",
+                code="file_too_large", param="file",
+            )
+        await self.writer.write(data)
+
+
+class FileService:
+    def __init__(self, store: Store, blobs: BlobStore, clock: Clock, max_bytes: int) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.clock = clock
+        self.max_bytes = max_bytes
+
+    def new_upload(self) -> tuple[str, str, LimitedWriter]:
+        file_id = ids.file_id()
+        key = f"files/{file_id}"
+        return file_id, key, LimitedWriter(self.blobs.writer(key), self.max_bytes)
+
+    async def finish_upload(
+        self, workspace_id: str, file_id: str, key: str, writer: LimitedWriter, *, filename: str, purpose: str
+    ) -> FileRecord:
+        size = await writer.writer.commit()
+        record = FileRecord(
+            id=file_id, workspace_id=workspace_id, filename=filename[:1024] or "upload.jsonl", purpose=purpose,
+            bytes=size, status="processed", blob_key=key, created_at=int(self.clock.now()), expires_at=None,
+        )
+        try:
+            await self.store.insert_file(record)
+        except BaseException:
+            await self.blobs.delete(key)
+            raise
+        return record
+
+    async def create_from_bytes(
+        self, workspace_id: str, data: bytes, *, filename: str, purpose: str
+    ) -> FileRecord:
+        file_id, key, writer = self.new_upload()
+        try:
+            await writer.write(data)
+        except BaseException:
+            await writer.writer.abort()
+            raise
+        return await self.finish_upload(workspace_id, file_id, key, writer, filename=filename, purpose=purpose)
+
+    async def get(self, workspace_id: str, file_id: str) -> FileRecord:
+        record = await self.store.get_file(workspace_id, file_id)
+        if record is None:
+            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
+                           param="file_id")
+        return record
+
+    async def content(self, workspace_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:
+        record = await self.get(workspace_id, file_id)
+        if not await self.blobs.exists(record.blob_key):
+            raise NotFound(f"The content of file '{file_id}' is no longer available.", code="file_content_missing",
+                           param="file_id")
+        return record, self.blobs.read(record.blob_key)
+
+    async def delete(self, workspace_id: str, file_id: str) -> FileRecord:
+        record = await self.store.delete_file(workspace_id, file_id)
+        if record is None:
+            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
+                           param="file_id")
+        await self.blobs.delete(record.blob_key)
+        return record

@@ -1,0 +1,1 @@
+"""Durable state (Store over SQLAlchemy Core) and file bytes (BlobStore)."""

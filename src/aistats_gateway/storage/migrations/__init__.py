@@ -1,0 +1,1 @@
+"""Alembic migrations; run at start by `aistats_gateway.storage.migrate`."""

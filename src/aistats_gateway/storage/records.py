@@ -1,0 +1,96 @@
+"""Typed views of stored rows, as the services and the wire layer see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from aistats_gateway.domain.batch import BatchStatus, RequestCounts
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    workspace_id: str
+    filename: str
+    purpose: str
+    bytes: int
+    status: str
+    blob_key: str
+    created_at: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    id: str
+    workspace_id: str
+    request_id: str
+    endpoint: str
+    endpoint_input: str
+    status: BatchStatus
+    input_file_id: str
+    output_file_id: str | None
+    error_file_id: str | None
+    completion_window: str
+    created_at: int
+    expires_at: int
+    in_progress_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    total: int
+    completed: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    metadata: dict[str, str] | None
+    session_id: str | None
+    webhook: dict[str, Any] | None
+    provider_prefs: dict[str, Any] | None
+    model: str | None
+    provider: str | None
+    errors: list[dict[str, Any]] | None
+    status_reason: str | None
+    updated_at: float
+
+    @property
+    def counts(self) -> RequestCounts:
+        return RequestCounts(self.total, self.completed, self.failed)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    batch_id: str
+    line: int
+    custom_id: str
+    model: str
+    provider: str
+    body: bytes
+    attempts: int
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], row: Any) -> T:
+    mapping = row._mapping if hasattr(row, "_mapping") else row
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: mapping[n] for n in names})
+
+
+def file_record(row: Any) -> FileRecord:
+    return _build(FileRecord, row)
+
+
+def batch_record(row: Any) -> BatchRecord:
+    rec = _build(BatchRecord, row)
+    object.__setattr__(rec, "status", BatchStatus(rec.status))
+    return rec
+
+
+def item_record(row: Any) -> ItemRecord:
+    return _build(ItemRecord, row)

@@ -1,0 +1,127 @@
+"""The relational schema, as SQLAlchemy Core tables; Alembic migrations create exactly these.
+
+Portable types only (no SQLite-isms): the same tables run on PostgreSQL. Times are Unix seconds;
+batch/file timestamps are integers as on the wire, lease expiry a float.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("filename", String(1024), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("blob_key", String(1024), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Index("ix_files_workspace_id", "workspace_id", "id"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("endpoint_input", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("completion_window", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger, nullable=True),
+    Column("finalizing_at", BigInteger, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("failed_at", BigInteger, nullable=True),
+    Column("expired_at", BigInteger, nullable=True),
+    Column("cancelling_at", BigInteger, nullable=True),
+    Column("cancelled_at", BigInteger, nullable=True),
+    Column("total", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("metadata", JSON, nullable=True),
+    Column("session_id", String(256), nullable=True),
+    Column("webhook", JSON, nullable=True),
+    Column("provider_prefs", JSON, nullable=True),
+    Column("model", String(256), nullable=True),
+    Column("provider", String(128), nullable=True),
+    Column("errors", JSON, nullable=True),
+    Column("status_reason", Text, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_batches_workspace_id", "workspace_id", "id"),
+    Index("ix_batches_status", "status"),
+)
+
+# Item status values (small ints keep the hot index narrow).
+ITEM_PENDING = 0
+ITEM_LEASED = 1
+ITEM_SUCCEEDED = 2
+ITEM_FAILED = 3
+
+items = Table(
+    "items",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("custom_id", String(512), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", SmallInteger, nullable=False, default=ITEM_PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("result", LargeBinary, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("settled_at", Float, nullable=True),
+    Index("ix_items_batch_status", "batch_id", "status", "line"),
+)

@@ -1,0 +1,419 @@
+"""The one Store: every read and write of gateway state, over SQLAlchemy Core (async).
+
+Owns transactions and their boundaries. Statuses change only through `transition()`, a
+compare-and-set on the current status checked against `domain.transitions`; an item's outcome and
+its batch's counters change in the same transaction, so a counted result is always a stored one.
+Portable SQL only (UPDATE … RETURNING works on SQLite ≥ 3.35 and PostgreSQL); nothing here knows
+which database it runs on except `create_engine()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, bindparam, delete, event, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aistats_gateway.domain import transitions
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.errors import StaleTransition
+from aistats_gateway.storage.records import (
+    BatchRecord,
+    FileRecord,
+    ItemRecord,
+    batch_record,
+    file_record,
+    item_record,
+)
+from aistats_gateway.storage.schema import (
+    ITEM_FAILED,
+    ITEM_LEASED,
+    ITEM_PENDING,
+    ITEM_SUCCEEDED,
+    api_keys,
+    batches,
+    files,
+    items,
+    workspaces,
+)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine; on SQLite, WAL journal and a busy timeout so writers wait instead of failing."""
+    kwargs: dict[str, Any] = {
+        "json_serializer": lambda v: orjson.dumps(v).decode(),
+        "json_deserializer": orjson.loads,
+    }
+    is_sqlite = url.startswith("sqlite")
+    if is_sqlite:
+        kwargs["pool_size"] = 4
+        kwargs["max_overflow"] = 4
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The final outcome of one item, as the executor hands it to the store."""
+
+    batch_id: str
+    line: int
+    succeeded: bool
+    result: bytes  # the rendered output-file or error-file line
+    attempts: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    line: int
+    custom_id: str
+    status: int
+    result: bytes | None
+    error_code: str | None
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ---------------------------------------------------------------- workspaces and keys
+    async def ensure_workspace(self, workspace_id: str, name: str) -> None:
+        async with self.engine.begin() as conn:
+            found = await conn.scalar(select(workspaces.c.id).where(workspaces.c.id == workspace_id))
+            if found is None:
+                await conn.execute(
+                    insert(workspaces).values(id=workspace_id, name=name, created_at=int(time.time()))
+                )
+
+    async def add_api_key(
+        self, key_id: str, workspace_id: str, key_hash: str, prefix: str, name: str | None
+    ) -> bool:
+        """Store a key hash; False if that hash is already stored (same key)."""
+        async with self.engine.begin() as conn:
+            found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == key_hash))
+            if found is not None:
+                return False
+            await conn.execute(
+                insert(api_keys).values(
+                    id=key_id, workspace_id=workspace_id, key_hash=key_hash, prefix=prefix,
+                    name=name, created_at=int(time.time()),
+                )
+            )
+            return True
+
+    async def workspace_for_key(self, key_hash: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.scalar(
+                select(api_keys.c.workspace_id).where(
+                    and_(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+                )
+            )
+
+    async def count_keys(self, workspace_id: str | None = None) -> int:
+        query = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
+        if workspace_id is not None:
+            query = query.where(api_keys.c.workspace_id == workspace_id)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    # ---------------------------------------------------------------- files
+    async def insert_file(self, record: FileRecord) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(files).values(**record.__dict__))
+
+    async def get_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(files).where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
+                )
+            ).first()
+        return file_record(row) if row else None
+
+    async def list_files(
+        self, workspace_id: str, *, after: str | None, limit: int, purpose: str | None, ascending: bool
+    ) -> tuple[list[FileRecord], bool]:
+        query = select(files).where(files.c.workspace_id == workspace_id)
+        if purpose:
+            query = query.where(files.c.purpose == purpose)
+        if after:
+            query = query.where(files.c.id > after if ascending else files.c.id < after)
+        query = query.order_by(files.c.id.asc() if ascending else files.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [file_record(r) for r in rows[:limit]], len(rows) > limit
+
+    async def delete_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    delete(files)
+                    .where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
+                    .returning(*files.c)
+                )
+            ).first()
+        return file_record(row) if row else None
+
+    # ---------------------------------------------------------------- batches
+    async def insert_batch(self, values: dict[str, Any]) -> BatchRecord:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(insert(batches).values(**values).returning(*batches.c))).one()
+        return batch_record(row)
+
+    async def get_batch(self, batch_id: str, workspace_id: str | None = None) -> BatchRecord | None:
+        query = select(batches).where(batches.c.id == batch_id)
+        if workspace_id is not None:
+            query = query.where(batches.c.workspace_id == workspace_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return batch_record(row) if row else None
+
+    async def list_batches(
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None
+    ) -> tuple[list[BatchRecord], bool]:
+        """Newest first (ids are time-ordered ULIDs); `after` is the last id of the previous page."""
+        query = select(batches).where(batches.c.workspace_id == workspace_id)
+        if status:
+            query = query.where(batches.c.status == status)
+        if after:
+            query = query.where(batches.c.id < after)
+        query = query.order_by(batches.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [batch_record(r) for r in rows[:limit]], len(rows) > limit
+
+    async def batches_in(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
+        query = select(batches).where(batches.c.status.in_([s.value for s in statuses])).order_by(batches.c.id)
+        async with self.engine.connect() as conn:
+            return [batch_record(r) for r in (await conn.execute(query)).all()]
+
+    async def transition(
+        self, batch_id: str, current: BatchStatus, target: BatchStatus, now: float, **values: Any
+    ) -> BatchRecord:
+        """Compare-and-set the status; raises StaleTransition if the batch is no longer `current`."""
+        async with self.engine.begin() as conn:
+            return await self._transition(conn, batch_id, current, target, now, **values)
+
+    async def _transition(
+        self, conn: Any, batch_id: str, current: BatchStatus, target: BatchStatus, now: float,
+        **values: Any,
+    ) -> BatchRecord:
+        stamp = transitions.check(current, target)
+        values[stamp] = int(now)
+        row = (
+            await conn.execute(
+                update(batches)
+                .where(and_(batches.c.id == batch_id, batches.c.status == current.value))
+                .values(status=target.value, updated_at=now, **values)
+                .returning(*batches.c)
+            )
+        ).first()
+        if row is None:
+            raise StaleTransition(f"{batch_id} is not {current.value}")
+        return batch_record(row)
+
+    async def update_batch_fields(self, batch_id: str, **values: Any) -> None:
+        """Non-status fields only (status goes through `transition`)."""
+        assert "status" not in values
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(batches).where(batches.c.id == batch_id).values(updated_at=time.time(), **values)
+            )
+
+    # ---------------------------------------------------------------- items
+    async def delete_items(self, batch_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(items).where(items.c.batch_id == batch_id))
+
+    async def insert_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(items), list(rows))
+
+    async def lease_items(
+        self, batch_id: str, owner: str, limit: int, lease_until: float
+    ) -> list[ItemRecord]:
+        """Atomically take up to `limit` pending items of a batch, lowest lines first."""
+        pending = (
+            select(items.c.line)
+            .where(and_(items.c.batch_id == batch_id, items.c.status == ITEM_PENDING))
+            .order_by(items.c.line)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        stmt = (
+            update(items)
+            .where(and_(items.c.batch_id == batch_id, items.c.line.in_(pending)))
+            .values(status=ITEM_LEASED, lease_owner=owner, lease_expires_at=lease_until)
+            .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model,
+                       items.c.provider, items.c.body, items.c.attempts)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((item_record(r) for r in rows), key=lambda r: r.line)
+
+    async def release_leases(self, owner: str | None = None, *, except_owner: str | None = None) -> int:
+        """Put leased items back to pending: ours at shutdown, or earlier incarnations' at start."""
+        cond = items.c.status == ITEM_LEASED
+        if owner is not None:
+            cond = and_(cond, items.c.lease_owner == owner)
+        if except_owner is not None:
+            cond = and_(cond, items.c.lease_owner != except_owner)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(items).where(cond).values(status=ITEM_PENDING, lease_owner=None, lease_expires_at=None)
+            )
+        return int(result.rowcount or 0)
+
+    async def settle(self, settlements: Sequence[Settlement], now: float) -> dict[str, BatchRecord]:
+        """Store outcomes and bump their batches' counters in ONE transaction.
+
+        Only items still leased are settled, so an outcome can never be counted twice. Returns
+        the updated batch rows of the batches touched.
+        """
+        if not settlements:
+            return {}
+        params = [
+            {
+                "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
+                "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens, "b_out": s.output_tokens,
+            }
+            for s in settlements
+        ]
+        stmt = (
+            update(items)
+            .where(and_(items.c.batch_id == bindparam("b_id"), items.c.line == bindparam("b_line"),
+                        items.c.status == ITEM_LEASED))
+            .values(
+                status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
+                input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), settled_at=now,
+                lease_owner=None, lease_expires_at=None,
+            )
+        )
+        out: dict[str, BatchRecord] = {}
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt, params)
+            touched = sorted({s.batch_id for s in settlements})
+            if result.rowcount == len(settlements):
+                deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in touched}
+                for s in settlements:
+                    d = deltas[s.batch_id]
+                    d[0 if s.succeeded else 1] += 1
+                    d[2] += s.input_tokens
+                    d[3] += s.output_tokens
+                for batch_id, (ok, bad, tin, tout) in deltas.items():
+                    row = (
+                        await conn.execute(
+                            update(batches)
+                            .where(batches.c.id == batch_id)
+                            .values(
+                                completed=batches.c.completed + ok, failed=batches.c.failed + bad,
+                                input_tokens=batches.c.input_tokens + tin,
+                                output_tokens=batches.c.output_tokens + tout, updated_at=now,
+                            )
+                            .returning(*batches.c)
+                        )
+                    ).one()
+                    out[batch_id] = batch_record(row)
+            else:
+                # Some items were not ours any more (or the driver cannot count an executemany):
+                # recount from the item rows, which are the truth.
+                for batch_id in touched:
+                    out[batch_id] = await self._recount(conn, batch_id, now)
+        return out
+
+    async def _recount(self, conn: Any, batch_id: str, now: float) -> BatchRecord:
+        rows = (
+            await conn.execute(
+                select(items.c.status, func.count(), func.coalesce(func.sum(items.c.input_tokens), 0),
+                       func.coalesce(func.sum(items.c.output_tokens), 0))
+                .where(and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_SUCCEEDED, ITEM_FAILED])))
+                .group_by(items.c.status)
+            )
+        ).all()
+        done = {r[0]: r for r in rows}
+        ok = done.get(ITEM_SUCCEEDED)
+        bad = done.get(ITEM_FAILED)
+        row = (
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(
+                    completed=ok[1] if ok else 0, failed=bad[1] if bad else 0,
+                    input_tokens=(ok[2] if ok else 0) + (bad[2] if bad else 0),
+                    output_tokens=(ok[3] if ok else 0) + (bad[3] if bad else 0), updated_at=now,
+                )
+                .returning(*batches.c)
+            )
+        ).one()
+        return batch_record(row)
+
+    async def fail_unfinished(self, batch_id: str, code: str, now: float) -> BatchRecord:
+        """Settle every pending or leased item as failed with `code`, and recount; idempotent."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(items)
+                .where(and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_PENDING, ITEM_LEASED])))
+                .values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now,
+                        lease_owner=None, lease_expires_at=None)
+            )
+            return await self._recount(conn, batch_id, now)
+
+    async def unsettled_count(self, batch_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    select(func.count()).select_from(items).where(
+                        and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_PENDING, ITEM_LEASED]))
+                    )
+                )
+                or 0
+            )
+
+    async def item_results(self, batch_id: str, after_line: int, limit: int) -> list[ItemResult]:
+        """Settled items in line order, a page at a time (keyset on line): for writing result files."""
+        query = (
+            select(items.c.line, items.c.custom_id, items.c.status, items.c.result, items.c.error_code)
+            .where(and_(items.c.batch_id == batch_id, items.c.line > after_line))
+            .order_by(items.c.line)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ItemResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def publish_results(
+        self,
+        batch_id: str,
+        current: BatchStatus,
+        target: BatchStatus,
+        now: float,
+        new_files: Sequence[FileRecord],
+        **values: Any,
+    ) -> BatchRecord:
+        """Register the output/error files and move to the terminal status in one transaction."""
+        async with self.engine.begin() as conn:
+            for rec in new_files:
+                await conn.execute(insert(files).values(**rec.__dict__))
+            return await self._transition(conn, batch_id, current, target, now, **values)
