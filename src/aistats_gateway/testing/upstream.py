@@ -1,0 +1,147 @@
+"""A fault-injecting OpenAI-compatible upstream, runnable as its own process.
+
+    python -m aistats_gateway.testing.upstream --port 9100 [--latency-ms 0] [--rpm 0]
+
+It answers every OpenAI endpoint with the same deterministic answers as the built-in mock
+provider, and keeps a ledger of how often each request was seen. A request can script its own
+faults with an extra body field (the gateway passes bodies through unchanged):
+
+    "x_fault": {"key": "line-7", "plan": [500, 429, "ok"], "retry_after": 0.2}
+
+The n-th attempt with that key gets `plan[n-1]` (after the plan runs out: "ok"). Plan entries:
+an HTTP status (4xx/5xx answered with an OpenAI error body; 429 carries Retry-After when
+`retry_after` is given), "ok", "reset" (drop the connection before answering), "hang" (never
+answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a cut-off body).
+`--rpm` rejects requests beyond that many per minute with 429 (a rolling one-second window of
+rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aistats_gateway.providers.mock import respond
+
+ENDPOINTS = ("chat/completions", "responses", "embeddings", "completions", "moderations", "messages")
+
+
+class Upstream:
+    def __init__(self, latency_ms: float = 0.0, rpm: int = 0) -> None:
+        self.latency = latency_ms / 1000.0
+        self.rpm = rpm
+        self.ledger: dict[str, int] = defaultdict(int)
+        self.stats: dict[str, int] = defaultdict(int)
+        self._window: deque[float] = deque()
+
+    def _throttled(self) -> bool:
+        if self.rpm <= 0:
+            return False
+        now = time.monotonic()
+        while self._window and now - self._window[0] > 1.0:
+            self._window.popleft()
+        if len(self._window) >= max(1, self.rpm // 60):
+            return True
+        self._window.append(now)
+        return False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        endpoint = "/v1/" + request.match_info["endpoint"]
+        raw = await request.read()
+        self.stats["requests"] += 1
+        try:
+            body: dict[str, Any] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON body")
+        fault = body.pop("x_fault", None) or {}
+        key = str(fault.get("key") or hashlib.sha256(raw).hexdigest()[:16])
+        self.ledger[key] += 1
+        attempt = self.ledger[key]
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self._throttled():
+            self.stats["throttled"] += 1
+            return _error(429, "rate limit reached (test upstream --rpm)", headers={"retry-after-ms": "200"})
+        plan = fault.get("plan") or []
+        action = plan[attempt - 1] if attempt <= len(plan) else "ok"
+        self.stats[f"action:{action}"] += 1
+        if action == "ok":
+            answer = respond(endpoint, str(body.get("model", "unknown")), body)
+            return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                                headers={"x-request-id": f"req_up_{key}_{attempt}"})
+        if action == "hang":
+            await asyncio.sleep(3600)
+        if action == "reset":
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            raise web.HTTPInternalServerError()
+        if action == "badjson":
+            return web.Response(body=b"{this is not json", content_type="application/json")
+        if action == "truncated":
+            resp = web.StreamResponse(status=200, headers={"content-type": "application/json",
+                                                           "content-length": "1000"})
+            await resp.prepare(request)
+            await resp.write(b'{"id": "cut')
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return resp
+        status = int(action)
+        headers = {}
+        if status == 429 and fault.get("retry_after") is not None:
+            headers["retry-after"] = str(fault["retry_after"])
+        return _error(status, f"scripted fault {status} (attempt {attempt} of key {key})", headers=headers)
+
+    async def ledger_view(self, _request: web.Request) -> web.Response:
+        return web.json_response(dict(self.ledger), dumps=lambda v: orjson.dumps(v).decode())
+
+    async def stats_view(self, _request: web.Request) -> web.Response:
+        return web.json_response(dict(self.stats), dumps=lambda v: orjson.dumps(v).decode())
+
+    async def reset(self, _request: web.Request) -> web.Response:
+        self.ledger.clear()
+        self.stats.clear()
+        return web.json_response({"ok": True})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/{endpoint:(" + "|".join(ENDPOINTS) + ")}", self.handle)
+        app.router.add_get("/_ledger", self.ledger_view)
+        app.router.add_get("/_stats", self.stats_view)
+        app.router.add_post("/_reset", self.reset)
+        return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    kind = "rate_limit_error" if status == 429 else ("server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--rpm", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        pass
+    web.run_app(Upstream(args.latency_ms, args.rpm).app(), host=args.host, port=args.port, access_log=None,
+                print=lambda *_: None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Real processes for end-to-end tests: the gateway (uvicorn via `aistats serve`) and the
+fault-injecting upstream, each on a free loopback port with its own temporary data directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, ready_url: str) -> None:
+        self.log = log
+        self._fh = log.open("wb")
+        self.proc = subprocess.Popen(args, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        _wait_http(ready_url, self.proc, log)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._fh.close()
+        return self.proc.returncode
+
+
+class Gateway(Proc):
+    """`aistats serve` as a subprocess; `.client()` gives an authenticated httpx client."""
+
+    def __init__(self, data_dir: Path, *, api_key: str = "sk-test-default", env: dict[str, str] | None = None,
+                 config: str | None = None) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.api_key = api_key
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AISTATS_", "OPENAI_"))}
+        full_env.update({"AISTATS_DATA_DIR": str(data_dir), "AISTATS_PORT": str(self.port),
+                         "AISTATS_API_KEY": api_key})
+        if config is not None:
+            path = data_dir.parent / f"{data_dir.name}.toml"
+            path.write_text(config)
+            full_env["AISTATS_CONFIG"] = str(path)
+        full_env.update(env or {})
+        self.env = full_env
+        data_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__([sys.executable, "-m", "aistats_gateway.cli.main", "serve", "--log-level", "warning"],
+                         full_env, data_dir.parent / f"{data_dir.name}.log", f"{self.base_url}/health")
+
+    def client(self, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout,
+                            headers={"Authorization": f"Bearer {api_key or self.api_key}"})
+
+    def new_key(self, workspace: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "aistats_gateway.cli.main", "keys", "create",
+                              "--workspace", workspace], env=self.env, check=True, capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+
+
+class Upstream(Proc):
+    def __init__(self, log: Path, *, latency_ms: float = 0, rpm: int = 0) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        super().__init__([sys.executable, "-m", "aistats_gateway.testing.upstream", "--port", str(self.port),
+                          "--latency-ms", str(latency_ms), "--rpm", str(rpm)],
+                         dict(os.environ), log, f"http://127.0.0.1:{self.port}/_stats")
+
+    def ledger(self) -> dict[str, int]:
+        return dict(httpx.get(f"http://127.0.0.1:{self.port}/_ledger").json())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"http://127.0.0.1:{self.port}/_stats").json())
+
+
+def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
+                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired")) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch: dict[str, Any] = client.get(f"/batches/{batch_id}").json()
+        if batch["status"] in until:
+            return batch
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout}s: {batch}")
+        time.sleep(0.05)
+
+
+def chat_line(custom_id: str, text: str, model: str = "mock/echo", **extra: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": text}], **extra}}
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    import json
+
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()

@@ -1,0 +1,139 @@
+"""The Store on a real SQLite file: migrations, compare-and-set, leasing, settling, finalization data.
+
+Written against the Store interface only, so the same tests can run on PostgreSQL (scale-out issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.errors import StaleTransition
+from aistats_gateway.storage.migrate import upgrade_to_head
+from aistats_gateway.storage.records import FileRecord
+from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, metadata
+from aistats_gateway.storage.store import Settlement, Store, create_engine
+
+T = TypeVar("T")
+
+
+def run(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T:
+    async def main() -> T:
+        engine = create_engine(f"sqlite+aiosqlite:///{db}")
+        await upgrade_to_head(engine)
+        store = Store(engine)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+async def seed(store: Store, batch_id: str = "batch_1", lines: int = 10, workspace: str = "ws_a") -> None:
+    await store.ensure_workspace(workspace, workspace)
+    await store.insert_file(FileRecord(f"file-{batch_id}", workspace, "in.jsonl", "batch", 1, "processed",
+                                       f"files/{batch_id}", 1, None))
+    await store.insert_batch({
+        "id": batch_id, "workspace_id": workspace, "request_id": "G-1", "endpoint": "/v1/chat/completions",
+        "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": f"file-{batch_id}",
+        "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
+        "failed": 0, "input_tokens": 0, "output_tokens": 0, "updated_at": 1.0,
+    })
+    await store.insert_items([
+        {"batch_id": batch_id, "line": i, "custom_id": f"c{i}", "model": "mock/echo", "provider": "mock",
+         "body": b"{}", "status": 0, "attempts": 0, "input_tokens": 0, "output_tokens": 0}
+        for i in range(1, lines + 1)
+    ])
+    await store.transition(batch_id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 2.0, total=lines)
+
+
+def test_migrations_create_exactly_the_declared_schema(tmp_path: Path) -> None:
+    async def diff(store: Store) -> list[Any]:
+        async with store.engine.connect() as conn:
+            return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+
+    assert run(tmp_path / "g.db", diff) == []
+    # and running them again is a no-op
+    assert run(tmp_path / "g.db", diff) == []
+
+
+def test_transition_is_compare_and_set(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await seed(store)
+        rec = await store.transition("batch_1", BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, 3.0)
+        assert rec.status is BatchStatus.CANCELLING and rec.cancelling_at == 3
+        with pytest.raises(StaleTransition):
+            await store.transition("batch_1", BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, 4.0)
+
+    run(tmp_path / "g.db", body)
+
+
+def test_lease_settle_and_counts(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=10)
+        first = await store.lease_items("batch_1", "boot_a", 4, 100.0)
+        second = await store.lease_items("batch_1", "boot_a", 100, 100.0)
+        assert [i.line for i in first] == [1, 2, 3, 4]
+        assert [i.line for i in second] == list(range(5, 11))
+        assert await store.lease_items("batch_1", "boot_a", 5, 100.0) == []
+        settled = [Settlement("batch_1", i.line, i.line % 3 != 0, b"{}", 1, 10, 5) for i in first]
+        updated = await store.settle(settled, 5.0)
+        rec = updated["batch_1"]
+        assert (rec.completed, rec.failed, rec.input_tokens, rec.output_tokens) == (3, 1, 40, 20)
+        # settling the same items again must not count them twice (they are no longer leased)
+        again = await store.settle(settled, 6.0)
+        assert (again["batch_1"].completed, again["batch_1"].failed) == (3, 1)
+        assert await store.unsettled_count("batch_1") == 6
+
+    run(tmp_path / "g.db", body)
+
+
+def test_release_leases_of_earlier_incarnations(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=6)
+        await store.lease_items("batch_1", "boot_old", 3, 100.0)
+        await store.lease_items("batch_1", "boot_new", 3, 100.0)
+        assert await store.release_leases(except_owner="boot_new") == 3
+        leased = await store.lease_items("batch_1", "boot_new", 10, 100.0)
+        assert [i.line for i in leased] == [1, 2, 3]
+
+    run(tmp_path / "g.db", body)
+
+
+def test_fail_unfinished_is_idempotent_and_recounts(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=5)
+        leased = await store.lease_items("batch_1", "boot", 2, 100.0)
+        await store.settle([Settlement("batch_1", leased[0].line, True, b"{}", 1)], 1.0)
+        rec = await store.fail_unfinished("batch_1", "batch_cancelled", 2.0)
+        assert (rec.completed, rec.failed) == (1, 4)
+        rec = await store.fail_unfinished("batch_1", "batch_cancelled", 3.0)
+        assert (rec.completed, rec.failed) == (1, 4)
+        rows = await store.item_results("batch_1", 0, 100)
+        assert [r.error_code for r in rows] == [None] + ["batch_cancelled"] * 4
+        assert all(r.status not in (ITEM_PENDING, ITEM_LEASED) for r in rows)
+
+    run(tmp_path / "g.db", body)
+
+
+def test_batches_list_newest_first_with_cursor(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        for i in range(5):
+            await seed(store, f"batch_{i}", lines=1)
+        await seed(store, "batch_x", lines=1, workspace="ws_b")
+        page1, more1 = await store.list_batches("ws_a", after=None, limit=2, status=None)
+        page2, _ = await store.list_batches("ws_a", after=page1[-1].id, limit=2, status=None)
+        page3, more3 = await store.list_batches("ws_a", after=page2[-1].id, limit=2, status=None)
+        assert [b.id for b in page1 + page2 + page3] == [f"batch_{i}" for i in (4, 3, 2, 1, 0)]
+        assert more1 and not more3
+        assert await store.get_batch("batch_x", "ws_a") is None  # another workspace's batch is invisible
+
+    run(tmp_path / "g.db", body)

@@ -1,0 +1,144 @@
+"""OpenAI's input rules, one test per rule, with 1-based physical line numbers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from aistats_gateway.domain.jsonl import (
+    LineSplitter,
+    LineValidator,
+    error_line,
+    success_line,
+    upstream_error_line,
+)
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def route(model: str) -> tuple[str | None, str | None]:
+    return ("mock", None) if model.startswith("mock/") else (None, f"No configured provider serves model '{model}'.")
+
+
+def line(custom_id: object = "a", *, method: object = "POST", url: object = ENDPOINT, body: object = None) -> bytes:
+    obj: dict[str, object] = {"custom_id": custom_id, "method": method, "url": url,
+                              "body": body if body is not None else {"model": "mock/echo", "messages": []}}
+    return orjson.dumps(obj)
+
+
+def run(raw_lines: list[bytes], **kw: int) -> LineValidator:
+    validator = LineValidator(endpoint=ENDPOINT, route=route, **kw)
+    splitter = LineSplitter()
+    for n, raw in splitter.feed(b"\n".join(raw_lines)):
+        validator.feed(n, raw)
+    for n, raw in splitter.finish():
+        validator.feed(n, raw)
+    validator.finish()
+    return validator
+
+
+def only_error(v: LineValidator) -> tuple[str, int | None, str | None]:
+    assert len(v.errors) == 1, v.errors
+    e = v.errors[0]
+    return e.code, e.line, e.param
+
+
+def test_valid_file_accepts_every_line() -> None:
+    v = run([line("a"), line("b"), line("c")])
+    assert v.errors == [] and v.accepted == 3 and v.models == {"mock/echo": 3}
+
+
+def test_bad_json_reports_its_line() -> None:
+    assert only_error(run([line("a"), b"{not json", line("c")])) == ("invalid_json_line", 2, None)
+
+
+def test_non_object_line() -> None:
+    assert only_error(run([line("a"), b"[1, 2]"]))[:2] == ("invalid_json_line", 2)
+
+
+def test_duplicate_custom_id_names_both_lines() -> None:
+    v = run([line("x"), line("y"), line("x")])
+    assert only_error(v) == ("duplicate_custom_id", 3, "custom_id")
+    assert "line 1" in v.errors[0].message
+
+
+def test_missing_custom_id() -> None:
+    assert only_error(run([line("a"), line(None)])) == ("missing_required_parameter", 2, "custom_id")
+
+
+def test_wrong_url() -> None:
+    assert only_error(run([line("a", url="/v1/embeddings")])) == ("url_mismatch", 1, "url")
+
+
+def test_url_spelling_variants_are_the_same_endpoint() -> None:
+    assert run([line("a", url="chat/completions"), line("b", url="/chat/completions")]).errors == []
+
+
+def test_wrong_method() -> None:
+    assert only_error(run([line("a", method="GET")])) == ("invalid_method", 1, "method")
+
+
+def test_stream_true_is_rejected() -> None:
+    body = {"model": "mock/echo", "messages": [], "stream": True}
+    assert only_error(run([line("a"), line("b", body=body)])) == ("invalid_value", 2, "body.stream")
+
+
+def test_missing_model() -> None:
+    assert only_error(run([line("a", body={"messages": []})])) == ("missing_required_parameter", 1, "body.model")
+
+
+def test_unroutable_model_names_the_fix() -> None:
+    v = run([line("a", body={"model": "gpt-4o-mini", "messages": []})])
+    assert only_error(v) == ("model_not_found", 1, "body.model")
+    assert "gpt-4o-mini" in v.errors[0].message
+
+
+def test_empty_file() -> None:
+    assert only_error(run([])) == ("empty_file", None, None)
+    assert only_error(run([b"", b"   "])) == ("empty_file", None, None)
+
+
+def test_over_the_line_limit() -> None:
+    v = run([line(str(i)) for i in range(4)], max_lines=3)
+    assert only_error(v) == ("too_many_tasks", 4, None)
+
+
+def test_blank_lines_count_for_numbering() -> None:
+    v = run([line("a"), b"", b"oops"])
+    assert only_error(v)[:2] == ("invalid_json_line", 3)
+
+
+def test_errors_are_capped_but_counted() -> None:
+    v = run([b"bad"] * 10, max_errors=3)
+    assert len(v.errors) == 3 and v.error_count == 10
+
+
+def test_crlf_and_bom_are_tolerated() -> None:
+    data = b"\xef\xbb\xbf" + line("a") + b"\r\n" + line("b") + b"\r\n"
+    validator = LineValidator(endpoint=ENDPOINT, route=route)
+    splitter = LineSplitter()
+    for n, raw in [*splitter.feed(data[:7]), *splitter.feed(data[7:]), *splitter.finish()]:
+        validator.feed(n, raw)
+    assert validator.finish() == [] and validator.accepted == 2
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 17, 4096])
+def test_splitter_is_independent_of_chunking(chunk: int) -> None:
+    data = b"one\ntwo\n\nfour"
+    splitter = LineSplitter()
+    got = []
+    for i in range(0, len(data), chunk):
+        got += list(splitter.feed(data[i : i + chunk]))
+    got += list(splitter.finish())
+    assert got == [(1, b"one"), (2, b"two"), (3, b""), (4, b"four")]
+
+
+def test_output_lines_have_openai_shape() -> None:
+    ok = orjson.loads(success_line("batch_req_1", "c1", 200, "G-1", b'{"id":"x","usage":{"prompt_tokens":1}}'))
+    assert ok == {"id": "batch_req_1", "custom_id": "c1", "error": None,
+                  "response": {"status_code": 200, "request_id": "G-1",
+                               "body": {"id": "x", "usage": {"prompt_tokens": 1}}}}
+    bad = orjson.loads(upstream_error_line("batch_req_2", "c2", 502, "G-2", b"<html>bad gateway</html>"))
+    assert bad["response"] == {"status_code": 502, "request_id": "G-2", "body": "<html>bad gateway</html>"}
+    cancelled = orjson.loads(error_line("batch_req_3", "c3", "batch_cancelled", "cancelled"))
+    assert cancelled["response"] is None and cancelled["error"] == {"code": "batch_cancelled", "message": "cancelled"}
