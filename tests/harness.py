@@ -122,3 +122,41 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
     import json
 
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+class InProcessGateway:
+    """The real app under uvicorn on a loopback port, in a thread of this process, with a clock the
+    test controls (for expiry and other time-driven behaviour that a subprocess cannot fast-forward)."""
+
+    def __init__(self, data_dir: Path, clock: Any, **overrides: Any) -> None:
+        import asyncio
+        import threading
+
+        import uvicorn
+
+        from aistats_gateway.app import build_app
+        from aistats_gateway.config import Settings
+
+        self.port = free_port()
+        self.api_key = "sk-test-inproc"
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        settings = Settings.load({"AISTATS_DATA_DIR": str(data_dir), "AISTATS_API_KEY": self.api_key}, **overrides)
+        self.settings = settings
+        config = uvicorn.Config(build_app(settings, clock), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("in-process gateway did not start")
+            time.sleep(0.02)
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30,
+                            headers={"Authorization": f"Bearer {api_key or self.api_key}"})
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)

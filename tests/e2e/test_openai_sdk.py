@@ -22,7 +22,8 @@ def test_thousand_line_batch_every_custom_id_exactly_once(client: openai.OpenAI,
     path.write_bytes(jsonl([chat_line(f"req-{i}", f"question {i}", max_tokens=50) for i in range(1000)]))
     with path.open("rb") as fh:
         uploaded = client.files.create(file=fh, purpose="batch")
-    assert uploaded.purpose == "batch" and uploaded.bytes == path.stat().st_size and uploaded.filename == "requests.jsonl"
+    assert uploaded.purpose == "batch" and uploaded.filename == "requests.jsonl"
+    assert uploaded.bytes == path.stat().st_size
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                   completion_window="24h", metadata={"run": "sdk-test"})
     assert batch.status == "validating" and batch.metadata == {"run": "sdk-test"}

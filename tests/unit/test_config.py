@@ -40,5 +40,5 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         Settings.load({"AISTATS_CONFIG": str(tmp_path / "missing.toml")})
     bad = tmp_path / "bad.toml"
     bad.write_text("[executor]\nconcurrency = 0\n")
-    with pytest.raises(ConfigError, match="executor.concurrency"):
+    with pytest.raises(ConfigError, match=r"executor\.concurrency"):
         Settings.load({"AISTATS_CONFIG": str(bad), "AISTATS_DATA_DIR": str(tmp_path)})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 
 from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
+from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -14,10 +14,10 @@ MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
 
 
 @router.post("")
-async def create_batch(request: Request, workspace: Workspace) -> ORJSONResponse:
+async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
     record = await gateway(request).batches.create(workspace, body)
-    return ORJSONResponse(wire.batch_object(record, base_url(request)))
+    return JSONResponse(wire.batch_object(record, base_url(request)))
 
 
 @router.get("")
@@ -27,19 +27,19 @@ async def list_batches(
     after: str | None = None,
     limit: int = Query(20, ge=1, le=100),
     status: str | None = None,
-) -> ORJSONResponse:
+) -> JSONResponse:
     records, has_more = await gateway(request).batches.list(workspace, after=after, limit=limit, status=status)
     base = base_url(request)
-    return ORJSONResponse(wire.page([wire.batch_object(r, base) for r in records], has_more))
+    return JSONResponse(wire.page([wire.batch_object(r, base) for r in records], has_more))
 
 
 @router.get("/{batch_id}")
-async def get_batch(request: Request, workspace: Workspace, batch_id: str) -> ORJSONResponse:
+async def get_batch(request: Request, workspace: Workspace, batch_id: str) -> JSONResponse:
     record = await gateway(request).batches.get(workspace, batch_id)
-    return ORJSONResponse(wire.batch_object(record, base_url(request)))
+    return JSONResponse(wire.batch_object(record, base_url(request)))
 
 
 @router.post("/{batch_id}/cancel")
-async def cancel_batch(request: Request, workspace: Workspace, batch_id: str) -> ORJSONResponse:
+async def cancel_batch(request: Request, workspace: Workspace, batch_id: str) -> JSONResponse:
     record = await gateway(request).batches.cancel(workspace, batch_id)
-    return ORJSONResponse(wire.batch_object(record, base_url(request)))
+    return JSONResponse(wire.batch_object(record, base_url(request)))

@@ -9,11 +9,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aistats_gateway import ids
+from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -33,8 +33,8 @@ def request_id_of(request: Request) -> str:
     return rid
 
 
-def error_response(exc: GatewayError, request: Request) -> ORJSONResponse:
-    return ORJSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code)
+def error_response(exc: GatewayError, request: Request) -> JSONResponse:
+    return JSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code)
 
 
 class RequestIdMiddleware:
@@ -61,11 +61,11 @@ class RequestIdMiddleware:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
-    async def _gateway(request: Request, exc: GatewayError) -> ORJSONResponse:
+    async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
         return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         param = ".".join(loc) or None
@@ -73,7 +73,7 @@ def install(app: FastAPI) -> None:
         return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err: GatewayError
         if exc.status_code == 404:
             err = NotFound(f"No route {request.method} {request.url.path}.", code="route_not_found")
@@ -93,7 +93,7 @@ def install(app: FastAPI) -> None:
         return error_response(err, request)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
                                            code="internal_error"), request)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, gateway
+from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
 from aistats_gateway.services.files import check_purpose
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("")
-async def upload(request: Request, workspace: Workspace) -> ORJSONResponse:
+async def upload(request: Request, workspace: Workspace) -> JSONResponse:
     gw = gateway(request)
     files = gw.files
     length = request.headers.get("content-length")
@@ -51,7 +52,7 @@ async def upload(request: Request, workspace: Workspace) -> ORJSONResponse:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
             "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
-    return ORJSONResponse(wire.file_object(record))
+    return JSONResponse(wire.file_object(record))
 
 
 @router.get("")
@@ -62,15 +63,15 @@ async def list_files(
     limit: int = Query(10_000, ge=1, le=10_000),
     purpose: str | None = None,
     order: str = Query("desc", pattern="^(asc|desc)$"),
-) -> ORJSONResponse:
+) -> JSONResponse:
     records, has_more = await gateway(request).store.list_files(
         workspace, after=after, limit=limit, purpose=purpose, ascending=order == "asc")
-    return ORJSONResponse(wire.page([wire.file_object(r) for r in records], has_more))
+    return JSONResponse(wire.page([wire.file_object(r) for r in records], has_more))
 
 
 @router.get("/{file_id}")
-async def get_file(request: Request, workspace: Workspace, file_id: str) -> ORJSONResponse:
-    return ORJSONResponse(wire.file_object(await gateway(request).files.get(workspace, file_id)))
+async def get_file(request: Request, workspace: Workspace, file_id: str) -> JSONResponse:
+    return JSONResponse(wire.file_object(await gateway(request).files.get(workspace, file_id)))
 
 
 @router.get("/{file_id}/content")
@@ -85,6 +86,6 @@ async def file_content(request: Request, workspace: Workspace, file_id: str) -> 
 
 
 @router.delete("/{file_id}")
-async def delete_file(request: Request, workspace: Workspace, file_id: str) -> ORJSONResponse:
+async def delete_file(request: Request, workspace: Workspace, file_id: str) -> JSONResponse:
     record = await gateway(request).files.delete(workspace, file_id)
-    return ORJSONResponse({"id": record.id, "object": "file", "deleted": True})
+    return JSONResponse({"id": record.id, "object": "file", "deleted": True})

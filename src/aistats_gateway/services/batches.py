@@ -62,7 +62,7 @@ class BatchService:
             raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
                                  code="missing_required_parameter", param="input_file_id")
         else:
-            file = await self.files.get(workspace_id, input_file_id)
+            file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
             if file.purpose != "batch":
                 raise InvalidRequest(
                     f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",

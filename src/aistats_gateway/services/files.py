@@ -85,11 +85,11 @@ class FileService:
             raise
         return await self.finish_upload(workspace_id, file_id, key, writer, filename=filename, purpose=purpose)
 
-    async def get(self, workspace_id: str, file_id: str) -> FileRecord:
+    async def get(self, workspace_id: str, file_id: str, param: str = "file_id") -> FileRecord:
         record = await self.store.get_file(workspace_id, file_id)
         if record is None:
             raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
-                           param="file_id")
+                           param=param)
         return record
 
     async def content(self, workspace_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:

@@ -1,0 +1,34 @@
+# The two README commands: `make serve` (run the gateway on its embedded default) and `make test`
+# (lint, type-check and run the whole suite). Both create .venv from pyproject.toml on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint typecheck pytest bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/aistats serve
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+pytest: $(VENV)/.installed
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/batch_throughput.py --lines 20000 --also-mock
+
+clean:
+	rm -rf $(VENV) .venv312* .mypy_cache .ruff_cache .pytest_cache
