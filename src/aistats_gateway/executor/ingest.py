@@ -83,12 +83,11 @@ async def ingest(
             )
         models = list(validator.models)
         providers = list(validator.providers)
-        return await store.transition(
-            batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now,
-            total=validator.accepted,
-            model=models[0] if len(models) == 1 else None,
-            provider=providers[0] if len(providers) == 1 else None,
-        )
+        summary = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
+                   "provider": providers[0] if len(providers) == 1 else None}
+        # Stored before the status moves, so a batch cancelled during validation still counts its lines.
+        await store.update_batch_fields(batch.id, **summary)
+        return await store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)
     except StaleTransition:
         log.info("batch %s changed status during validation", batch.id)
         return None

@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
     web.run_app(Upstream(args.latency_ms, args.rpm).app(), host=args.host, port=args.port, access_log=None,
+                shutdown_timeout=1.0,
                 print=lambda *_: None)
 
 

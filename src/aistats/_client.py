@@ -1,0 +1,205 @@
+"""`AIStats` (sync) and `AsyncAIStats`: the documented SDK calls over httpx.
+
+Every call is defined once, in `_Calls`, as "build a Request, hand it to `_send`"; the sync client's
+`_send` returns the result and the async client's returns an awaitable of it. Only httpx is needed
+(websockets joins for lifecycle streams). The API key travels in the Authorization header only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from aistats import _requests as rq
+from aistats._errors import APIConnectionError, from_response
+from aistats._types import APIObject, Batch, FileObject, Page
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8787/v1"
+R = TypeVar("R")
+KINDS: dict[str, type[APIObject]] = {"batch": Batch, "file": FileObject, "page": Page, "object": APIObject}
+
+
+def _settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
+    key = api_key or os.environ.get("AI_STATS_API_KEY") or os.environ.get("AISTATS_API_KEY")
+    if not key:
+        raise ValueError("an API key is required: pass api_key=... or set AI_STATS_API_KEY")
+    url = (base_url or os.environ.get("AISTATS_BASE_URL") or os.environ.get("AI_STATS_BASE_URL")
+           or DEFAULT_BASE_URL)
+    return key, url.rstrip("/")
+
+
+def _result(request: rq.Request, response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        raise from_response(response.status_code, body)
+    if request.kind == "raw":
+        return response.content
+    parsed = response.json()
+    if request.kind == "page":
+        page = Page.wrap(parsed)
+        item = Batch if request.path.startswith("/batches") else FileObject
+        page["data"] = [item(x) for x in page.get("data", [])]
+        return page
+    return KINDS[request.kind](APIObject.wrap(parsed))
+
+
+class _Calls(Generic[R]):
+    base_url: str
+
+    def _send(self, request: rq.Request) -> R:
+        raise NotImplementedError
+
+    # ---- the documented top-level calls
+    def upload_file(self, *, file: rq.FileInput, purpose: str = "batch", filename: str | None = None) -> R:
+        return self._send(rq.upload_file(file, purpose, filename))
+
+    def create_batch(self, params: dict[str, Any] | None = None, **kwargs: Any) -> R:
+        """`create_batch({...})` as the documented SDK shows, or keyword arguments."""
+        return self._send(rq.create_batch(params, kwargs))
+
+    def get_batch(self, batch_id: str) -> R:
+        return self._send(rq.Request("GET", f"/batches/{rq.require_id(batch_id, 'batch_id')}", kind="batch"))
+
+    def cancel_batch(self, batch_id: str) -> R:
+        return self._send(rq.Request("POST", f"/batches/{rq.require_id(batch_id, 'batch_id')}/cancel", kind="batch"))
+
+    def list_batches(self, *, after: str | None = None, limit: int | None = None, status: str | None = None) -> R:
+        return self._send(rq.Request("GET", "/batches", params=rq.clean({"after": after, "limit": limit,
+                                                                          "status": status}), kind="page"))
+
+    def get_file(self, file_id: str) -> R:
+        return self._send(rq.Request("GET", f"/files/{rq.require_id(file_id, 'file_id')}", kind="file"))
+
+    def get_file_content(self, file_id: str) -> R:
+        return self._send(rq.Request("GET", f"/files/{rq.require_id(file_id, 'file_id')}/content", kind="raw"))
+
+    def list_files(self, *, purpose: str | None = None, after: str | None = None, limit: int | None = None) -> R:
+        return self._send(rq.Request("GET", "/files", params=rq.clean({"purpose": purpose, "after": after,
+                                                                        "limit": limit}), kind="page"))
+
+    def delete_file(self, file_id: str) -> R:
+        return self._send(rq.Request("DELETE", f"/files/{rq.require_id(file_id, 'file_id')}"))
+
+    def get_async_job_websocket_url(self, kind: str, job_id: str, *, interval_ms: int | None = None,
+                                    close_on_terminal: bool | None = None) -> str:
+        return rq.websocket_url(self.base_url, kind, job_id, interval_ms, close_on_terminal)
+
+
+class Batches(Generic[R]):
+    def __init__(self, client: _Calls[R]) -> None:
+        self._c = client
+
+    def create(self, params: dict[str, Any] | None = None, **kwargs: Any) -> R:
+        return self._c.create_batch(params, **kwargs)
+
+    def get(self, batch_id: str) -> R:
+        return self._c.get_batch(batch_id)
+
+    def cancel(self, batch_id: str) -> R:
+        return self._c.cancel_batch(batch_id)
+
+    def list(self, *, after: str | None = None, limit: int | None = None, status: str | None = None) -> R:
+        return self._c.list_batches(after=after, limit=limit, status=status)
+
+    def websocket_url(self, batch_id: str, *, interval_ms: int | None = None,
+                      close_on_terminal: bool | None = None) -> str:
+        return self._c.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms,
+                                                   close_on_terminal=close_on_terminal)
+
+
+class Files(Generic[R]):
+    def __init__(self, client: _Calls[R]) -> None:
+        self._c = client
+
+    def create(self, *, file: rq.FileInput, purpose: str = "batch", filename: str | None = None) -> R:
+        return self._c.upload_file(file=file, purpose=purpose, filename=filename)
+
+    def get(self, file_id: str) -> R:
+        return self._c.get_file(file_id)
+
+    def list(self, *, purpose: str | None = None, after: str | None = None, limit: int | None = None) -> R:
+        return self._c.list_files(purpose=purpose, after=after, limit=limit)
+
+    def content(self, file_id: str) -> R:
+        return self._c.get_file_content(file_id)
+
+    def delete(self, file_id: str) -> R:
+        return self._c.delete_file(file_id)
+
+
+class AsyncJobs:
+    def __init__(self, client: _Calls[Any]) -> None:
+        self._c = client
+
+    def websocket_url(self, kind: str, job_id: str, *, interval_ms: int | None = None,
+                      close_on_terminal: bool | None = None) -> str:
+        return self._c.get_async_job_websocket_url(kind, job_id, interval_ms=interval_ms,
+                                                   close_on_terminal=close_on_terminal)
+
+
+class AIStats(_Calls[Any]):
+    """Synchronous client. `AIStats(api_key=..., base_url="http://127.0.0.1:8787/v1")`."""
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None, *, timeout: float = 60.0,
+                 http_client: httpx.Client | None = None) -> None:
+        self.api_key, self.base_url = _settings(api_key, base_url)
+        self._http = http_client or httpx.Client(timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {self.api_key}"}
+        self.batches: Batches[Any] = Batches(self)
+        self.files: Files[Any] = Files(self)
+        self.async_jobs = AsyncJobs(self)
+
+    def _send(self, request: rq.Request) -> Any:
+        try:
+            response = self._http.request(request.method, self.base_url + request.path, json=request.json,
+                                          params=request.params or None, files=request.files, data=request.data,
+                                          headers=self._headers)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+        return _result(request, response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AIStats:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncAIStats(_Calls[Awaitable[Any]]):
+    """Asynchronous client: the same calls, awaited."""
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None, *, timeout: float = 60.0,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.api_key, self.base_url = _settings(api_key, base_url)
+        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {self.api_key}"}
+        self.batches: Batches[Awaitable[Any]] = Batches(self)
+        self.files: Files[Awaitable[Any]] = Files(self)
+        self.async_jobs = AsyncJobs(self)
+
+    async def _send(self, request: rq.Request) -> Any:
+        try:
+            response = await self._http.request(request.method, self.base_url + request.path, json=request.json,
+                                                params=request.params or None, files=request.files,
+                                                data=request.data, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+        return _result(request, response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncAIStats:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
