@@ -95,6 +95,49 @@ def cpu_seconds_fast(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """user+sys of one thread (the gateway's event loop runs on its main thread, tid == pid)."""
+    try:
+        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot: /proc/stat minus idle and iowait."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def self_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def wait_for_quiet_machine(max_wait: float, threshold: float) -> dict[str, Any]:
+    """Wait (up to `max_wait` s) until the machine's busy cores over one second are below `threshold`.
+
+    Other work on a small machine (a test suite, another benchmark) competes with the gateway for
+    CPU and silently lowers its figures; this lowers the odds and records what was seen.
+    """
+    start = time.monotonic()
+    busy = float("nan")
+    while True:
+        b0, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        busy = (machine_busy_seconds() - b0) / (time.monotonic() - t0)
+        waited = time.monotonic() - start
+        if busy < threshold or waited >= max_wait:
+            return {"waited_s": round(waited, 1), "busy_cores_last_second": round(busy, 2),
+                    "quiet": busy < threshold, "threshold_cores": threshold}
+
+
 def proc_status_kb(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -251,6 +294,9 @@ class Sample:
     settled: int
     gw_cpu: float
     up_cpu: float
+    gw_main_cpu: float  # the gateway's main (event-loop) thread alone
+    machine: float  # busy CPU seconds of the whole machine
+    client_cpu: float  # this benchmark process
 
 
 @dataclass
@@ -273,6 +319,7 @@ class RunResult:
     loadavg_before: list[float] = field(default_factory=list)
     loadavg_after: list[float] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
+    quiet_wait: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
     samples: list[list[Any]] = field(default_factory=list)
     error: str | None = None
@@ -306,6 +353,11 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
     gateway: Proc | None = None
     profiler: subprocess.Popen[bytes] | None = None
     try:
+        if args.quiet_wait > 0:
+            res.quiet_wait = wait_for_quiet_machine(args.quiet_wait, args.quiet_cores)
+            if not res.quiet_wait["quiet"]:
+                print(f"  [{label}] machine still busy ({res.quiet_wait['busy_cores_last_second']} cores in use by "
+                      f"other processes) after {args.quiet_wait}s; running anyway", file=sys.stderr, flush=True)
         upstream, up_port = start_upstream(workdir, args.upstream_latency_ms)
         gateway, base_url = start_gateway(workdir, up_port, args.concurrency)
         res.pids = {"gateway": gateway.pid, "upstream": upstream.pid}
@@ -319,7 +371,10 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
                 prof_path.parent.mkdir(parents=True, exist_ok=True)
                 profiler = subprocess.Popen(
                     [args.py_spy, "record", "--pid", str(gateway.pid), "--rate", str(args.py_spy_rate),
-                     "--format", args.py_spy_format, "-o", str(prof_path), "--nonblocking"],
+                     "--format", args.py_spy_format, "-o", str(prof_path),
+                     # --nonblocking samples without pausing the gateway; py-spy cannot unwind native frames so
+                     *([] if "--native" in args.py_spy_args else ["--nonblocking"]),
+                     *shlex.split(args.py_spy_args)],
                     stdout=subprocess.DEVNULL, stderr=(workdir / "py-spy.log").open("wb"))
                 res.profile = str(prof_path)
                 time.sleep(1.0)
@@ -327,7 +382,8 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
             rss_before = proc_status_kb(gateway.pid, "VmRSS")
             gw_cpu0 = cpu_seconds(gateway.pid)
             up_cpu0 = cpu_seconds(upstream.pid)
-            self_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            self_cpu0 = self_cpu_seconds()
+            machine0 = machine_busy_seconds()
 
             # ---- upload + create
             t0 = time.monotonic()
@@ -353,14 +409,16 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
                 now = time.monotonic()
                 samples.append(Sample(now - t0, batch["status"], int(counts.get("completed", 0)) +
                                       int(counts.get("failed", 0)), cpu_seconds_fast(gateway.pid),
-                                      cpu_seconds_fast(upstream.pid)))
+                                      cpu_seconds_fast(upstream.pid), thread_cpu_seconds(gateway.pid, gateway.pid),
+                                      machine_busy_seconds(), self_cpu_seconds()))
                 if batch["status"] in TERMINAL or now > deadline:
                     break
                 time.sleep(max(0.0, args.poll_ms / 1000.0 - (time.monotonic() - now)))
             t_done = time.monotonic()
             gw_cpu1 = cpu_seconds(gateway.pid)
             up_cpu1 = cpu_seconds(upstream.pid)
-            self_cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            self_cpu1 = self_cpu_seconds()
+            machine1 = machine_busy_seconds()
             res.loadavg_after = loadavg()
             res.final_status = batch["status"]
             res.request_counts = dict(batch.get("request_counts") or {})
@@ -411,29 +469,38 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
             res.cpu = {
                 "gateway_cpu_s": gw_cpu,
                 "upstream_cpu_s": up_cpu,
-                "bench_client_cpu_s": (self_cpu1.ru_utime + self_cpu1.ru_stime)
-                - (self_cpu0.ru_utime + self_cpu0.ru_stime),
+                "bench_client_cpu_s": self_cpu1 - self_cpu0,
+                "other_processes_cores": _div(machine1 - machine0 - gw_cpu - up_cpu - (self_cpu1 - self_cpu0),
+                                              t_done - t0),
                 "gateway_cpu_us_per_item": _div(gw_cpu * 1e6, total),
                 "upstream_cpu_us_per_item": _div(up_cpu * 1e6, total),
                 "gateway_cores_end_to_end": _div(gw_cpu, t_done - t0),
             }
             if s_prog and s_exec_end:
                 i0 = samples.index(s_prog)
-                before = samples[i0 - 1] if i0 > 0 else None
-                gw_exec = s_exec_end.gw_cpu - (before.gw_cpu if before else s_prog.gw_cpu)
-                up_exec = s_exec_end.up_cpu - (before.up_cpu if before else s_prog.up_cpu)
-                span = s_exec_end.t - (before.t if before else s_prog.t)
+                a = samples[i0 - 1] if i0 > 0 else s_prog  # last poll still 'validating'
+                b = s_exec_end
+                span = b.t - a.t
+                gw_exec = b.gw_cpu - a.gw_cpu
+                up_exec = b.up_cpu - a.up_cpu
+                main_exec = b.gw_main_cpu - a.gw_main_cpu
                 res.cpu.update({
                     "gateway_cpu_s_executing": gw_exec,
                     "gateway_cores_executing": _div(gw_exec, span),
+                    "gateway_main_thread_cores_executing": _div(main_exec, span),
+                    "gateway_other_threads_cores_executing": _div(gw_exec - main_exec, span),
                     "upstream_cores_executing": _div(up_exec, span),
-                    "gateway_cpu_s_validating": (before.gw_cpu if before else s_prog.gw_cpu) - gw_cpu0,
-                    "gateway_cpu_s_finalizing": gw_cpu1 - s_exec_end.gw_cpu,
+                    "other_processes_cores_executing": _div(
+                        (b.machine - a.machine) - gw_exec - up_exec - (b.client_cpu - a.client_cpu), span),
+                    "gateway_cpu_s_validating": a.gw_cpu - gw_cpu0,
+                    "gateway_cpu_s_finalizing": gw_cpu1 - b.gw_cpu,
                 })
             res.samples = [[round(s.t, 3), s.status, s.settled, round(s.gw_cpu - gw_cpu0, 3),
-                            round(s.up_cpu - up_cpu0, 3)] for s in samples]
+                            round(s.up_cpu - up_cpu0, 3), round(s.gw_main_cpu, 3), round(s.machine - machine0, 3)]
+                           for s in samples]
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                res.upstream_stats = httpx.get(f"http://127.0.0.1:{up_port}/_stats", timeout=5).json()
+                stats = httpx.get(f"http://127.0.0.1:{up_port}/_stats", timeout=5).json()
+                res.upstream_stats = {"requests": 0, **stats}
 
             # ---- download + check
             t_dl = time.monotonic()
@@ -523,6 +590,8 @@ def machine_info() -> dict[str, Any]:
 def _fmt(value: Any, spec: str = ",.0f", unit: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
     if isinstance(value, (int, float)):
         return f"{value:{spec}}{unit}"
     return str(value)
@@ -547,10 +616,12 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("gateway CPU", "cpu", "gateway_cpu_s", ",.2f", " s"),
     ("gateway CPU-µs / item", "cpu", "gateway_cpu_us_per_item", ",.0f", ""),
     ("gateway cores busy while executing", "cpu", "gateway_cores_executing", ".2f", ""),
+    ("  of which event-loop (main) thread", "cpu", "gateway_main_thread_cores_executing", ".2f", ""),
     ("  gateway CPU validating / executing / finalizing", "", "_cpuphases", "", ""),
     ("upstream CPU-µs / item", "cpu", "upstream_cpu_us_per_item", ",.0f", ""),
     ("upstream cores busy while executing", "cpu", "upstream_cores_executing", ".2f", ""),
     ("bench client CPU", "cpu", "bench_client_cpu_s", ",.2f", " s"),
+    ("other processes' cores while executing", "cpu", "other_processes_cores_executing", ".2f", ""),
     ("gateway RSS before upload", "memory_kb", "gateway_rss_before", ",.0f", " KiB"),
     ("gateway peak RSS (VmHWM)", "memory_kb", "gateway_peak_rss", ",.0f", " KiB"),
     ("upstream requests seen", "upstream_stats", "requests", ",.0f", ""),
@@ -643,11 +714,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=50.0, help="batch polling interval")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up on a run after this many seconds")
     parser.add_argument("--settle-seconds", type=float, default=1.0, help="idle time after start-up, before sampling")
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="before each run, wait up to this many seconds for the machine to be idle (0: don't)")
+    parser.add_argument("--quiet-cores", type=float, default=0.3,
+                        help="'idle' means fewer busy cores than this over one second")
     parser.add_argument("--keep-workdir", action="store_true", help="keep data dirs and process logs")
     parser.add_argument("--py-spy-dir", default=None,
                         help="profile the gateway with py-spy during each run, writing <dir>/<label>.svg|txt")
     parser.add_argument("--py-spy-format", default="flamegraph", choices=("flamegraph", "raw", "speedscope"))
     parser.add_argument("--py-spy-rate", type=int, default=100)
+    parser.add_argument("--py-spy-args", default="", help="extra py-spy record flags, e.g. '--native --idle'")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"))
     args = parser.parse_args(argv)
 
@@ -706,7 +782,11 @@ def main(argv: list[str] | None = None) -> int:
                       "finalizing = that poll → first poll 'completed'",
             "cpu": "user+sys from /proc/<pid>/stat (utime+stime+cutime+cstime, plus live descendants), sampled "
                    "before the upload and right after completion; includes serving the ~20 polls/s",
-            "samples": "[t_s, status, settled, gateway_cpu_s, upstream_cpu_s] per poll, relative to upload start",
+            "samples": "[t_s, status, settled, gateway_cpu_s, upstream_cpu_s, gateway_main_thread_cpu_s (absolute), "
+                       "machine_busy_cpu_s] per poll; times and CPU relative to upload start",
+            "other_processes_cores": "machine-wide busy CPU (/proc/stat) minus gateway, upstream and this client, "
+                                     "per second of wall time: anything above ~0.1 means the figures were taken "
+                                     "on a shared, busy machine",
         },
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ class Executor:
         self.batches: dict[str, BatchState] = {}
         self.order: deque[str] = deque()
         self.queue: asyncio.Queue[Work] = asyncio.Queue()
-        self.in_memory = 0
+        self.in_memory = 0  # leased here and not yet settled: queued, in flight or waiting to retry
         self.settle_buffer: list[Settlement] = []
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -280,6 +280,10 @@ class Executor:
 
     def _settle(self, settlement: Settlement) -> None:
         self.settle_buffer.append(settlement)
+        # A settled item no longer takes a slot, even before its group commits: lease more now.
+        self.in_memory -= 1
+        if self.in_memory <= self.cfg.concurrency:
+            self._wake.set()
         if len(self.settle_buffer) >= self.cfg.commit_max_items:
             self._flush_now.set()
 
@@ -319,7 +323,6 @@ class Executor:
         for settlement in group:
             per_batch[settlement.batch_id] += 1
         for batch_id, n in per_batch.items():
-            self.in_memory -= n
             state = self.batches.get(batch_id)
             if state is not None:
                 state.outstanding -= n
