@@ -61,6 +61,10 @@ def test_webhook_events_normalized_and_secret_kept_out_of_sight() -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_webhook({"url": "https://example.com/h", "events": ["nope"]})
     assert err.value.param == "webhook.events"
+    for padded in (" s3cret", "s3cret\n", "   "):
+        with pytest.raises(InvalidRequest) as err:
+            parse_webhook({"url": "https://example.com/h", "secret": padded})
+        assert err.value.param == "webhook.secret"
 
 
 def test_state_machine_allows_only_the_drawn_moves() -> None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from aistats_gateway.errors import InvalidRequest
 
@@ -241,8 +242,6 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
     url = value.get("url")
     if not isinstance(url, str) or not url:
         raise InvalidRequest("'webhook.url' is required.", code="invalid_webhook", param="webhook.url")
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     local = host in ("localhost", "127.0.0.1", "::1")
@@ -270,7 +269,12 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
                 f"webhook.events {events_in} has no valid event; use any of {', '.join(WEBHOOK_EVENTS)} "
                 "(or their job.* forms).", code="invalid_webhook_events", param="webhook.events")
     secret = value.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not secret):
+    if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise InvalidRequest("'webhook.secret' must be a non-empty string.", code="invalid_webhook",
+                             param="webhook.secret")
+    if isinstance(secret, str) and secret != secret.strip():
+        # Receivers (the AI Stats and Phaseo SDKs) strip the secret before verifying; a padded
+        # secret could never verify, so refuse it now rather than fail every delivery later.
+        raise InvalidRequest("'webhook.secret' must not start or end with whitespace.", code="invalid_webhook",
                              param="webhook.secret")
     return {"url": url, "events": events, "secret": secret}
