@@ -160,3 +160,20 @@ class InProcessGateway:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(20)
+
+
+class Receiver(Proc):
+    """The webhook receiver process (`aistats_gateway.testing.receiver`)."""
+
+    def __init__(self, log: Path, *, port: int | None = None, secret: str | None = None, status: int = 200,
+                 fail_first: int = 0) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks/batch"
+        args = [sys.executable, "-m", "aistats_gateway.testing.receiver", "--port", str(self.port),
+                "--status", str(status), "--fail-first", str(fail_first)]
+        if secret:
+            args += ["--secret", secret]
+        super().__init__(args, dict(os.environ), log, f"http://127.0.0.1:{self.port}/_received")
+
+    def received(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"http://127.0.0.1:{self.port}/_received").json())

@@ -19,7 +19,10 @@ from aistats_gateway.api import batches as batch_routes
 from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
+from aistats_gateway.api import stream as stream_routes
+from aistats_gateway.api import wire
 from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
 from aistats_gateway.executor.service import Executor
@@ -32,7 +35,9 @@ from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.storage.blobs import LocalBlobStore
 from aistats_gateway.storage.migrate import upgrade_to_head
+from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store, create_engine
+from aistats_gateway.webhooks.deliverer import Deliverer
 
 log = logging.getLogger("aistats_gateway")
 
@@ -47,6 +52,8 @@ class Gateway:
     files: FileService
     batches: BatchService
     auth: Authenticator
+    bus: BatchBus
+    deliverer: Deliverer | None
     generated_key: str | None
 
 
@@ -66,19 +73,34 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url)
     await upgrade_to_head(engine)
-    store = Store(engine)
+    store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key)
+    bus = BatchBus()
+    store.listeners.append(bus.publish)
+    deliverer = None
+    if settings.run_worker:
+        public = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+        def render(record: BatchRecord) -> dict[str, object]:
+            return wire.batch_object(record, public)
+
+        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks)
+        store.listeners.append(deliverer.notify)
     blobs = LocalBlobStore(settings.blob_dir)
     router = Router([build_provider(p, settings) for p in settings.providers])
     executor = Executor(settings, store, blobs, router, clock) if settings.run_worker else None
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
-    batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines)
-    return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), generated)
+    batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
+                           allow_local_webhooks=settings.allow_local_webhooks)
+    return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
+                   generated)
 
 
 async def close_gateway(gw: Gateway) -> None:
     if gw.executor is not None:
         await gw.executor.stop()
+    if gw.deliverer is not None:
+        await gw.deliverer.stop()
     for provider in gw.router.providers:
         await provider.close()
     await gw.store.close()
@@ -98,6 +120,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             )
         if gw.executor is not None:
             await gw.executor.start()
+        if gw.deliverer is not None:
+            await gw.deliverer.start()
         try:
             yield
         finally:
@@ -107,7 +131,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                   docs_url="/docs", openapi_url="/openapi.json")
     api_errors.install(app)
     app.add_middleware(api_errors.RequestIdMiddleware)
-    for module in (meta_routes, file_routes, batch_routes):
+    for module in (meta_routes, file_routes, batch_routes, stream_routes):
         app.include_router(module.router)
     return app
 

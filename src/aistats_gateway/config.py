@@ -63,6 +63,21 @@ class LimitsConfig(BaseModel):
     max_validation_errors: int = Field(100, ge=1)
 
 
+class WebhookConfig(BaseModel):
+    retry_schedule_seconds: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    jitter_fraction: float = Field(0.1, ge=0, le=1)
+    # Plain http to localhost/127.0.0.1/[::1]: None means "allowed when the gateway itself binds to loopback".
+    allow_local: bool | None = None
+    max_concurrent_deliveries: int = Field(8, ge=1, le=256)
+    restart_spread_seconds: float = Field(10.0, ge=0)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + len(self.retry_schedule_seconds)
+
+
 class MockConfig(BaseModel):
     slow_latency_ms: int = Field(250, ge=0)
 
@@ -79,6 +94,7 @@ class Settings(BaseModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
 
     @property
@@ -89,6 +105,12 @@ class Settings(BaseModel):
                 url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
             return url
         return f"sqlite+aiosqlite:///{self.data_dir / 'gateway.db'}"
+
+    @property
+    def allow_local_webhooks(self) -> bool:
+        if self.webhooks.allow_local is not None:
+            return self.webhooks.allow_local
+        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def blob_dir(self) -> Path:
@@ -156,7 +178,7 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
     for key in ("data_dir", "database_url"):
         if key in storage:
             out[key] = storage[key]
-    for section in ("executor", "limits", "mock"):
+    for section in ("executor", "limits", "mock", "webhooks"):
         if section in toml:
             out[section] = toml[section]
     if "providers" in toml:

@@ -8,6 +8,7 @@ from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
+from aistats_gateway.api.views import batch_view
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
@@ -16,8 +17,9 @@ MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
 @router.post("")
 async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
-    record = await gateway(request).batches.create(workspace, body)
-    return JSONResponse(wire.batch_object(record, base_url(request)))
+    gw = gateway(request)
+    record = await gw.batches.create(workspace, body)
+    return JSONResponse(await batch_view(gw, record, base_url(request)))
 
 
 @router.get("")
@@ -28,18 +30,21 @@ async def list_batches(
     limit: int = Query(20, ge=1, le=100),
     status: str | None = None,
 ) -> JSONResponse:
-    records, has_more = await gateway(request).batches.list(workspace, after=after, limit=limit, status=status)
+    gw = gateway(request)
+    records, has_more = await gw.batches.list(workspace, after=after, limit=limit, status=status)
     base = base_url(request)
-    return JSONResponse(wire.page([wire.batch_object(r, base) for r in records], has_more))
+    return JSONResponse(wire.page([await batch_view(gw, r, base) for r in records], has_more))
 
 
 @router.get("/{batch_id}")
 async def get_batch(request: Request, workspace: Workspace, batch_id: str) -> JSONResponse:
-    record = await gateway(request).batches.get(workspace, batch_id)
-    return JSONResponse(wire.batch_object(record, base_url(request)))
+    gw = gateway(request)
+    record = await gw.batches.get(workspace, batch_id)
+    return JSONResponse(await batch_view(gw, record, base_url(request)))
 
 
 @router.post("/{batch_id}/cancel")
 async def cancel_batch(request: Request, workspace: Workspace, batch_id: str) -> JSONResponse:
-    record = await gateway(request).batches.cancel(workspace, batch_id)
-    return JSONResponse(wire.batch_object(record, base_url(request)))
+    gw = gateway(request)
+    record = await gw.batches.cancel(workspace, batch_id)
+    return JSONResponse(await batch_view(gw, record, base_url(request)))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
     from aistats_gateway.app import Gateway
 
 
-def gateway(request: Request) -> Gateway:
+def gateway(request: HTTPConnection) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 

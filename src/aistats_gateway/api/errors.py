@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aistats_gateway import ids
@@ -25,7 +26,7 @@ from aistats_gateway.errors import (
 log = logging.getLogger(__name__)
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: HTTPConnection) -> str:
     rid = request.scope.get("aistats.request_id")
     if not isinstance(rid, str):
         rid = ids.gateway_request_id()

@@ -36,18 +36,27 @@ def _billing(b: BatchRecord) -> dict[str, Any]:
     }
 
 
-def _webhook(b: BatchRecord) -> dict[str, Any] | None:
+EMPTY_DELIVERY: dict[str, Any] = {
+    "total_attempts": 0, "delivered_events": 0, "delivered_event_types": [], "pending_retries": 0,
+    "pending_events": 0, "failed_events": 0, "last_attempt_at": None, "last_attempt_status": None,
+    "last_delivered_at": None, "last_failure_at": None, "last_response_status": None,
+    "last_error_message": None, "next_retry_at": None,
+}
+
+
+def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sanitized webhook: configuration, delivery summary and last ten attempts; never the secret."""
     if not b.webhook:
         return None
     return {
         "url": b.webhook.get("url"), "events": b.webhook.get("events", []),
         "has_secret": bool(b.webhook.get("secret")),
-        "delivery": {"status": "pending", "delivered": 0, "failed": 0, "pending": 0},
-        "attempts": [],
+        "delivery": (state or {}).get("delivery", EMPTY_DELIVERY),
+        "attempts": (state or {}).get("attempts", []),
     }
 
 
-def batch_object(b: BatchRecord, base_url: str) -> dict[str, Any]:
+def batch_object(b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | None = None) -> dict[str, Any]:
     counts = b.counts
     base = base_url.rstrip("/")
     ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")
@@ -67,7 +76,8 @@ def batch_object(b: BatchRecord, base_url: str) -> dict[str, Any]:
             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
         },
         "model": b.model,
-        "request_id": b.request_id, "provider": b.provider, "session_id": b.session_id, "webhook": _webhook(b),
+        "request_id": b.request_id, "provider": b.provider, "session_id": b.session_id,
+        "webhook": _webhook(b, webhook_state),
         "progress": counts.progress,
         "lifecycle_status": b.status.lifecycle,
         "polling_url": f"{base}/v1/batches/{b.id}",

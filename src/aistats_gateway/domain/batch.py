@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from aistats_gateway.errors import InvalidRequest
+from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url
 
 
 class BatchStatus(StrEnum):
@@ -225,10 +225,10 @@ DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", 
 
 
 def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any] | None:
-    """`{url, events?, secret?}`: URL scheme rules and event normalization (`job.*` → `batch.*`).
+    """`{url, events?, secret?}`: URL rules and event normalization (`job.*` → `batch.*`).
 
-    Address checks after DNS resolution happen at delivery time (webhooks issue); here the URL's
-    shape, scheme and literal host are checked so a bad value fails at create with a clear 400.
+    Here the URL's shape, scheme and literal host are checked so a bad value fails at create with a
+    clear 400; resolved addresses are checked again at every delivery (webhooks/urlguard.py).
     """
     if value is None:
         return None
@@ -242,16 +242,11 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
     url = value.get("url")
     if not isinstance(url, str) or not url:
         raise InvalidRequest("'webhook.url' is required.", code="invalid_webhook", param="webhook.url")
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    local = host in ("localhost", "127.0.0.1", "::1")
-    if not host or parts.scheme not in ("https", "http"):
-        raise InvalidRequest(f"Invalid webhook.url '{url}': it must be an absolute https URL.",
-                             code="invalid_webhook_url", param="webhook.url")
-    if parts.scheme == "http" and not (local and allow_local_http):
-        raise InvalidRequest(f"Invalid webhook.url '{url}': use https (plain http is only allowed for "
-                             "localhost, 127.0.0.1 and [::1] during local development).",
-                             code="invalid_webhook_url", param="webhook.url")
+    try:
+        check_url(url, allow_local=allow_local_http)
+    except UnsafeTarget as exc:
+        raise InvalidRequest(f"Invalid webhook.url '{url}': {exc}.", code="invalid_webhook_url",
+                             param="webhook.url") from None
     events_in = value.get("events")
     if events_in is None:
         events = list(DEFAULT_WEBHOOK_EVENTS)

@@ -30,8 +30,10 @@ CREATE_FIELDS = {
 
 class BatchService:
     def __init__(
-        self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int
+        self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int,
+        *, allow_local_webhooks: bool = True,
     ) -> None:
+        self.allow_local_webhooks = allow_local_webhooks
         self.store = store
         self.files = files
         self.executor = executor
@@ -49,7 +51,7 @@ class BatchService:
         window = rules.parse_completion_window(body.get("completion_window"))
         metadata = rules.parse_metadata(body.get("metadata"))
         session_id = rules.parse_session_id(body.get("session_id"))
-        webhook = rules.parse_webhook(body.get("webhook"))
+        webhook = rules.parse_webhook(body.get("webhook"), allow_local_http=self.allow_local_webhooks)
         prefs = rules.parse_provider_preferences(body.get("provider"))
         input_file_id = body.get("input_file_id")
         inline = body.get("requests")

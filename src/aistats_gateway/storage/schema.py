@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -124,4 +125,44 @@ items = Table(
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("settled_at", Float, nullable=True),
     Index("ix_items_batch_status", "batch_id", "status", "line"),
+)
+
+# The durable webhook outbox: one row per (batch, delivery key), written in the same transaction as the
+# change that causes it; and one row per delivery attempt (the batch object shows the last ten).
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("delivery_key", String(128), nullable=False),
+    Column("snapshot", JSON, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_response_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("batch_id", "delivery_key", name="uq_webhook_events_batch_key"),
+    Index("ix_webhook_events_due", "status", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("event_id", String(64), ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("tried_at", BigInteger, nullable=False),
+    Column("next_retry_at", BigInteger, nullable=True),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body_preview", Text, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ix_webhook_attempts_batch", "batch_id", "id"),
 )

@@ -10,7 +10,7 @@ which database it runs on except `create_engine()`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from sqlalchemy import and_, bindparam, delete, event, func, insert, select, upd
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aistats_gateway.domain import transitions
-from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.batch import BatchStatus, RequestCounts
+from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key, progress_crossed
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.storage.records import (
     BatchRecord,
@@ -40,6 +41,7 @@ from aistats_gateway.storage.schema import (
     items,
     workspaces,
 )
+from aistats_gateway.webhooks import outbox
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -89,9 +91,20 @@ class ItemResult:
     error_code: str | None
 
 
+BatchListener = Callable[[BatchRecord, bool], None]
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """`listeners` hear of every committed batch change: (new record, whether a webhook event was queued)."""
+
+    def __init__(self, engine: AsyncEngine, *, webhook_max_attempts: int = 4) -> None:
         self.engine = engine
+        self.webhook_max_attempts = webhook_max_attempts
+        self.listeners: list[BatchListener] = []
+
+    def _emit(self, record: BatchRecord, queued: bool = False) -> None:
+        for listener in self.listeners:
+            listener(record, queued)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -177,8 +190,11 @@ class Store:
     # ---------------------------------------------------------------- batches
     async def insert_batch(self, values: dict[str, Any]) -> BatchRecord:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(insert(batches).values(**values).returning(*batches.c))).one()
-        return batch_record(row)
+            record = batch_record((await conn.execute(insert(batches).values(**values).returning(*batches.c))).one())
+            queued = await outbox.queue(conn, record, "batch.created", "batch.created", values["updated_at"],
+                                        self.webhook_max_attempts)
+        self._emit(record, queued)
+        return record
 
     async def get_batch(self, batch_id: str, workspace_id: str | None = None) -> BatchRecord | None:
         query = select(batches).where(batches.c.id == batch_id)
@@ -212,12 +228,15 @@ class Store:
     ) -> BatchRecord:
         """Compare-and-set the status; raises StaleTransition if the batch is no longer `current`."""
         async with self.engine.begin() as conn:
-            return await self._transition(conn, batch_id, current, target, now, **values)
+            record, queued = await self._transition(conn, batch_id, current, target, now, **values)
+        self._emit(record, queued)
+        return record
 
     async def _transition(
         self, conn: Any, batch_id: str, current: BatchStatus, target: BatchStatus, now: float,
         **values: Any,
-    ) -> BatchRecord:
+    ) -> tuple[BatchRecord, bool]:
+        """The CAS update, and the terminal webhook event in the same transaction."""
         stamp = transitions.check(current, target)
         values[stamp] = int(now)
         row = (
@@ -230,15 +249,25 @@ class Store:
         ).first()
         if row is None:
             raise StaleTransition(f"{batch_id} is not {current.value}")
-        return batch_record(row)
+        record = batch_record(row)
+        queued = False
+        event = TERMINAL_EVENTS.get(target)
+        if event is not None:
+            queued = await outbox.queue(conn, record, event, delivery_key(event), now, self.webhook_max_attempts)
+        return record, queued
 
     async def update_batch_fields(self, batch_id: str, **values: Any) -> None:
         """Non-status fields only (status goes through `transition`)."""
         assert "status" not in values
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(batches).where(batches.c.id == batch_id).values(updated_at=time.time(), **values)
-            )
+            row = (
+                await conn.execute(
+                    update(batches).where(batches.c.id == batch_id).values(updated_at=time.time(), **values)
+                    .returning(*batches.c)
+                )
+            ).first()
+        if row is not None:
+            self._emit(batch_record(row))
 
     # ---------------------------------------------------------------- items
     async def delete_items(self, batch_id: str) -> None:
@@ -312,6 +341,7 @@ class Store:
             )
         )
         out: dict[str, BatchRecord] = {}
+        queued: dict[str, bool] = {}
         async with self.engine.begin() as conn:
             result = await conn.execute(stmt, params)
             touched = sorted({s.batch_id for s in settlements})
@@ -335,13 +365,33 @@ class Store:
                             .returning(*batches.c)
                         )
                     ).one()
-                    out[batch_id] = batch_record(row)
+                    record = batch_record(row)
+                    before = RequestCounts(record.total, record.completed - ok, record.failed - bad)
+                    queued[batch_id] = await self._progress_event(conn, record, before, now)
+                    out[batch_id] = record
             else:
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
                 for batch_id in touched:
-                    out[batch_id] = await self._recount(conn, batch_id, now)
+                    previous = await self._counts(conn, batch_id)
+                    record = await self._recount(conn, batch_id, now)
+                    queued[batch_id] = await self._progress_event(conn, record, previous, now)
+                    out[batch_id] = record
+        for batch_id, record in out.items():
+            self._emit(record, queued.get(batch_id, False))
         return out
+
+    async def _progress_event(self, conn: Any, record: BatchRecord, before: RequestCounts, now: float) -> bool:
+        bucket = progress_crossed(before, record.counts)
+        if bucket is None:
+            return False
+        return await outbox.queue(conn, record, "batch.progress", delivery_key("batch.progress", bucket), now,
+                                  self.webhook_max_attempts)
+
+    async def _counts(self, conn: Any, batch_id: str) -> RequestCounts:
+        row = (await conn.execute(select(batches.c.total, batches.c.completed, batches.c.failed)
+                                  .where(batches.c.id == batch_id))).one()
+        return RequestCounts(row[0], row[1], row[2])
 
     async def _recount(self, conn: Any, batch_id: str, now: float) -> BatchRecord:
         rows = (
@@ -378,7 +428,9 @@ class Store:
                 .values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now,
                         lease_owner=None, lease_expires_at=None)
             )
-            return await self._recount(conn, batch_id, now)
+            record = await self._recount(conn, batch_id, now)
+        self._emit(record)
+        return record
 
     async def unsettled_count(self, batch_id: str) -> int:
         async with self.engine.connect() as conn:
@@ -416,4 +468,27 @@ class Store:
         async with self.engine.begin() as conn:
             for rec in new_files:
                 await conn.execute(insert(files).values(**rec.__dict__))
-            return await self._transition(conn, batch_id, current, target, now, **values)
+            record, queued = await self._transition(conn, batch_id, current, target, now, **values)
+        self._emit(record, queued)
+        return record
+
+    # ---------------------------------------------------------------- webhook outbox
+    async def due_events(self, now: float, limit: int) -> list[str]:
+        async with self.engine.connect() as conn:
+            return await outbox.due(conn, now, limit)
+
+    async def claim_event(self, event_id: str, now: float, lease_until: float) -> outbox.Event | None:
+        async with self.engine.begin() as conn:
+            return await outbox.claim(conn, event_id, now, lease_until)
+
+    async def record_attempt(self, event: outbox.Event, **kwargs: Any) -> str:
+        async with self.engine.begin() as conn:
+            return await outbox.record_attempt(conn, event, **kwargs)
+
+    async def spread_overdue_events(self, now: float, spread: float, jitter: list[float]) -> int:
+        async with self.engine.begin() as conn:
+            return await outbox.spread_overdue(conn, now, spread, jitter)
+
+    async def webhook_state(self, batch_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            return await outbox.state(conn, batch_id)

@@ -1,0 +1,144 @@
+"""The lifecycle stream: `GET /v1/async/{kind}/{id}/ws` (WebSocket).
+
+Checks, in API.md's order: a plain GET → 426; bad key → 401; unknown kind → 400; missing or foreign
+job → 404 `async_job_not_found_or_not_owned` (refusals before the upgrade are HTTP answers with the
+error envelope). Then `job.snapshot` at once, and `job.updated` whenever the batch changed — woken by
+the store's commit hook through the in-process bus, never by polling — coalesced to at most one per
+`interval_ms` (default 2500, clamped 1000..10000). Text `ping` → `pong`; text `refresh` → an immediate
+fresh `job.updated`. After a terminal update the socket closes with 1000 when `close_on_terminal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+
+from aistats_gateway.api.auth import bearer_token
+from aistats_gateway.api.deps import gateway
+from aistats_gateway.api.errors import request_id_of
+from aistats_gateway.api.responses import JSONResponse
+from aistats_gateway.api.views import batch_view
+from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound
+
+router = APIRouter(tags=["stream"])
+KINDS = ("batch",)
+DEFAULT_INTERVAL_MS = 2500
+
+
+def clamp_interval(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_INTERVAL_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"interval_ms must be an integer number of milliseconds, got '{raw}'.",
+                             code="invalid_interval_ms", param="interval_ms") from None
+    return max(1000, min(10000, value))
+
+
+def parse_bool(raw: str | None, name: str, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise InvalidRequest(f"{name} must be true or false, got '{raw}'.", code=f"invalid_{name}", param=name)
+
+
+@router.get("/v1/async/{kind}/{job_id}/ws")
+async def upgrade_required(request: Request, kind: str, job_id: str) -> JSONResponse:
+    err = GatewayError("This endpoint is a WebSocket: connect with an Upgrade: websocket handshake "
+                       "(e.g. ws://host/v1/async/batch/<id>/ws).", code="websocket_upgrade_required")
+    err.status_code = 426  # type: ignore[misc]
+    err.error_type = "invalid_request_error"  # type: ignore[misc]
+    return JSONResponse(err.body(request_id_of(request)), status_code=426)
+
+
+@router.websocket("/v1/async/{kind}/{job_id}/ws")
+async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None:
+    gw = gateway(websocket)
+    try:
+        workspace = await gw.auth.workspace_for(bearer_token(websocket.headers.get("authorization")))
+        if kind not in KINDS:
+            raise InvalidRequest(f"Unknown job kind '{kind}'; supported: {', '.join(KINDS)}.",
+                                 code="unknown_job_kind", param="kind")
+        interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
+        close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
+        record = await gw.store.get_batch(job_id, workspace)
+        if record is None:
+            raise NotFound(f"No {kind} job '{job_id}' in this workspace.", code="async_job_not_found_or_not_owned",
+                           param="id")
+    except GatewayError as exc:
+        rid = request_id_of(websocket)
+        await websocket.send_denial_response(JSONResponse(exc.body(rid), status_code=exc.status_code))
+        return
+
+    base = gw.settings.public_url or str(websocket.base_url).replace("ws://", "http://", 1).replace(
+        "wss://", "https://", 1)
+    base = base.rstrip("/")
+    sub = gw.bus.subscribe(job_id)
+    inbox: deque[str] = deque()
+    closed = asyncio.Event()
+
+    async def send(frame_type: str, data: Any) -> None:
+        await websocket.send_text(orjson.dumps({"type": frame_type, "data": data}).decode())
+
+    async def receive() -> None:
+        try:
+            while True:
+                inbox.append((await websocket.receive_text()).strip())
+                sub.changed.set()
+        except (WebSocketDisconnect, RuntimeError):
+            closed.set()
+            sub.changed.set()
+
+    await websocket.accept()
+    reader = asyncio.create_task(receive())
+    try:
+        await send("job.snapshot", await batch_view(gw, record, base))
+        if record.status.terminal and close_on_terminal:
+            await websocket.close(1000)
+            return
+        last_sent = time.monotonic()
+        pending = None
+        while not closed.is_set():
+            timeout = None if pending is None else max(0.0, last_sent + interval - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.changed.wait(), timeout)
+            latest = sub.take()
+            if latest is not None:
+                pending = latest
+            while inbox:
+                message = inbox.popleft()
+                if message == "ping":
+                    await websocket.send_text('{"type":"pong"}')
+                elif message == "refresh":
+                    fresh = await gw.store.get_batch(job_id, workspace)
+                    if fresh is None:
+                        await send("job.deleted", {"id": job_id, "object": kind})
+                        await websocket.close(1000)
+                        return
+                    pending = fresh
+                    last_sent = 0.0  # a refresh is answered at once
+            if pending is not None and time.monotonic() >= last_sent + interval:
+                await send("job.updated", await batch_view(gw, pending, base))
+                last_sent = time.monotonic()
+                if pending.status.terminal and close_on_terminal:
+                    await websocket.close(1000)
+                    return
+                pending = None
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        sub.close()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader

@@ -1,0 +1,1 @@
+"""Webhooks: which events a batch change causes, signing, the SSRF guard, and delivery."""

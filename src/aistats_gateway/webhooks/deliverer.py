@@ -1,0 +1,172 @@
+"""The deliverer: sends queued webhook events, signed, to SSRF-checked addresses, with retries.
+
+One background loop claims due events (a lease on each, so no attempt is sent twice), sends each with
+a bounded timeout and no redirects, and records the attempt: delivered on 2xx; otherwise the next
+attempt per the retry schedule (with jitter) or `failed_permanently` after the last one. Every attempt
+re-resolves and re-checks the target and connects only to an address that passed. After a restart,
+overdue events are spread over a few seconds instead of sent in one burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from aistats_gateway.clock import Clock
+from aistats_gateway.config import WebhookConfig
+from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.store import Store
+from aistats_gateway.webhooks import signer
+from aistats_gateway.webhooks.outbox import Event
+from aistats_gateway.webhooks.urlguard import UnsafeTarget, resolve_checked
+
+log = logging.getLogger(__name__)
+PREVIEW_CHARS = 500
+
+
+class _PinnedResolver(AbstractResolver):
+    """Answers only with the addresses the guard already checked: no second, unchecked lookup."""
+
+    def __init__(self, host: str, addresses: list[str]) -> None:
+        self.host = host
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        if host != self.host:
+            raise OSError(f"unexpected host {host}")
+        return [
+            {"hostname": host, "host": a, "port": port,
+             "family": socket.AF_INET6 if ":" in a else socket.AF_INET, "proto": 0,
+             "flags": socket.AI_NUMERICHOST}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class Deliverer:
+    def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
+                 resolve: Any = system_resolve) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.render = render  # BatchRecord -> dict (the public batch object)
+        self.allow_local = allow_local
+        self.resolve = resolve
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(cfg.max_concurrent_deliveries)
+        self._rng = random.Random()
+
+    def notify(self, _record: BatchRecord, queued: bool) -> None:
+        if queued:
+            self._wake.set()
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        spread = await self.store.spread_overdue_events(
+            now, self.cfg.restart_spread_seconds, [self._rng.random() for _ in range(64)])
+        if spread:
+            log.info("spreading %d overdue webhook events over %.0fs", spread, self.cfg.restart_spread_seconds)
+        self._task = asyncio.create_task(self._loop(), name="webhook-deliverer")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook delivery round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
+
+    async def _round(self) -> None:
+        now = self.clock.now()
+        for event_id in await self.store.due_events(now, 50):
+            lease = now + self.cfg.timeout_seconds * 3 + 30
+            event = await self.store.claim_event(event_id, now, lease)
+            if event is None:
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(event))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, event: Event) -> None:
+        try:
+            await self._attempt(event)
+        finally:
+            self._slots.release()
+
+    async def _attempt(self, event: Event) -> None:
+        webhook = event.snapshot.webhook or {}
+        url = str(webhook.get("url", ""))
+        payload = {
+            "id": event.id, "type": event.type, "created_at": event.created_at,
+            "delivery": {"key": event.delivery_key, "attempt": event.attempts, "max_attempts": event.max_attempts},
+            "data": self.render(event.snapshot),
+        }
+        body = orjson.dumps(payload)
+        started = time.monotonic()
+        status: int | None = None
+        preview: str | None = None
+        error: str | None = None
+        try:
+            _, host, _, addresses = await resolve_checked(url, self.resolve, allow_local=self.allow_local)
+            headers = signer.headers(
+                secret=webhook.get("secret"), timestamp=int(self.clock.now()), body=body, event_id=event.id,
+                event_type=event.type, delivery_key=event.delivery_key, attempt=event.attempts,
+                max_attempts=event.max_attempts)
+            connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, addresses), force_close=True)
+            timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_seconds)
+            async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                        session.post(url, data=body, headers=headers, allow_redirects=False) as resp):
+                status = resp.status
+                raw = await resp.content.read(PREVIEW_CHARS)
+                preview = raw.decode("utf-8", "replace")
+            if not 200 <= status < 300:
+                error = f"receiver answered HTTP {status}"
+        except UnsafeTarget as exc:
+            error = f"refused target: {exc}"
+        except TimeoutError:
+            error = f"no answer within {self.cfg.timeout_seconds:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"delivery failed: {exc.__class__.__name__}: {exc}"
+        delivered = error is None
+        now = self.clock.now()
+        next_at: float | None = None
+        if not delivered and event.attempts < event.max_attempts:
+            base = self.cfg.retry_schedule_seconds[event.attempts - 1]
+            next_at = now + base * (1 + self.cfg.jitter_fraction * (2 * self._rng.random() - 1))
+        outcome = await self.store.record_attempt(
+            event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=status,
+            body_preview=preview, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+        if not delivered:
+            log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, error, outcome)

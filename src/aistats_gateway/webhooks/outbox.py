@@ -1,0 +1,179 @@
+"""The durable webhook outbox: SQL over the `webhook_events` and `webhook_attempts` tables.
+
+`queue()` runs inside the caller's transaction (the status change or progress commit that causes the
+event), so an event exists if and only if its cause was committed. The deliverer claims due events
+with a compare-and-set on `next_attempt_at` (a lease), so two delivery loops never send the same
+attempt, and a crashed one's claim simply expires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aistats_gateway import ids
+from aistats_gateway.storage.records import BatchRecord, batch_record
+from aistats_gateway.storage.schema import webhook_attempts, webhook_events
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED_PERMANENTLY = "failed_permanently"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    batch_id: str
+    type: str
+    delivery_key: str
+    snapshot: BatchRecord
+    attempts: int
+    max_attempts: int
+    created_at: int
+
+
+def wants(record: BatchRecord, event_type: str) -> bool:
+    return bool(record.webhook) and event_type in (record.webhook or {}).get("events", [])
+
+
+def snapshot_of(record: BatchRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    data["status"] = record.status.value
+    return data
+
+
+async def queue(
+    conn: AsyncConnection, record: BatchRecord, event_type: str, key: str, now: float, max_attempts: int
+) -> bool:
+    """Insert the event if the batch's webhook wants it; True if one was queued."""
+    if not wants(record, event_type):
+        return False
+    await conn.execute(
+        insert(webhook_events).values(
+            id=ids.event_id(), batch_id=record.id, workspace_id=record.workspace_id, type=event_type,
+            delivery_key=key, snapshot=snapshot_of(record), status=PENDING, attempts=0,
+            max_attempts=max_attempts, next_attempt_at=now, created_at=int(now),
+        )
+    )
+    return True
+
+
+async def due(conn: AsyncConnection, now: float, limit: int) -> list[str]:
+    rows = await conn.execute(
+        select(webhook_events.c.id)
+        .where(and_(webhook_events.c.status == PENDING, webhook_events.c.next_attempt_at <= now))
+        .order_by(webhook_events.c.next_attempt_at)
+        .limit(limit)
+    )
+    return [r[0] for r in rows]
+
+
+async def claim(conn: AsyncConnection, event_id: str, now: float, lease_until: float) -> Event | None:
+    """Take a due event for one attempt (CAS on its due time); None if someone else took it."""
+    row = (
+        await conn.execute(
+            update(webhook_events)
+            .where(and_(webhook_events.c.id == event_id, webhook_events.c.status == PENDING,
+                        webhook_events.c.next_attempt_at <= now))
+            .values(next_attempt_at=lease_until, attempts=webhook_events.c.attempts + 1)
+            .returning(*webhook_events.c)
+        )
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    return Event(m["id"], m["batch_id"], m["type"], m["delivery_key"], batch_record(m["snapshot"]),
+                 m["attempts"], m["max_attempts"], m["created_at"])
+
+
+async def record_attempt(
+    conn: AsyncConnection,
+    event: Event,
+    *,
+    now: float,
+    delivered: bool,
+    next_attempt_at: float | None,
+    response_status: int | None,
+    body_preview: str | None,
+    error: str | None,
+    duration_ms: int,
+) -> str:
+    """Store the attempt and move the event on: delivered, scheduled again, or failed for good."""
+    status = DELIVERED if delivered else (PENDING if next_attempt_at is not None else FAILED_PERMANENTLY)
+    values: dict[str, Any] = {"status": status, "last_response_status": response_status, "last_error": error}
+    if delivered:
+        values["delivered_at"] = int(now)
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    await conn.execute(update(webhook_events).where(webhook_events.c.id == event.id).values(**values))
+    attempt_status = "delivered" if delivered else ("scheduled_retry" if next_attempt_at else FAILED_PERMANENTLY)
+    await conn.execute(
+        insert(webhook_attempts).values(
+            id="wha_" + ids.ulid(), event_id=event.id, batch_id=event.batch_id, attempt=event.attempts,
+            status=attempt_status, tried_at=int(now),
+            next_retry_at=int(next_attempt_at) if next_attempt_at is not None else None,
+            response_status=response_status, response_body_preview=body_preview, error_message=error,
+            duration_ms=duration_ms,
+        )
+    )
+    return attempt_status
+
+
+async def spread_overdue(conn: AsyncConnection, now: float, spread: float, jitter: list[float]) -> int:
+    """After a restart, move overdue events to random times over `spread` seconds: no burst."""
+    ids_due = await due(conn, now, 10_000)
+    for i, event_id in enumerate(ids_due):
+        await conn.execute(update(webhook_events).where(webhook_events.c.id == event_id)
+                           .values(next_attempt_at=now + spread * jitter[i % len(jitter)]))
+    return len(ids_due)
+
+
+async def state(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
+    """The delivery summary and the last ten attempts, in the shapes the AI Stats SDK declares."""
+    events = (await conn.execute(select(webhook_events).where(webhook_events.c.batch_id == batch_id))).all()
+    attempts = (
+        await conn.execute(
+            select(webhook_attempts, webhook_events.c.type, webhook_events.c.delivery_key,
+                   webhook_events.c.max_attempts, webhook_events.c.delivered_at)
+            .join(webhook_events, webhook_events.c.id == webhook_attempts.c.event_id)
+            .where(webhook_attempts.c.batch_id == batch_id)
+            .order_by(webhook_attempts.c.id.desc())
+            .limit(10)
+        )
+    ).all()
+    total_attempts = sum(e._mapping["attempts"] for e in events)
+    delivered = [e._mapping for e in events if e._mapping["status"] == DELIVERED]
+    pending = [e._mapping for e in events if e._mapping["status"] == PENDING]
+    last = attempts[0]._mapping if attempts else None
+    failures = [a._mapping for a in attempts if a._mapping["status"] != "delivered"]
+    summary = {
+        "total_attempts": total_attempts,
+        "delivered_events": len(delivered),
+        "delivered_event_types": sorted({e["type"] for e in delivered}),
+        "pending_retries": sum(1 for e in pending if e["attempts"] > 0),
+        "pending_events": len(pending),
+        "failed_events": sum(1 for e in events if e._mapping["status"] == FAILED_PERMANENTLY),
+        "last_attempt_at": last["tried_at"] if last else None,
+        "last_attempt_status": last["status"] if last else None,
+        "last_delivered_at": max((e["delivered_at"] for e in delivered), default=None),
+        "last_failure_at": failures[0]["tried_at"] if failures else None,
+        "last_response_status": last["response_status"] if last else None,
+        "last_error_message": last["error_message"] if last else None,
+        "next_retry_at": min((int(e["next_attempt_at"]) for e in pending if e["attempts"] > 0), default=None),
+    }
+    recent = [
+        {
+            "id": a["id"], "attempt_number": a["attempt"], "max_attempts": a["max_attempts"],
+            "delivery_key": a["delivery_key"], "event_type": a["type"], "event_id": a["event_id"],
+            "status": a["status"], "tried_at": a["tried_at"],
+            "delivered_at": a["tried_at"] if a["status"] == "delivered" else None,
+            "next_retry_at": a["next_retry_at"], "response_status": a["response_status"],
+            "response_body_preview": a["response_body_preview"], "error_message": a["error_message"],
+        }
+        for a in (row._mapping for row in attempts)
+    ]
+    return {"delivery": summary, "attempts": recent}

@@ -1,0 +1,119 @@
+"""Webhook signing (shared test vector), the SSRF guard (table of hostile URLs), progress buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+
+import pytest
+
+from aistats_gateway.domain.batch import RequestCounts
+from aistats_gateway.domain.events import progress_bucket, progress_crossed
+from aistats_gateway.webhooks import signer
+from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url, resolve_checked
+
+# A fixed vector: anyone implementing the verifier can check against these exact values.
+VECTOR_BODY = b'{"id":"evt_1","type":"batch.completed"}'
+VECTOR_SIGNATURE = "a1d8192bc67218dd78aefe63691e9fe4c1174e3d9e89e786069756620eae511d"
+
+
+def test_signature_is_hex_hmac_sha256_of_timestamp_dot_body() -> None:
+    expected = hmac.new(b"whsec_test", b"1700000000." + VECTOR_BODY, hashlib.sha256).hexdigest()
+    got = signer.sign("whsec_test", 1700000000, VECTOR_BODY)
+    assert got == expected == VECTOR_SIGNATURE
+    assert signer.verify("whsec_test", 1700000000, VECTOR_BODY, got, now=1700000100)
+    assert not signer.verify("whsec_test", 1700000000, b"tampered", got, now=1700000100)
+    assert not signer.verify("other", 1700000000, VECTOR_BODY, got, now=1700000100)
+    assert not signer.verify("whsec_test", 1700000000, VECTOR_BODY, got, now=1700001000)
+
+
+def test_headers_are_sent_under_both_prefixes() -> None:
+    headers = signer.headers(secret="s", timestamp=5, body=b"{}", event_id="evt_1", event_type="batch.completed",
+                             delivery_key="batch.completed", attempt=2, max_attempts=4)
+    for prefix in ("x-ai-stats-", "x-phaseo-"):
+        assert headers[prefix + "signature"] == signer.sign("s", 5, b"{}")
+        assert headers[prefix + "event-id"] == "evt_1" and headers[prefix + "attempt"] == "2"
+        assert headers[prefix + "max-attempts"] == "4" and headers[prefix + "timestamp"] == "5"
+    assert "x-ai-stats-signature" not in signer.headers(secret=None, timestamp=5, body=b"{}", event_id="e",
+                                                        event_type="t", delivery_key="k", attempt=1, max_attempts=1)
+
+
+HOSTILE = [
+    "http://example.com/hook",                  # plain http to a public host
+    "https://10.0.0.5/hook",                    # private
+    "https://172.16.3.4/hook",                  # private
+    "https://192.168.1.1/hook",                 # private
+    "https://127.0.0.1/hook",                   # loopback over https (local exception is http-dev only... and off)
+    "https://[::1]/hook",                       # IPv6 loopback
+    "https://0.0.0.0/hook",                     # wildcard
+    "https://[::]/hook",                        # IPv6 unspecified
+    "https://169.254.169.254/latest/meta-data", # cloud metadata
+    "https://[fd00:ec2::254]/",                 # AWS IPv6 metadata
+    "https://100.100.100.200/",                 # Alibaba metadata
+    "https://100.64.0.1/hook",                  # CGNAT
+    "https://[::ffff:127.0.0.1]/hook",          # IPv4-mapped loopback
+    "https://[::ffff:10.0.0.1]/hook",           # IPv4-mapped private
+    "https://[64:ff9b::a00:1]/hook",            # NAT64 of 10.0.0.1
+    "https://[2002:a00:1::]/hook",              # 6to4 of 10.0.0.1
+    "https://[fe80::1]/hook",                   # link-local
+    "https://[fc00::1]/hook",                   # unique local
+    "https://224.0.0.1/hook",                   # multicast
+    "https://2130706433/hook",                  # decimal 127.0.0.1
+    "https://0x7f000001/hook",                  # hex 127.0.0.1
+    "https://127.1/hook",                       # short form
+    "https://0177.0.0.1/hook",                  # octal
+    "https://user:pass@example.com/hook",       # credentials
+    "ftp://example.com/hook",                   # scheme
+    "https://metadata.internal/",               # internal names
+    "https://printer.local/",
+    "https://240.0.0.1/",                       # reserved
+    "https://192.0.2.10/",                      # documentation range
+]
+
+
+@pytest.mark.parametrize("url", HOSTILE)
+def test_hostile_urls_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeTarget):
+        check_url(url, allow_local=False)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/h", "http://localhost:9000/h", "http://[::1]:9000/h"])
+def test_local_development_exception_is_a_setting(url: str) -> None:
+    check_url(url, allow_local=True)
+    with pytest.raises(UnsafeTarget):
+        check_url(url, allow_local=False)
+
+
+def test_public_https_is_allowed() -> None:
+    assert check_url("https://hooks.example.com:8443/x", allow_local=False) == ("https", "hooks.example.com", 8443)
+
+
+def test_every_resolved_address_is_checked() -> None:
+    async def rebinding(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", "10.0.0.7"]  # one public, one private: refuse the whole target
+
+    async def public(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    with pytest.raises(UnsafeTarget, match=r"10\.0\.0\.7"):
+        asyncio.run(resolve_checked("https://evil.example/h", rebinding, allow_local=False))
+    assert asyncio.run(resolve_checked("https://ok.example/h", public, allow_local=False))[3] == ["93.184.216.34"]
+
+    async def to_loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with pytest.raises(UnsafeTarget):  # a public name resolving to loopback is not the local exception
+        asyncio.run(resolve_checked("https://sneaky.example/h", to_loopback, allow_local=True))
+
+
+def test_progress_buckets() -> None:
+    assert progress_bucket(RequestCounts(100, 0, 0)) is None
+    assert progress_bucket(RequestCounts(100, 3, 0)) == 5
+    assert progress_bucket(RequestCounts(100, 37, 2)) == 30
+    assert progress_bucket(RequestCounts(100, 99, 0)) == 90
+    assert progress_bucket(RequestCounts(100, 100, 0)) is None
+    assert progress_crossed(RequestCounts(100, 0, 0), RequestCounts(100, 2, 0)) == 5
+    assert progress_crossed(RequestCounts(100, 2, 0), RequestCounts(100, 4, 0)) is None
+    assert progress_crossed(RequestCounts(100, 4, 0), RequestCounts(100, 55, 0)) == 50
+    assert progress_crossed(RequestCounts(100, 55, 0), RequestCounts(100, 100, 0)) is None
