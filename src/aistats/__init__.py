@@ -21,9 +21,11 @@ from aistats._errors import (
     RateLimitError,
 )
 from aistats._types import APIObject, Batch, FileObject, Page
+from aistats._webhooks import compute_signature, verify_webhook
 
 __all__ = [
     "AIStats", "AIStatsError", "APIConnectionError", "APIObject", "AsyncAIStats", "AuthenticationError",
     "BadRequestError", "Batch", "ConflictError", "FileObject", "InsufficientFundsError", "InternalServerError",
-    "NotFoundError", "Page", "PayloadTooLargeError", "PermissionDeniedError", "RateLimitError",
+    "NotFoundError", "Page", "PayloadTooLargeError", "PermissionDeniedError", "RateLimitError", "compute_signature",
+    "verify_webhook",
 ]

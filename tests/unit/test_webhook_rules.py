@@ -117,3 +117,17 @@ def test_progress_buckets() -> None:
     assert progress_crossed(RequestCounts(100, 2, 0), RequestCounts(100, 4, 0)) is None
     assert progress_crossed(RequestCounts(100, 4, 0), RequestCounts(100, 55, 0)) == 50
     assert progress_crossed(RequestCounts(100, 55, 0), RequestCounts(100, 100, 0)) is None
+
+
+def test_sdk_verifier_accepts_the_server_signature_and_the_shared_vector() -> None:
+    from aistats import compute_signature, verify_webhook
+
+    assert compute_signature("whsec_test", 1700000000, VECTOR_BODY) == VECTOR_SIGNATURE
+    headers = signer.headers(secret="whsec_test", timestamp=1700000000, body=VECTOR_BODY, event_id="evt_1",
+                             event_type="batch.completed", delivery_key="batch.completed", attempt=1, max_attempts=4)
+    assert verify_webhook("whsec_test", VECTOR_BODY, headers, now=1700000010)
+    phaseo_only = {k: v for k, v in headers.items() if k.startswith("x-phaseo-")}
+    assert verify_webhook("whsec_test", VECTOR_BODY.decode(), phaseo_only, now=1700000010)
+    assert not verify_webhook("whsec_test", VECTOR_BODY + b" ", headers, now=1700000010)
+    assert not verify_webhook("whsec_test", VECTOR_BODY, headers, now=1700009999)
+    assert not verify_webhook("whsec_test", VECTOR_BODY, {}, now=1700000010)
