@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -219,7 +220,8 @@ def start_upstream(workdir: Path, latency_ms: float) -> tuple[Proc, int]:
     return Proc("upstream", args, base_env(), workdir / "upstream.log", f"http://127.0.0.1:{port}/_stats"), port
 
 
-def start_gateway(workdir: Path, upstream_port: int, concurrency: int | None) -> tuple[Proc, str]:
+def start_gateway(workdir: Path, upstream_port: int, concurrency: int | None,
+                  executor_settings: list[str] | None = None) -> tuple[Proc, str]:
     port = free_port()
     data_dir = workdir / "gateway-data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -230,6 +232,11 @@ def start_gateway(workdir: Path, upstream_port: int, concurrency: int | None) ->
     })
     if concurrency is not None:
         env["AISTATS_CONCURRENCY"] = str(concurrency)
+    if executor_settings:  # e.g. commit_interval_seconds=0.01, written as the [executor] table of a TOML file
+        config = workdir / "gateway.toml"
+        config.write_text("[executor]\n" + "".join(f"{kv.split('=', 1)[0].strip()} = {kv.split('=', 1)[1].strip()}\n"
+                                                  for kv in executor_settings))
+        env["AISTATS_CONFIG"] = str(config)
     args = [sys.executable, "-m", "aistats_gateway.cli.main", "serve", "--log-level", "warning"]
     base_url = f"http://127.0.0.1:{port}/v1"
     return Proc("gateway", args, env, workdir / "gateway.log", f"{base_url}/health"), base_url
@@ -359,7 +366,7 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
                 print(f"  [{label}] machine still busy ({res.quiet_wait['busy_cores_last_second']} cores in use by "
                       f"other processes) after {args.quiet_wait}s; running anyway", file=sys.stderr, flush=True)
         upstream, up_port = start_upstream(workdir, args.upstream_latency_ms)
-        gateway, base_url = start_gateway(workdir, up_port, args.concurrency)
+        gateway, base_url = start_gateway(workdir, up_port, args.concurrency, args.executor_setting)
         res.pids = {"gateway": gateway.pid, "upstream": upstream.pid}
         print(f"  [{label}] gateway pid {gateway.pid} ({base_url}), upstream pid {upstream.pid} (:{up_port}); "
               f"logs in {workdir}", file=sys.stderr, flush=True)
@@ -584,6 +591,12 @@ def machine_info() -> dict[str, Any]:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True,
                                text=True, check=True).stdout
         info["git_src_dirty"] = bool(dirty.strip())
+        info["git_src_dirty_files"] = [ln[3:] for ln in dirty.splitlines()][:50]
+    # The code under test, exactly: commits get rewritten and src/ may hold uncommitted work.
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    info["src_sha256"] = digest.hexdigest()[:16]
     return info
 
 
@@ -656,6 +669,10 @@ def print_table(results: list[RunResult]) -> None:
     for i, row in enumerate(ROWS):
         print(row[0].ljust(width0) + "".join(col[i].rjust(w) for col, w in zip(cols, widths, strict=True)))
     for r in results:
+        other = r.cpu.get("other_processes_cores_executing")
+        if other is not None and other > 0.25:
+            print(f"[{r.label}] WARNING: other processes used {other:.2f} cores while the batch executed; "
+                  "the gateway competed with them for CPU, so these figures understate it")
         if r.error:
             print(f"\n[{r.label}] ERROR: {r.error}")
         if r.correctness.get("examples_failed"):
@@ -709,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also-mock", action="store_true",
                         help="also run the same batch on the built-in mock/echo model (no upstream HTTP)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--executor-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra [executor] setting for the gateway via AISTATS_CONFIG (repeatable), "
+                             "e.g. commit_interval_seconds=0.01")
     parser.add_argument("--out", default=None,
                         help="JSON results path (default bench/results/batch_throughput-<UTC time>.json)")
     parser.add_argument("--poll-ms", type=float, default=50.0, help="batch polling interval")

@@ -28,15 +28,15 @@ def test_expiry_keeps_finished_results_and_expires_the_rest(tmp_path: Path) -> N
         while api.get(f"/batches/{batch['id']}").json()["request_counts"]["completed"] < 10:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        stream = connect(gw.base_url.replace("http://", "ws://") + f"/async/batch/{batch['id']}/ws?interval_ms=1000",
-                         additional_headers={"Authorization": f"Bearer {gw.api_key}"})
-        assert json.loads(stream.recv(timeout=10))["type"] == "job.snapshot"
-        clock.advance(3601)
-        done = wait_for_batch(api, batch["id"], timeout=20)
-        last: dict[str, object] = {}
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                last = json.loads(stream.recv(timeout=10))
+        with connect(gw.base_url.replace("http://", "ws://") + f"/async/batch/{batch['id']}/ws?interval_ms=1000",
+                     additional_headers={"Authorization": f"Bearer {gw.api_key}"}) as stream:
+            assert json.loads(stream.recv(timeout=10))["type"] == "job.snapshot"
+            clock.advance(3601)
+            done = wait_for_batch(api, batch["id"], timeout=20)
+            last: dict[str, object] = {}
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    last = json.loads(stream.recv(timeout=10))
         assert stream.close_code == 1000 and last["data"]["status"] == "expired"  # type: ignore[index]
         assert done["status"] == "expired" and done["expired_at"] and done["lifecycle_status"] == "expired"
         counts = done["request_counts"]
