@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
 from aistats_gateway.api.views import batch_view
+from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
@@ -41,6 +43,19 @@ async def get_batch(request: Request, workspace: Workspace, batch_id: str) -> JS
     gw = gateway(request)
     record = await gw.batches.get(workspace, batch_id)
     return JSONResponse(await batch_view(gw, record, base_url(request)))
+
+
+@router.get("/{batch_id}/results")
+async def batch_results(
+    request: Request, workspace: Workspace, batch_id: str, after: str | None = None, follow: bool = False
+) -> StreamingResponse:
+    """NDJSON of every line settled so far (also while the batch runs); `after` resumes after that
+    custom_id; `follow=true` keeps the stream open until the batch is terminal."""
+    gw = gateway(request)
+    record = await gw.batches.get(workspace, batch_id)
+    cursor = await cursor_of(gw.store, record, after)
+    return StreamingResponse(stream_results(gw.store, gw.bus, record, cursor=cursor, follow=follow),
+                             media_type="application/x-ndjson")
 
 
 @router.post("/{batch_id}/cancel")

@@ -12,17 +12,13 @@ from __future__ import annotations
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.domain.jsonl import error_line
+from aistats_gateway.services.results import is_success, result_line
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import BatchRecord, FileRecord
-from aistats_gateway.storage.schema import ITEM_FAILED, ITEM_SUCCEEDED
+from aistats_gateway.storage.schema import ITEM_FAILED
 from aistats_gateway.storage.store import Store
 
 PAGE = 2000
-HALT_MESSAGES = {
-    "batch_cancelled": "The batch was cancelled before this request was processed.",
-    "batch_expired": "The batch expired before this request could be processed (completion_window ran out).",
-}
 
 
 async def finalize(
@@ -44,15 +40,11 @@ async def finalize(
         while page := await store.item_results(batch.id, after, PAGE):
             for item in page:
                 after = item.line
-                if item.status == ITEM_SUCCEEDED and item.result is not None:
-                    await out.write(item.result + b"\n")
+                if is_success(item):
+                    await out.write(result_line(item) + b"\n")
                     counts[0] += 1
                 elif item.status == ITEM_FAILED:
-                    line = item.result or error_line(
-                        ids.batch_request_id(), item.custom_id, item.error_code or "request_failed",
-                        HALT_MESSAGES.get(item.error_code or "", "The request failed."),
-                    )
-                    await err.write(line + b"\n")
+                    await err.write(result_line(item) + b"\n")
                     counts[1] += 1
                 else:
                     raise RuntimeError(f"{batch.id} line {item.line} is not settled")

@@ -96,6 +96,8 @@ batches = Table(
     Column("errors", JSON, nullable=True),
     Column("status_reason", Text, nullable=True),
     Column("updated_at", Float, nullable=False),
+    # Grows by one per settled item (never decreases): the source of items.seq, the results cursor.
+    Column("settled_seq", BigInteger, nullable=False, server_default="0"),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
 )
@@ -124,7 +126,10 @@ items = Table(
     Column("input_tokens", Integer, nullable=False, default=0),
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("settled_at", Float, nullable=True),
+    Column("seq", BigInteger, nullable=True),  # settle order within the batch, for GET .../results
     Index("ix_items_batch_status", "batch_id", "status", "line"),
+    Index("ix_items_batch_seq", "batch_id", "seq"),
+    Index("ix_items_batch_custom_id", "batch_id", "custom_id"),
 )
 
 # The durable webhook outbox: one row per (batch, delivery key), written in the same transaction as the

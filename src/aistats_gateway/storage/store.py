@@ -318,65 +318,64 @@ class Store:
     async def settle(self, settlements: Sequence[Settlement], now: float) -> dict[str, BatchRecord]:
         """Store outcomes and bump their batches' counters in ONE transaction.
 
-        Only items still leased are settled, so an outcome can never be counted twice. Returns
-        the updated batch rows of the batches touched.
+        Only items still leased are settled, so an outcome can never be counted twice. Each settled
+        item gets the next `seq` of its batch (the results cursor). Returns the updated batch rows.
         """
         if not settlements:
             return {}
-        params = [
-            {
-                "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
-                "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens, "b_out": s.output_tokens,
-            }
-            for s in settlements
-        ]
+        touched = sorted({s.batch_id for s in settlements})
+        deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in touched}
+        for s in settlements:
+            d = deltas[s.batch_id]
+            d[0 if s.succeeded else 1] += 1
+            d[2] += s.input_tokens
+            d[3] += s.output_tokens
         stmt = (
             update(items)
             .where(and_(items.c.batch_id == bindparam("b_id"), items.c.line == bindparam("b_line"),
                         items.c.status == ITEM_LEASED))
             .values(
                 status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
-                input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), settled_at=now,
-                lease_owner=None, lease_expires_at=None,
+                input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), seq=bindparam("b_seq"),
+                settled_at=now, lease_owner=None, lease_expires_at=None,
             )
         )
         out: dict[str, BatchRecord] = {}
         queued: dict[str, bool] = {}
         async with self.engine.begin() as conn:
-            result = await conn.execute(stmt, params)
-            touched = sorted({s.batch_id for s in settlements})
-            if result.rowcount == len(settlements):
-                deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in touched}
-                for s in settlements:
-                    d = deltas[s.batch_id]
-                    d[0 if s.succeeded else 1] += 1
-                    d[2] += s.input_tokens
-                    d[3] += s.output_tokens
-                for batch_id, (ok, bad, tin, tout) in deltas.items():
-                    row = (
-                        await conn.execute(
-                            update(batches)
-                            .where(batches.c.id == batch_id)
-                            .values(
-                                completed=batches.c.completed + ok, failed=batches.c.failed + bad,
-                                input_tokens=batches.c.input_tokens + tin,
-                                output_tokens=batches.c.output_tokens + tout, updated_at=now,
-                            )
-                            .returning(*batches.c)
+            previous = {b: await self._counts(conn, b) for b in touched}
+            next_seq: dict[str, int] = {}
+            for batch_id, (ok, bad, tin, tout) in deltas.items():
+                row = (
+                    await conn.execute(
+                        update(batches)
+                        .where(batches.c.id == batch_id)
+                        .values(
+                            completed=batches.c.completed + ok, failed=batches.c.failed + bad,
+                            input_tokens=batches.c.input_tokens + tin, output_tokens=batches.c.output_tokens + tout,
+                            settled_seq=batches.c.settled_seq + ok + bad, updated_at=now,
                         )
-                    ).one()
-                    record = batch_record(row)
-                    before = RequestCounts(record.total, record.completed - ok, record.failed - bad)
-                    queued[batch_id] = await self._progress_event(conn, record, before, now)
-                    out[batch_id] = record
-            else:
+                        .returning(*batches.c)
+                    )
+                ).one()
+                out[batch_id] = batch_record(row)
+                next_seq[batch_id] = row._mapping["settled_seq"] - ok - bad
+            params = []
+            for s in settlements:
+                next_seq[s.batch_id] += 1
+                params.append({
+                    "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
+                    "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
+                    "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id],
+                })
+            result = await conn.execute(stmt, params)
+            if result.rowcount != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
                 for batch_id in touched:
-                    previous = await self._counts(conn, batch_id)
-                    record = await self._recount(conn, batch_id, now)
-                    queued[batch_id] = await self._progress_event(conn, record, previous, now)
-                    out[batch_id] = record
+                    out[batch_id] = await self._recount(conn, batch_id, now)
+            for batch_id, record in out.items():
+                queued[batch_id] = await self._progress_event(conn, record, previous[batch_id], now)
         for batch_id, record in out.items():
             self._emit(record, queued.get(batch_id, False))
         return out
@@ -422,12 +421,17 @@ class Store:
     async def fail_unfinished(self, batch_id: str, code: str, now: float) -> BatchRecord:
         """Settle every pending or leased item as failed with `code`, and recount; idempotent."""
         async with self.engine.begin() as conn:
-            await conn.execute(
+            base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id))).scalar_one()
+            changed = await conn.execute(
                 update(items)
                 .where(and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_PENDING, ITEM_LEASED])))
-                .values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now,
+                .values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now, seq=items.c.line + base,
                         lease_owner=None, lease_expires_at=None)
             )
+            if changed.rowcount:
+                top = await conn.scalar(select(func.max(items.c.line)).where(items.c.batch_id == batch_id))
+                await conn.execute(update(batches).where(batches.c.id == batch_id)
+                                   .values(settled_seq=base + int(top or 0)))
             record = await self._recount(conn, batch_id, now)
         self._emit(record)
         return record
@@ -442,6 +446,27 @@ class Store:
                 )
                 or 0
             )
+
+    async def seq_of(self, batch_id: str, custom_id: str) -> int | None:
+        """The settle position of a line (by custom_id), for resuming GET .../results; None if unknown."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(items.c.seq, items.c.status).where(
+                and_(items.c.batch_id == batch_id, items.c.custom_id == custom_id)))).first()
+        if row is None:
+            return None
+        return int(row[0]) if row[0] is not None else -1
+
+    async def results_after(self, batch_id: str, after_seq: int, limit: int) -> list[tuple[int, ItemResult]]:
+        """Settled items in settle order after `after_seq`: what the results stream sends next."""
+        query = (
+            select(items.c.seq, items.c.line, items.c.custom_id, items.c.status, items.c.result, items.c.error_code)
+            .where(and_(items.c.batch_id == batch_id, items.c.seq > after_seq))
+            .order_by(items.c.seq)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(int(r[0]), ItemResult(r[1], r[2], r[3], r[4], r[5])) for r in rows]
 
     async def item_results(self, batch_id: str, after_line: int, limit: int) -> list[ItemResult]:
         """Settled items in line order, a page at a time (keyset on line): for writing result files."""
