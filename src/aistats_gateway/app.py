@@ -65,6 +65,7 @@ def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
         timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
         connect_timeout_seconds=settings.executor.connect_timeout_seconds,
         max_connections=cfg.max_concurrency or settings.executor.concurrency,
+        max_response_bytes=settings.executor.max_response_bytes,
     )
 
 

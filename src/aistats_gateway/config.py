@@ -50,6 +50,7 @@ class ExecutorConfig(BaseModel):
     backoff_max_seconds: float = Field(30.0, gt=0)
     request_timeout_seconds: float = Field(600.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     commit_interval_seconds: float = Field(0.05, gt=0)
     commit_max_items: int = Field(512, ge=1)
     lease_seconds: float = Field(600.0, gt=0)

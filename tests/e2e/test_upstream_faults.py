@@ -24,6 +24,8 @@ PLANS: dict[str, tuple[int, list[Any], dict[str, Any]]] = {
     "badjson": (3, ["badjson"], {}),
     "truncated": (2, ["truncated"], {}),
     "hang": (2, ["hang"], {}),
+    "big": (2, ["big:3000000"], {}),  # a 3 MB answer arrives whole (read in many chunks)
+    "huge": (1, ["big:9000000", "big:9000000", "big:9000000", "big:9000000"], {}),  # over the cap: error
 }
 CONFIG = """
 [executor]
@@ -31,6 +33,7 @@ max_attempts = 4
 backoff_base_seconds = 0.05
 backoff_max_seconds = 0.2
 request_timeout_seconds = 1.5
+max_response_bytes = 8000000
 """
 
 
@@ -72,7 +75,11 @@ def test_faulty_upstream_batch(stack: Any) -> None:
     assert done["request_counts"] == {"total": total, "completed": len(out), "failed": len(err)}
 
     groups = {x["custom_id"].rsplit("-", 1)[0] for x in err}
-    assert groups == {"rejected", "exhausted"}
+    assert groups == {"rejected", "exhausted", "huge"}
+    huge = next(x for x in err if x["custom_id"].startswith("huge"))
+    assert huge["error"]["code"] == "upstream_too_large" and huge["response"] is None
+    big = [x for x in out if x["custom_id"].startswith("big")]
+    assert len(big) == 2 and all(len(x["response"]["body"]["padding"]) == 3_000_000 for x in big)
     rejected = [x for x in err if x["custom_id"].startswith("rejected")]
     assert all(x["response"]["status_code"] == 400 and x["error"] is None for x in rejected)
     assert all("scripted fault 400" in x["response"]["body"]["error"]["message"] for x in rejected)
@@ -81,7 +88,7 @@ def test_faulty_upstream_batch(stack: Any) -> None:
 
     ledger = upstream.ledger()
     expected_attempts = {"ok": 1, "flaky500": 3, "throttled": 2, "throttled_no_header": 3, "rejected": 1,
-                         "exhausted": 4, "reset": 2, "badjson": 2, "truncated": 2, "hang": 2}
+                         "exhausted": 4, "reset": 2, "badjson": 2, "truncated": 2, "hang": 2, "big": 1, "huge": 4}
     for name, (count, _, _) in PLANS.items():
         for i in range(count):
             assert ledger[f"{name}-{i}"] == expected_attempts[name], (name, i, ledger[f"{name}-{i}"])

@@ -25,6 +25,18 @@ from aistats_gateway.providers.base import (
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes (memory stays bounded for huge answers)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamUnavailable("too_large", f"upstream answer exceeds {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class OpenAICompatibleProvider:
     kind = "openai"
 
@@ -38,7 +50,9 @@ class OpenAICompatibleProvider:
         timeout_seconds: float,
         connect_timeout_seconds: float,
         max_connections: int,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        self.max_response_bytes = max_response_bytes
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -75,11 +89,11 @@ class OpenAICompatibleProvider:
         session = self._session_or_new()
         try:
             async with session.post(self.url_for(endpoint), data=body, allow_redirects=False) as resp:
-                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    raise UpstreamUnavailable(
-                        "too_large", f"upstream answer exceeds {MAX_RESPONSE_BYTES} bytes"
-                    )
+                declared = resp.content_length
+                if declared is not None and declared > self.max_response_bytes:
+                    raise UpstreamUnavailable("too_large",
+                                              f"upstream answer exceeds {self.max_response_bytes} bytes")
+                raw = await _read_bounded(resp, self.max_response_bytes)
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers)
                 upstream_id = resp.headers.get("x-request-id")

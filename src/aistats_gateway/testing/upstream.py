@@ -11,7 +11,8 @@ faults with an extra body field (the gateway passes bodies through unchanged):
 The n-th attempt with that key gets `plan[n-1]` (after the plan runs out: "ok"). Plan entries:
 an HTTP status (4xx/5xx answered with an OpenAI error body; 429 carries Retry-After when
 `retry_after` is given), "ok", "reset" (drop the connection before answering), "hang" (never
-answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a cut-off body).
+answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a cut-off body),
+"big:<n>" (200 with n bytes of padding in the answer).
 `--rpm` rejects requests beyond that many per minute with 429 (a rolling one-second window of
 rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears both.
 """
@@ -83,6 +84,10 @@ class Upstream:
             if transport is not None:
                 transport.abort()
             raise web.HTTPInternalServerError()
+        if isinstance(action, str) and action.startswith("big:"):
+            answer = respond(endpoint, str(body.get("model", "unknown")), body)
+            answer["padding"] = "x" * int(action[4:])
+            return web.Response(body=orjson.dumps(answer), content_type="application/json")
         if action == "badjson":
             return web.Response(body=b"{this is not json", content_type="application/json")
         if action == "truncated":
