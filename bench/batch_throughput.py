@@ -379,7 +379,7 @@ def run_once(label: str, args: argparse.Namespace, model: str, payload: bytes, i
                 profiler = subprocess.Popen(
                     [args.py_spy, "record", "--pid", str(gateway.pid), "--rate", str(args.py_spy_rate),
                      "--format", args.py_spy_format, "-o", str(prof_path),
-                     # --nonblocking samples without pausing the gateway; py-spy cannot unwind native frames so
+                     # --nonblocking: sample without pausing the gateway (not possible with --native)
                      *([] if "--native" in args.py_spy_args else ["--nonblocking"]),
                      *shlex.split(args.py_spy_args)],
                     stdout=subprocess.DEVNULL, stderr=(workdir / "py-spy.log").open("wb"))
@@ -613,7 +613,7 @@ def _fmt(value: Any, spec: str = ",.0f", unit: str = "") -> str:
 ROWS: list[tuple[str, str, str, str, str]] = [
     # label, section, key, format, unit
     ("status", "", "final_status", "", ""),
-    ("correct (each custom_id once, all 200)", "correctness", "correct", "", ""),
+    ("correct (completed; each custom_id exactly once)", "correctness", "correct", "", ""),
     ("succeeded / failed lines", "", "_okbad", "", ""),
     ("end-to-end (upload → completed)", "times", "end_to_end_s", ",.2f", " s"),
     ("  upload", "times", "upload_s", ",.2f", " s"),
@@ -693,15 +693,16 @@ def summarize(runs: list[RunResult], mocks: list[RunResult]) -> dict[str, Any]:
     keys = [("rates", "items_per_s_end_to_end"), ("rates", "items_per_s_executing"),
             ("rates", "items_per_s_steady_10_90"), ("cpu", "gateway_cpu_us_per_item"),
             ("cpu", "upstream_cpu_us_per_item"), ("times", "end_to_end_s"), ("times", "validating_s"),
-            ("times", "executing_s"), ("times", "finalizing_s"), ("memory_kb", "gateway_peak_rss")]
+            ("times", "executing_s"), ("times", "finalizing_s"), ("memory_kb", "gateway_peak_rss"),
+            ("cpu", "gateway_cores_executing"), ("cpu", "other_processes_cores_executing")]
     out: dict[str, Any] = {
-        "upstream": {f"{k}": med(runs, s, k) for s, k in keys},
+        "main": {"model": runs[0].model if runs else None, **{k: med(runs, s, k) for s, k in keys}},
         "all_correct": all(r.correctness.get("correct") for r in [*runs, *mocks]),
     }
     if mocks:
-        out["mock"] = {f"{k}": med(mocks, s, k) for s, k in keys}
-        up, mk = out["upstream"], out["mock"]
-        out["upstream_vs_mock"] = {
+        out["mock"] = {"model": "mock/echo", **{k: med(mocks, s, k) for s, k in keys}}
+        up, mk = out["main"], out["mock"]
+        out["main_vs_mock"] = {
             "items_per_s_end_to_end_ratio": _div(up["items_per_s_end_to_end"], mk["items_per_s_end_to_end"]),
             "items_per_s_executing_ratio": _div(up["items_per_s_executing"], mk["items_per_s_executing"]),
             "gateway_cpu_per_item_ratio": _div(up["gateway_cpu_us_per_item"], mk["gateway_cpu_us_per_item"]),
@@ -765,8 +766,9 @@ def main(argv: list[str] | None = None) -> int:
         mock_payload, _ = make_jsonl(args.lines, "mock/echo", args.max_tokens) if args.also_mock else (b"", [])
         for i in range(args.repeat):
             suffix = f"#{i + 1}" if args.repeat > 1 else ""
-            print(f"run upstream{suffix} …", file=sys.stderr, flush=True)
-            runs.append(run_once(f"upstream{suffix}", args, args.model, payload, ids, workroot / f"up{i}"))
+            main_label = ("mock" if args.model.startswith("mock/") else "upstream") + suffix
+            print(f"run {main_label} …", file=sys.stderr, flush=True)
+            runs.append(run_once(main_label, args, args.model, payload, ids, workroot / f"up{i}"))
             if args.also_mock:
                 print(f"run mock{suffix} …", file=sys.stderr, flush=True)
                 mocks.append(run_once(f"mock{suffix}", args, "mock/echo", mock_payload, ids, workroot / f"mock{i}"))
@@ -781,8 +783,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     summary = summarize(runs, mocks)
     if mocks:
-        ratio = summary["upstream_vs_mock"]
-        print(f"\nupstream / mock: items/s end to end ×{_fmt(ratio['items_per_s_end_to_end_ratio'], '.2f')}, "
+        ratio = summary["main_vs_mock"]
+        medians = " (medians)" if args.repeat > 1 else ""
+        print(f"\n{args.model} ÷ mock/echo{medians}: "
+              f"items/s end to end ×{_fmt(ratio['items_per_s_end_to_end_ratio'], '.2f')}, "
               f"items/s executing ×{_fmt(ratio['items_per_s_executing_ratio'], '.2f')}, "
               f"gateway CPU per item ×{_fmt(ratio['gateway_cpu_per_item_ratio'], '.2f')} "
               f"(+{_fmt(ratio['gateway_cpu_us_per_item_extra_for_http'], ',.0f')} µs/item for the upstream HTTP)")
