@@ -6,6 +6,7 @@ it in reverse; nothing is created at import time, so tests can build as many app
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -123,6 +124,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
             await gw.executor.start()
         if gw.deliverer is not None:
             await gw.deliverer.start()
+        # Everything built so far lives as long as the process: keep the collector from rescanning it
+        # (measured: garbage collection was ~10 % of the executor's CPU before this).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

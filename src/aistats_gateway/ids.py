@@ -9,21 +9,27 @@ still sort in creation order.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _lock = threading.Lock()
+# Ids must be unique and sortable, not secret (a foreign id answers 404 like a missing one), so a PRNG
+# seeded from the OS is enough and keeps id minting off the syscall path (it runs twice per result line).
+_rng = random.Random(os.urandom(32))
 _last_ms = 0
 _last_rand = 0
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value as two characters
+_SHIFTS = tuple(range(120, -1, -10))
+
+
+def _encode128(value: int) -> str:
+    """Crockford base32 of a 128-bit value as 26 characters, ten bits (two characters) at a time."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def ulid(now_ms: int | None = None) -> str:
@@ -35,9 +41,9 @@ def ulid(now_ms: int | None = None) -> str:
             ms = _last_ms
             rand = (_last_rand + 1) & ((1 << 80) - 1)
         else:
-            rand = int.from_bytes(os.urandom(10), "big")
+            rand = _rng.getrandbits(80)
         _last_ms, _last_rand = ms, rand
-    return _encode(ms, 10) + _encode(rand, 16)
+    return _encode128((ms << 80) | rand)
 
 
 def file_id() -> str:

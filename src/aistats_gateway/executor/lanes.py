@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class Lane:
@@ -23,9 +21,11 @@ class Lane:
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def acquire(self) -> None:
+        """Wait out any pause, then take a slot (plain calls: this runs once per attempt)."""
         while (wait := self.paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        async with self._slots:
-            yield
+        await self._slots.acquire()
+
+    def release(self) -> None:
+        self._slots.release()

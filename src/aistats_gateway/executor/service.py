@@ -233,11 +233,13 @@ class Executor:
         lane = self.lanes[provider.name]
         result: ProviderResult | None = None
         failure: UpstreamUnavailable | None = None
-        async with lane.slot():
-            try:
-                result = await provider.send(work.endpoint, upstream_model, body)
-            except UpstreamUnavailable as exc:
-                failure = exc
+        await lane.acquire()
+        try:
+            result = await provider.send(work.endpoint, upstream_model, body)
+        except UpstreamUnavailable as exc:
+            failure = exc
+        finally:
+            lane.release()
         status = result.status if result is not None else None
         if status == 429:
             work.throttles += 1

@@ -13,6 +13,7 @@ import asyncio
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from aistats_gateway.providers.base import (
     ProviderResult,
@@ -62,6 +63,7 @@ class OpenAICompatibleProvider:
         )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
         self._headers = {"Content-Type": "application/json", "User-Agent": "aistats-gateway/0.1"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -78,6 +80,7 @@ class OpenAICompatibleProvider:
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, headers=self._headers,
                 json_serialize=lambda v: orjson.dumps(v).decode(),
+                cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are never wanted
             )
         return self._session
 
@@ -85,15 +88,22 @@ class OpenAICompatibleProvider:
         """`base_url` includes the version (as OPENAI_BASE_URL does): .../v1 + /chat/completions."""
         return self.base_url + (endpoint[3:] if endpoint.startswith("/v1/") else endpoint)
 
+    def _url(self, endpoint: str) -> URL:
+        url = self._urls.get(endpoint)
+        if url is None:  # parsed once per endpoint, not once per request
+            url = self._urls[endpoint] = URL(self.url_for(endpoint))
+        return url
+
     async def send(self, endpoint: str, model: str, body: bytes) -> ProviderResult:
         session = self._session_or_new()
         try:
-            async with session.post(self.url_for(endpoint), data=body, allow_redirects=False) as resp:
+            async with session.post(self._url(endpoint), data=body, allow_redirects=False) as resp:
                 declared = resp.content_length
                 if declared is not None and declared > self.max_response_bytes:
                     raise UpstreamUnavailable("too_large",
                                               f"upstream answer exceeds {self.max_response_bytes} bytes")
-                raw = await _read_bounded(resp, self.max_response_bytes)
+                raw = await resp.read() if declared is not None else await _read_bounded(
+                    resp, self.max_response_bytes)
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers)
                 upstream_id = resp.headers.get("x-request-id")

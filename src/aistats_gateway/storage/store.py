@@ -9,14 +9,16 @@ which database it runs on except `create_engine()`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import and_, bindparam, delete, event, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
@@ -93,6 +95,46 @@ class ItemResult:
 
 BatchListener = Callable[[BatchRecord, bool], None]
 
+# The executor's hot statements, built once (SQLAlchemy then reuses their compiled form from its cache
+# without re-walking a freshly built statement per call).
+_LEASE = (
+    update(items)
+    .where(and_(
+        items.c.batch_id == bindparam("l_batch"),
+        items.c.line.in_(
+            select(items.c.line)
+            .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.status == ITEM_PENDING))
+            .order_by(items.c.line)
+            .limit(bindparam("l_limit"))
+            .scalar_subquery()
+        ),
+    ))
+    .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
+    .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
+               items.c.attempts)
+)
+_SETTLE_ITEM = (
+    update(items)
+    .where(and_(items.c.batch_id == bindparam("b_id"), items.c.line == bindparam("b_line"),
+                items.c.status == ITEM_LEASED))
+    .values(
+        status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
+        input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), seq=bindparam("b_seq"),
+        settled_at=bindparam("b_now"), lease_owner=None, lease_expires_at=None,
+    )
+)
+_COUNT_BATCH = (
+    update(batches)
+    .where(batches.c.id == bindparam("c_id"))
+    .values(
+        completed=batches.c.completed + bindparam("c_ok"), failed=batches.c.failed + bindparam("c_bad"),
+        input_tokens=batches.c.input_tokens + bindparam("c_in"),
+        output_tokens=batches.c.output_tokens + bindparam("c_out"),
+        settled_seq=batches.c.settled_seq + bindparam("c_n"), updated_at=bindparam("c_now"),
+    )
+    .returning(*batches.c)
+)
+
 
 class Store:
     """`listeners` hear of every committed batch change: (new record, whether a webhook event was queued)."""
@@ -101,6 +143,19 @@ class Store:
         self.engine = engine
         self.webhook_max_attempts = webhook_max_attempts
         self.listeners: list[BatchListener] = []
+        # SQLite has one writer at a time; queueing writers here (instead of letting them collide and
+        # sleep in SQLite's busy handler for 1-25 ms) keeps the executor's commits steady.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (serialized within this process on SQLite)."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     def _emit(self, record: BatchRecord, queued: bool = False) -> None:
         for listener in self.listeners:
@@ -111,7 +166,7 @@ class Store:
 
     # ---------------------------------------------------------------- workspaces and keys
     async def ensure_workspace(self, workspace_id: str, name: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             found = await conn.scalar(select(workspaces.c.id).where(workspaces.c.id == workspace_id))
             if found is None:
                 await conn.execute(
@@ -122,7 +177,7 @@ class Store:
         self, key_id: str, workspace_id: str, key_hash: str, prefix: str, name: str | None
     ) -> bool:
         """Store a key hash; False if that hash is already stored (same key)."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == key_hash))
             if found is not None:
                 return False
@@ -151,7 +206,7 @@ class Store:
 
     # ---------------------------------------------------------------- files
     async def insert_file(self, record: FileRecord) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(insert(files).values(**record.__dict__))
 
     async def get_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
@@ -177,7 +232,7 @@ class Store:
         return [file_record(r) for r in rows[:limit]], len(rows) > limit
 
     async def delete_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             row = (
                 await conn.execute(
                     delete(files)
@@ -189,7 +244,7 @@ class Store:
 
     # ---------------------------------------------------------------- batches
     async def insert_batch(self, values: dict[str, Any]) -> BatchRecord:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             record = batch_record((await conn.execute(insert(batches).values(**values).returning(*batches.c))).one())
             queued = await outbox.queue(conn, record, "batch.created", "batch.created", values["updated_at"],
                                         self.webhook_max_attempts)
@@ -227,7 +282,7 @@ class Store:
         self, batch_id: str, current: BatchStatus, target: BatchStatus, now: float, **values: Any
     ) -> BatchRecord:
         """Compare-and-set the status; raises StaleTransition if the batch is no longer `current`."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             record, queued = await self._transition(conn, batch_id, current, target, now, **values)
         self._emit(record, queued)
         return record
@@ -259,7 +314,7 @@ class Store:
     async def update_batch_fields(self, batch_id: str, **values: Any) -> None:
         """Non-status fields only (status goes through `transition`)."""
         assert "status" not in values
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             row = (
                 await conn.execute(
                     update(batches).where(batches.c.id == batch_id).values(updated_at=time.time(), **values)
@@ -271,35 +326,22 @@ class Store:
 
     # ---------------------------------------------------------------- items
     async def delete_items(self, batch_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(delete(items).where(items.c.batch_id == batch_id))
 
     async def insert_items(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(insert(items), list(rows))
 
     async def lease_items(
         self, batch_id: str, owner: str, limit: int, lease_until: float
     ) -> list[ItemRecord]:
         """Atomically take up to `limit` pending items of a batch, lowest lines first."""
-        pending = (
-            select(items.c.line)
-            .where(and_(items.c.batch_id == batch_id, items.c.status == ITEM_PENDING))
-            .order_by(items.c.line)
-            .limit(limit)
-            .scalar_subquery()
-        )
-        stmt = (
-            update(items)
-            .where(and_(items.c.batch_id == batch_id, items.c.line.in_(pending)))
-            .values(status=ITEM_LEASED, lease_owner=owner, lease_expires_at=lease_until)
-            .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model,
-                       items.c.provider, items.c.body, items.c.attempts)
-        )
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
+        async with self._write() as conn:
+            rows = (await conn.execute(_LEASE, {"l_batch": batch_id, "l_owner": owner, "l_limit": limit,
+                                                "l_until": lease_until})).all()
         return sorted((item_record(r) for r in rows), key=lambda r: r.line)
 
     async def release_leases(self, owner: str | None = None, *, except_owner: str | None = None) -> int:
@@ -309,7 +351,7 @@ class Store:
             cond = and_(cond, items.c.lease_owner == owner)
         if except_owner is not None:
             cond = and_(cond, items.c.lease_owner != except_owner)
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 update(items).where(cond).values(status=ITEM_PENDING, lease_owner=None, lease_expires_at=None)
             )
@@ -330,33 +372,15 @@ class Store:
             d[0 if s.succeeded else 1] += 1
             d[2] += s.input_tokens
             d[3] += s.output_tokens
-        stmt = (
-            update(items)
-            .where(and_(items.c.batch_id == bindparam("b_id"), items.c.line == bindparam("b_line"),
-                        items.c.status == ITEM_LEASED))
-            .values(
-                status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
-                input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), seq=bindparam("b_seq"),
-                settled_at=now, lease_owner=None, lease_expires_at=None,
-            )
-        )
         out: dict[str, BatchRecord] = {}
         queued: dict[str, bool] = {}
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             previous = {b: await self._counts(conn, b) for b in touched}
             next_seq: dict[str, int] = {}
             for batch_id, (ok, bad, tin, tout) in deltas.items():
                 row = (
-                    await conn.execute(
-                        update(batches)
-                        .where(batches.c.id == batch_id)
-                        .values(
-                            completed=batches.c.completed + ok, failed=batches.c.failed + bad,
-                            input_tokens=batches.c.input_tokens + tin, output_tokens=batches.c.output_tokens + tout,
-                            settled_seq=batches.c.settled_seq + ok + bad, updated_at=now,
-                        )
-                        .returning(*batches.c)
-                    )
+                    await conn.execute(_COUNT_BATCH, {"c_id": batch_id, "c_ok": ok, "c_bad": bad, "c_in": tin,
+                                                      "c_out": tout, "c_n": ok + bad, "c_now": now})
                 ).one()
                 out[batch_id] = batch_record(row)
                 next_seq[batch_id] = row._mapping["settled_seq"] - ok - bad
@@ -366,9 +390,9 @@ class Store:
                 params.append({
                     "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
                     "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
-                    "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id],
+                    "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
                 })
-            result = await conn.execute(stmt, params)
+            result = await conn.execute(_SETTLE_ITEM, params)
             if result.rowcount != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
@@ -420,7 +444,7 @@ class Store:
 
     async def fail_unfinished(self, batch_id: str, code: str, now: float) -> BatchRecord:
         """Settle every pending or leased item as failed with `code`, and recount; idempotent."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id))).scalar_one()
             changed = await conn.execute(
                 update(items)
@@ -490,7 +514,7 @@ class Store:
         **values: Any,
     ) -> BatchRecord:
         """Register the output/error files and move to the terminal status in one transaction."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             for rec in new_files:
                 await conn.execute(insert(files).values(**rec.__dict__))
             record, queued = await self._transition(conn, batch_id, current, target, now, **values)
@@ -503,15 +527,15 @@ class Store:
             return await outbox.due(conn, now, limit)
 
     async def claim_event(self, event_id: str, now: float, lease_until: float) -> outbox.Event | None:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             return await outbox.claim(conn, event_id, now, lease_until)
 
     async def record_attempt(self, event: outbox.Event, **kwargs: Any) -> str:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             return await outbox.record_attempt(conn, event, **kwargs)
 
     async def spread_overdue_events(self, now: float, spread: float, jitter: list[float]) -> int:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             return await outbox.spread_overdue(conn, now, spread, jitter)
 
     async def webhook_state(self, batch_id: str) -> dict[str, Any]:
