@@ -10,6 +10,7 @@ from aistats._client import AIStats, AsyncAIStats
 from aistats._errors import (
     AIStatsError,
     APIConnectionError,
+    APIError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -24,7 +25,7 @@ from aistats._types import APIObject, Batch, FileObject, Page
 from aistats._webhooks import compute_signature, verify_webhook
 
 __all__ = [
-    "AIStats", "AIStatsError", "APIConnectionError", "APIObject", "AsyncAIStats", "AuthenticationError",
+    "AIStats", "AIStatsError", "APIConnectionError", "APIError", "APIObject", "AsyncAIStats", "AuthenticationError",
     "BadRequestError", "Batch", "ConflictError", "FileObject", "InsufficientFundsError", "InternalServerError",
     "NotFoundError", "Page", "PayloadTooLargeError", "PermissionDeniedError", "RateLimitError", "compute_signature",
     "verify_webhook",

@@ -7,13 +7,16 @@ Every call is defined once, in `_Calls`, as "build a Request, hand it to `_send`
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, Generic, TypeVar
 
 import httpx
 
 from aistats import _requests as rq
+from aistats import _stream
 from aistats._errors import APIConnectionError, from_response
 from aistats._types import APIObject, Batch, FileObject, Page
 
@@ -112,6 +115,18 @@ class Batches(Generic[R]):
         return self._c.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms,
                                                    close_on_terminal=close_on_terminal)
 
+    def stream(self, batch_id: str, *, interval_ms: int | None = None) -> Any:
+        """Lifecycle events (sync iterator, or async iterator on AsyncAIStats)."""
+        return self._c.stream_batch(batch_id, interval_ms=interval_ms)  # type: ignore[attr-defined]
+
+    def wait(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 2.0) -> Any:
+        """The terminal batch (awaitable on AsyncAIStats)."""
+        return self._c.wait_batch(batch_id, timeout=timeout, poll_interval=poll_interval)  # type: ignore[attr-defined]
+
+    def results(self, batch_id: str, *, follow: bool = False) -> Any:
+        """Parsed result lines, also while the batch runs (async iterator on AsyncAIStats)."""
+        return self._c.batch_results(batch_id, follow=follow)  # type: ignore[attr-defined]
+
 
 class Files(Generic[R]):
     def __init__(self, client: _Calls[R]) -> None:
@@ -147,8 +162,9 @@ class AIStats(_Calls[Any]):
     """Synchronous client. `AIStats(api_key=..., base_url="http://127.0.0.1:8787/v1")`."""
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *, timeout: float = 60.0,
-                 http_client: httpx.Client | None = None) -> None:
+                 max_retries: int = 2, http_client: httpx.Client | None = None) -> None:
         self.api_key, self.base_url = _settings(api_key, base_url)
+        self.max_retries = max_retries
         self._http = http_client or httpx.Client(timeout=timeout)
         self._headers = {"Authorization": f"Bearer {self.api_key}"}
         self.batches: Batches[Any] = Batches(self)
@@ -156,13 +172,38 @@ class AIStats(_Calls[Any]):
         self.async_jobs = AsyncJobs(self)
 
     def _send(self, request: rq.Request) -> Any:
-        try:
-            response = self._http.request(request.method, self.base_url + request.path, json=request.json,
-                                          params=request.params or None, files=request.files, data=request.data,
-                                          headers=self._headers)
-        except httpx.TransportError as exc:
-            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
-        return _result(request, response)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(request.method, self.base_url + request.path, json=request.json,
+                                              params=request.params or None, files=request.files,
+                                              data=request.data, headers=self._headers)
+            except httpx.TransportError as exc:
+                delay = rq.retry_delay(attempt, None, None, self.max_retries) if rq.idempotent(request) else None
+                if delay is None:
+                    raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+                time.sleep(delay)
+                continue
+            if response.status_code >= 400 and rq.idempotent(request):
+                delay = rq.retry_delay(attempt, response.status_code, response.headers.get("retry-after"),
+                                       self.max_retries)
+                if delay is not None:
+                    time.sleep(delay)
+                    continue
+            return _result(request, response)
+
+    def stream_batch(self, batch_id: str, *, interval_ms: int | None = None) -> Iterator[APIObject]:
+        """Lifecycle events of a batch from the WebSocket, until it is terminal (reconnects on drops)."""
+        return _stream.stream(self, rq.require_id(batch_id, "batch_id"), interval_ms)
+
+    def wait_batch(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 2.0) -> Batch:
+        """The terminal batch: from the stream, or by polling if the stream is unavailable."""
+        return _stream.wait(self, rq.require_id(batch_id, "batch_id"), timeout, poll_interval)
+
+    def batch_results(self, batch_id: str, *, follow: bool = False) -> Iterator[APIObject]:
+        """Parsed result lines settled so far (with `follow`, until the batch is terminal)."""
+        return _stream.results(self, rq.require_id(batch_id, "batch_id"), follow)
 
     def close(self) -> None:
         self._http.close()
@@ -178,8 +219,9 @@ class AsyncAIStats(_Calls[Awaitable[Any]]):
     """Asynchronous client: the same calls, awaited."""
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *, timeout: float = 60.0,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+                 max_retries: int = 2, http_client: httpx.AsyncClient | None = None) -> None:
         self.api_key, self.base_url = _settings(api_key, base_url)
+        self.max_retries = max_retries
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self._headers = {"Authorization": f"Bearer {self.api_key}"}
         self.batches: Batches[Awaitable[Any]] = Batches(self)
@@ -187,13 +229,37 @@ class AsyncAIStats(_Calls[Awaitable[Any]]):
         self.async_jobs = AsyncJobs(self)
 
     async def _send(self, request: rq.Request) -> Any:
-        try:
-            response = await self._http.request(request.method, self.base_url + request.path, json=request.json,
-                                                params=request.params or None, files=request.files,
-                                                data=request.data, headers=self._headers)
-        except httpx.TransportError as exc:
-            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
-        return _result(request, response)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(request.method, self.base_url + request.path,
+                                                    json=request.json, params=request.params or None,
+                                                    files=request.files, data=request.data, headers=self._headers)
+            except httpx.TransportError as exc:
+                delay = rq.retry_delay(attempt, None, None, self.max_retries) if rq.idempotent(request) else None
+                if delay is None:
+                    raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code >= 400 and rq.idempotent(request):
+                delay = rq.retry_delay(attempt, response.status_code, response.headers.get("retry-after"),
+                                       self.max_retries)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+            return _result(request, response)
+
+    def stream_batch(self, batch_id: str, *, interval_ms: int | None = None) -> AsyncIterator[APIObject]:
+        """`async for event in client.stream_batch(id)`: lifecycle events until terminal."""
+        return _stream.astream(self, rq.require_id(batch_id, "batch_id"), interval_ms)
+
+    async def wait_batch(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 2.0
+                         ) -> Batch:
+        return await _stream.await_batch(self, rq.require_id(batch_id, "batch_id"), timeout, poll_interval)
+
+    def batch_results(self, batch_id: str, *, follow: bool = False) -> AsyncIterator[APIObject]:
+        return _stream.aresults(self, rq.require_id(batch_id, "batch_id"), follow)
 
     async def aclose(self) -> None:
         await self._http.aclose()

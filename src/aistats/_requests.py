@@ -72,3 +72,28 @@ def websocket_url(base_url: str, kind: str, job_id: str, interval_ms: int | None
                    "close_on_terminal": None if close_on_terminal is None else str(close_on_terminal).lower()})
     path = f"{parts.path}/async/{kind}/{job_id}/ws"
     return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def idempotent(request: Request) -> bool:
+    """Safe to send twice: reads, deletes and cancels (creating or uploading is not)."""
+    return request.method in ("GET", "DELETE") or (request.method == "POST" and request.path.endswith("/cancel"))
+
+
+def retry_delay(attempt: int, status: int | None, retry_after: str | None, max_retries: int) -> float | None:
+    """Seconds to wait before retry `attempt` (1-based), or None to give up. `status` None = no answer."""
+    if attempt > max_retries or (status is not None and status not in RETRYABLE_STATUS):
+        return None
+    if retry_after:
+        try:
+            return min(60.0, max(0.0, float(retry_after)))
+        except ValueError:
+            pass
+    return float(min(8.0, 0.5 * 2.0 ** (attempt - 1)))
+
+
+def results_params(follow: bool, after: str | None) -> dict[str, Any]:
+    return clean({"follow": "true" if follow else None, "after": after})

@@ -16,7 +16,7 @@ from aistats_gateway.errors import AuthenticationFailed
 from aistats_gateway.storage.store import Store
 
 DEFAULT_WORKSPACE = "ws_default"
-CACHE_SECONDS = 30.0
+CACHE_SECONDS = 5.0  # a revoked key stops working within this long
 
 
 def hash_key(key: str) -> str:

@@ -1,7 +1,8 @@
 """`aistats` — run the gateway and administer it.
 
     aistats serve [--host H] [--port P] [--no-worker]   run the API (and the executor)
-    aistats keys create [--workspace W] [--name N]      mint an API key (prints it once)
+    aistats keys create|list|revoke                     API keys of the local database
+    aistats batch submit|watch|ls|show|cancel|results   work with batches on any gateway (via the SDK)
     aistats migrate                                     bring the database schema up to date
 Settings come from the environment and AISTATS_CONFIG (see the README); flags override them.
 """
@@ -10,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import time
+from typing import Any
 
 import typer
 import uvicorn
 
 from aistats_gateway import __version__
+from aistats_gateway.cli.batch import app as batch_app
 from aistats_gateway.config import ConfigError, Settings
 
 app = typer.Typer(help="AI Stats Gateway: a self-hostable LLM gateway with an OpenAI-compatible Batch API.",
                   no_args_is_help=True, add_completion=False)
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys (works on the local database).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(batch_app, name="batch")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -53,6 +59,26 @@ def serve(
                 access_log=access_log, loop="auto", http="auto", lifespan="on")
 
 
+def _with_store(fn: Any) -> Any:
+    """Run `fn(store)` against the configured database (migrated first)."""
+    from aistats_gateway.storage.migrate import upgrade_to_head
+    from aistats_gateway.storage.store import Store, create_engine
+
+    settings = _settings()
+
+    async def run() -> Any:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.sqlalchemy_url)
+        await upgrade_to_head(engine)
+        store = Store(engine)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 @keys_app.command("create")
 def keys_create(
     workspace: str = typer.Option("default", help="Workspace name; created if it does not exist."),
@@ -61,22 +87,31 @@ def keys_create(
     """Create an API key and print it (only its hash is stored)."""
     from aistats_gateway.api.auth import DEFAULT_WORKSPACE
     from aistats_gateway.services.keys import create_key
-    from aistats_gateway.storage.migrate import upgrade_to_head
-    from aistats_gateway.storage.store import Store, create_engine
 
-    settings = _settings()
+    typer.echo(_with_store(lambda store: create_key(
+        store, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)))
 
-    async def run() -> str:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.sqlalchemy_url)
-        await upgrade_to_head(engine)
-        store = Store(engine)
-        try:
-            return await create_key(store, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)
-        finally:
-            await store.close()
 
-    typer.echo(asyncio.run(run()))
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Keys (id, workspace, prefix, label, created, revoked); never the keys themselves."""
+    rows = _with_store(lambda store: store.list_keys())
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        state = "revoked" if row["revoked_at"] else "active"
+        typer.echo(f"{row['id']}  {row['workspace_id']:<20} {row['prefix']}…  {state:<8} {row['name'] or ''}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the key's first 12 characters.")) -> None:
+    """Revoke a key; a running gateway refuses it within seconds."""
+    revoked = _with_store(lambda store: store.revoke_key(key, time.time()))
+    if not revoked:
+        typer.secho(f"no active key matches '{key}'", fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo("revoked " + ", ".join(revoked))
 
 
 @app.command()

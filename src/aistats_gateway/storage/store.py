@@ -197,6 +197,23 @@ class Store:
                 )
             )
 
+    async def list_keys(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.prefix, api_keys.c.name,
+                       api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id)
+        if workspace_id is not None:
+            query = query.where(api_keys.c.workspace_id == workspace_id)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def revoke_key(self, key_id_or_prefix: str, now: float) -> list[str]:
+        """Revoke by key id or by the printed prefix (`sk-aistats-…` first 12 chars); returns the ids revoked."""
+        cond = (api_keys.c.id == key_id_or_prefix) | (api_keys.c.prefix == key_id_or_prefix[:12])
+        async with self._write() as conn:
+            rows = (await conn.execute(
+                update(api_keys).where(and_(cond, api_keys.c.revoked_at.is_(None)))
+                .values(revoked_at=int(now)).returning(api_keys.c.id))).all()
+        return [r[0] for r in rows]
+
     async def count_keys(self, workspace_id: str | None = None) -> int:
         query = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
         if workspace_id is not None:
