@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from aistats import AIStats, APIConnectionError, APIError, Batch
 
@@ -199,12 +199,13 @@ def list_batches(
     if as_json:
         _print_json(page)
         return
-    table = Table("id", "status", "progress", "done/failed/total", "model", "session", "created")
+    table = Table("status", "progress", "done/failed/total", "model", "session", "created")
+    table.columns.insert(0, Column("id", no_wrap=True))
     for b in page.data:
         c = b.request_counts
         table.add_row(b.id, b.status, f"{b.get('progress', 0)}%", f"{c.completed}/{c.failed}/{c.total}",
                       b.get("model") or "-", b.get("session_id") or "-",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.created_at)))
+                      time.strftime("%m-%d %H:%M", time.localtime(b.created_at)))
     out.print(table)
     if page.has_more:
         console.print(f"more: aistats batch ls --after {page.last_id}")
