@@ -21,11 +21,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class ProcessExited(RuntimeError):
+    """The process ended before it was ready (e.g. a failpoint fired during recovery)."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        super().__init__(f"process exited with {returncode}:\n{log}")
+        self.returncode = returncode
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            raise ProcessExited(proc.returncode, log.read_text()[-4000:])
         try:
             httpx.get(url, timeout=1.0)
             return
@@ -37,7 +45,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path, ready_url: str) -> None:
         self.log = log
-        self._fh = log.open("wb")
+        self._fh = log.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         _wait_http(ready_url, self.proc, log)
@@ -73,7 +81,8 @@ class Gateway(Proc):
         full_env.update(env or {})
         self.env = full_env
         data_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__([sys.executable, "-m", "aistats_gateway.cli.main", "serve", "--log-level", "warning"],
+        level = os.environ.get("AISTATS_TEST_LOG_LEVEL", "warning")
+        super().__init__([sys.executable, "-m", "aistats_gateway.cli.main", "serve", "--log-level", level],
                          full_env, data_dir.parent / f"{data_dir.name}.log", f"{self.base_url}/health")
 
     def client(self, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:

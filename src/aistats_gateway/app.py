@@ -27,6 +27,7 @@ from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
 from aistats_gateway.executor.service import Executor
+from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.providers.base import Provider
 from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
@@ -77,6 +78,9 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key)
+    failpoints = Failpoints(settings.failpoints)
+    if failpoints.armed:
+        log.warning("failpoints armed: %s (durability testing only)", settings.failpoints)
     bus = BatchBus()
     store.listeners.append(bus.publish)
     deliverer = None
@@ -86,11 +90,12 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
         def render(record: BatchRecord) -> dict[str, object]:
             return wire.batch_object(record, public)
 
-        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks)
+        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
+                              failpoints=failpoints)
         store.listeners.append(deliverer.notify)
     blobs = LocalBlobStore(settings.blob_dir)
     router = Router([build_provider(p, settings) for p in settings.providers])
-    executor = Executor(settings, store, blobs, router, clock) if settings.run_worker else None
+    executor = Executor(settings, store, blobs, router, clock, failpoints) if settings.run_worker else None
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks)

@@ -12,6 +12,8 @@ Environment variables (documented in the README):
     AISTATS_DATABASE_URL  SQLAlchemy URL (default: SQLite in the data dir)
     AISTATS_PUBLIC_URL    base URL used in polling/cancel/websocket URLs (default: from the request)
     AISTATS_CONCURRENCY   executor concurrency (default 64)
+    AISTATS_NODE_ID       this process's lease-owner prefix (default "local")
+    AISTATS_FAILPOINTS    crash points for durability tests (never in production)
     OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
 """
 
@@ -92,6 +94,9 @@ class Settings(BaseModel):
     public_url: str | None = None
     config_file: Path | None = None
     run_worker: bool = True
+    node_id: str = "local"  # leases are owned by "<node_id>:<boot id>"; give each worker process its own
+    shutdown_grace_seconds: float = Field(60.0, ge=0)  # SIGTERM: let in-flight requests finish this long
+    failpoints: str | None = None  # AISTATS_FAILPOINTS, for durability tests only (see failpoints.py)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
@@ -141,6 +146,8 @@ class Settings(BaseModel):
             ("AISTATS_API_KEY", "api_key"),
             ("AISTATS_DATABASE_URL", "database_url"),
             ("AISTATS_PUBLIC_URL", "public_url"),
+            ("AISTATS_NODE_ID", "node_id"),
+            ("AISTATS_FAILPOINTS", "failpoints"),
         ):
             if env.get(var):
                 raw[key] = env[var]

@@ -96,14 +96,21 @@ def test_lease_settle_and_counts(tmp_path: Path) -> None:
     run(tmp_path / "g.db", body)
 
 
-def test_release_leases_of_earlier_incarnations(tmp_path: Path) -> None:
+def test_release_leases_of_earlier_incarnations_and_expired_ones(tmp_path: Path) -> None:
     async def body(store: Store) -> None:
-        await seed(store, lines=6)
-        await store.lease_items("batch_1", "boot_old", 3, 100.0)
-        await store.lease_items("batch_1", "boot_new", 3, 100.0)
-        assert await store.release_leases(except_owner="boot_new") == 3
-        leased = await store.lease_items("batch_1", "boot_new", 10, 100.0)
-        assert [i.line for i in leased] == [1, 2, 3]
+        await seed(store, lines=9)
+        await store.lease_items("batch_1", "n1:boot_old", 3, 100.0)
+        await store.lease_items("batch_1", "n1:boot_new", 3, 100.0)
+        await store.lease_items("batch_1", "n2:boot_peer", 3, 100.0)
+        # this node's earlier incarnation is gone: its leases are free at once; a live peer's are not
+        assert await store.release_earlier_incarnations("n1:", "n1:boot_new") == 3
+        assert [i.line for i in await store.lease_items("batch_1", "n1:boot_new", 10, 100.0)] == [1, 2, 3]
+        # the peer stops heart-beating: once its leases expire they are released
+        assert await store.release_expired_leases(50.0, "n1:boot_new") == 0
+        assert await store.heartbeat_leases("n1:boot_new", 500.0) == 6
+        assert await store.release_expired_leases(200.0, "n1:boot_new") == 3
+        assert [i.line for i in await store.lease_items("batch_1", "n1:boot_new", 10, 500.0)] == [7, 8, 9]
+        assert await store.release_leases("n1:boot_new") == 9
 
     run(tmp_path / "g.db", body)
 

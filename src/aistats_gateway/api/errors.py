@@ -9,6 +9,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,7 @@ from aistats_gateway.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,13 @@ def install(app: FastAPI) -> None:
             if exc.status_code < 500:
                 err.error_type = "invalid_request_error"  # type: ignore[misc]
         return error_response(err, request)
+
+    @app.exception_handler(OperationalError)
+    async def _storage(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error_response(ServiceUnavailable(
+            "The gateway's database is busy or unavailable (for example locked by another process); nothing "
+            "was lost — retry shortly.", code="storage_unavailable"), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

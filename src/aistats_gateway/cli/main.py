@@ -56,7 +56,9 @@ def serve(
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                access_log=access_log, loop="auto", http="auto", lifespan="on")
+                access_log=access_log, loop="auto", http="auto", lifespan="on",
+                # open streams (WebSockets, results with follow=true) get this long before the executor drains
+                timeout_graceful_shutdown=5)
 
 
 def _with_store(fn: Any) -> Any:

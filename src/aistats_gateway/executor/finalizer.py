@@ -12,6 +12,8 @@ from __future__ import annotations
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
+from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.services.results import is_success, result_line
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import BatchRecord, FileRecord
@@ -22,7 +24,8 @@ PAGE = 2000
 
 
 async def finalize(
-    batch: BatchRecord, target: BatchStatus, *, store: Store, blobs: BlobStore, clock: Clock
+    batch: BatchRecord, target: BatchStatus, *, store: Store, blobs: BlobStore, clock: Clock,
+    failpoints: Failpoints = NO_FAILPOINTS,
 ) -> BatchRecord:
     """Move `batch` (finalizing, cancelling or in_progress-to-expire) to `target` with its files."""
     if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED):
@@ -40,6 +43,8 @@ async def finalize(
         while page := await store.item_results(batch.id, after, PAGE):
             for item in page:
                 after = item.line
+                if counts[0] + counts[1] == batch.total // 2:
+                    failpoints.hit("mid_output_write")
                 if is_success(item):
                     await out.write(result_line(item) + b"\n")
                     counts[0] += 1
@@ -70,6 +75,7 @@ async def finalize(
         await out.abort()
         await err.abort()
         raise
+    failpoints.hit("before_publish")
     return await store.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
 
 

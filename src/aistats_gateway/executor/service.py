@@ -29,6 +29,8 @@ from aistats_gateway.executor.finalizer import finalize
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Lane
 from aistats_gateway.executor.retry import RetryPolicy
+from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
+from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.providers.base import ProviderResult, UpstreamUnavailable, with_model
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -60,15 +62,21 @@ class BatchState:
 
 class Executor:
     def __init__(
-        self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock
+        self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
+        failpoints: Failpoints = NO_FAILPOINTS,
     ) -> None:
+        self.failpoints = failpoints
         self.settings = settings
         self.cfg = settings.executor
         self.store = store
         self.blobs = blobs
         self.router = router
         self.clock = clock
-        self.boot_id = "boot_" + ids.ulid()
+        self.node_prefix = f"{settings.node_id}:"
+        self.boot_id = f"{self.node_prefix}boot_{ids.ulid()}"
+        self._draining = False
+        self._sending = 0  # requests on the wire right now
+        self._idle = asyncio.Event()
         self.policy = RetryPolicy(self.cfg.max_attempts, self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds)
         self.lanes = {p.name: Lane(p.name, p.max_concurrency or self.cfg.concurrency) for p in settings.providers}
         self.batches: dict[str, BatchState] = {}
@@ -92,7 +100,22 @@ class Executor:
                        asyncio.create_task(self._housekeeper(), name="housekeeper")]
         self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.cfg.concurrency)]
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: lease nothing more, send nothing new, let requests on the wire finish (up to
+        `grace` seconds), commit their results, and hand every other leased item back — so a restart
+        sends no line twice."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._draining = True
+        for state in self.batches.values():
+            for handle in state.timers:
+                handle.cancel()
+            state.timers.clear()
+        if self._sending:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+            if self._sending:
+                log.warning("stopping with %d request(s) still in flight after %.0fs", self._sending, grace)
         self._running = False
         for task in [*self._tasks, *self._jobs.values()]:
             task.cancel()
@@ -102,11 +125,13 @@ class Executor:
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()
-        await self.store.release_leases(self.boot_id)
+        released = await self.store.release_leases(self.boot_id)
+        log.info("executor stopped; %d unsent item(s) handed back", released)
 
     async def recover(self) -> None:
-        """Rebuild from the database: release old leases, resume every non-terminal batch."""
-        released = await self.store.release_leases(except_owner=self.boot_id)
+        """Rebuild from the database: free earlier incarnations' leases at once, resume every batch."""
+        released = await self.store.release_earlier_incarnations(self.node_prefix, self.boot_id)
+        released += await self.store.release_expired_leases(self.clock.now(), self.boot_id)
         if released:
             log.info("released %d leases of earlier incarnations", released)
         for batch in await self.store.batches_in(
@@ -169,8 +194,18 @@ class Executor:
 
     # ------------------------------------------------------------------ scheduling
     async def _scheduler(self) -> None:
+        while self._running and not self._draining:
+            try:
+                await self._schedule_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the database is locked by another process: pause, then go on
+                log.exception("leasing failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+
+    async def _schedule_round(self) -> None:
         target = self.cfg.concurrency * 2
-        while self._running:
+        while self._running and not self._draining:
             self._wake.clear()
             progressed = False
             for _ in range(len(self.order)):
@@ -187,6 +222,8 @@ class Executor:
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds)
                 if len(leased) < share:
                     state.exhausted = True
+                if leased:
+                    self.failpoints.hit("after_lease")
                 for item in leased:
                     state.outstanding += 1
                     self.in_memory += 1
@@ -210,7 +247,7 @@ class Executor:
         while True:
             work = await self.queue.get()
             state = self.batches.get(work.item.batch_id)
-            if state is None or state.halt is not None:
+            if state is None or state.halt is not None or self._draining:
                 self._drop(work)
                 continue
             try:
@@ -234,12 +271,21 @@ class Executor:
         result: ProviderResult | None = None
         failure: UpstreamUnavailable | None = None
         await lane.acquire()
+        if self._draining:  # stopping while this item waited for a slot: hand it back unsent
+            lane.release()
+            self._drop(work)
+            return
+        self._sending += 1
         try:
             result = await provider.send(work.endpoint, upstream_model, body)
         except UpstreamUnavailable as exc:
             failure = exc
         finally:
             lane.release()
+            self._sending -= 1
+            if self._sending == 0:
+                self._idle.set()
+        self.failpoints.hit("after_upstream")
         status = result.status if result is not None else None
         if status == 429:
             work.throttles += 1
@@ -256,6 +302,9 @@ class Executor:
                                       retry_after=retry_after, jitter=self._rng.random())
         if status == 429 and retry_after:
             lane.pause(retry_after)
+        if decision.retry and self._draining:
+            self._drop(work)  # it will be retried after the restart
+            return
         if decision.retry and state.halt is None:
             loop = asyncio.get_running_loop()
             handle: asyncio.TimerHandle
@@ -321,6 +370,7 @@ class Executor:
         except BaseException:
             self.settle_buffer[:0] = group  # keep them for the next try
             raise
+        self.failpoints.hit("after_settle")
         per_batch: dict[str, int] = defaultdict(int)
         for settlement in group:
             per_batch[settlement.batch_id] += 1
@@ -359,7 +409,8 @@ class Executor:
             if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
                 batch = await self.store.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
                                                     self.clock.now())
-            await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock)
+            await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock,
+                           failpoints=self.failpoints)
         except StaleTransition:
             log.info("batch %s moved while finalizing; re-checking", batch_id)
             current = await self.store.get_batch(batch_id)
@@ -401,9 +452,15 @@ class Executor:
 
     # ------------------------------------------------------------------ housekeeping
     async def _housekeeper(self) -> None:
+        last_beat = 0.0
         while True:
             await asyncio.sleep(self.cfg.expiry_check_seconds)
             try:
+                now = self.clock.now()
+                if now - last_beat >= self.cfg.lease_seconds / 3:
+                    await self.store.heartbeat_leases(self.boot_id, now + self.cfg.lease_seconds)
+                    last_beat = now
+                await self.store.release_expired_leases(now, self.boot_id)
                 await self.sweep()
             except asyncio.CancelledError:
                 raise

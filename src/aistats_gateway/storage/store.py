@@ -361,13 +361,28 @@ class Store:
                                                 "l_until": lease_until})).all()
         return sorted((item_record(r) for r in rows), key=lambda r: r.line)
 
-    async def release_leases(self, owner: str | None = None, *, except_owner: str | None = None) -> int:
-        """Put leased items back to pending: ours at shutdown, or earlier incarnations' at start."""
-        cond = items.c.status == ITEM_LEASED
-        if owner is not None:
-            cond = and_(cond, items.c.lease_owner == owner)
-        if except_owner is not None:
-            cond = and_(cond, items.c.lease_owner != except_owner)
+    async def release_leases(self, owner: str) -> int:
+        """Put one owner's leased items back to pending (a graceful stop)."""
+        return await self._release(and_(items.c.status == ITEM_LEASED, items.c.lease_owner == owner))
+
+    async def release_earlier_incarnations(self, node_prefix: str, me: str) -> int:
+        """At start: this node's earlier processes are gone, so their leases are free at once."""
+        return await self._release(and_(items.c.status == ITEM_LEASED, items.c.lease_owner.startswith(node_prefix),
+                                        items.c.lease_owner != me))
+
+    async def release_expired_leases(self, now: float, me: str) -> int:
+        """Leases whose owner stopped heart-beating (another node died) go back to pending."""
+        return await self._release(and_(items.c.status == ITEM_LEASED, items.c.lease_expires_at < now,
+                                        items.c.lease_owner != me))
+
+    async def heartbeat_leases(self, owner: str, until: float) -> int:
+        async with self._write() as conn:
+            result = await conn.execute(update(items).where(and_(items.c.status == ITEM_LEASED,
+                                                                 items.c.lease_owner == owner))
+                                        .values(lease_expires_at=until))
+        return int(result.rowcount or 0)
+
+    async def _release(self, cond: Any) -> int:
         async with self._write() as conn:
             result = await conn.execute(
                 update(items).where(cond).values(status=ITEM_PENDING, lease_owner=None, lease_expires_at=None)

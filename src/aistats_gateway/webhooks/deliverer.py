@@ -23,6 +23,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
+from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
+from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 from aistats_gateway.webhooks import signer
@@ -62,7 +64,8 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 class Deliverer:
     def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
-                 resolve: Any = system_resolve) -> None:
+                 resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+        self.failpoints = failpoints
         self.cfg = cfg
         self.store = store
         self.clock = clock
@@ -88,6 +91,10 @@ class Deliverer:
         self._task = asyncio.create_task(self._loop(), name="webhook-deliverer")
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._inflight:  # let deliveries on the wire finish (bounded by their own timeout)
+            await asyncio.wait(list(self._inflight), timeout=self.cfg.timeout_seconds)
         tasks = [t for t in (self._task, *self._inflight) if t is not None]
         for task in tasks:
             task.cancel()
@@ -114,6 +121,7 @@ class Deliverer:
             event = await self.store.claim_event(event_id, now, lease)
             if event is None:
                 continue
+            self.failpoints.hit("after_event_claimed")
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(event))
             self._inflight.add(task)

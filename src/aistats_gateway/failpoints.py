@@ -1,0 +1,56 @@
+"""Named crash points for durability tests: when armed, the process dies abruptly right there.
+
+Armed only through the `AISTATS_FAILPOINTS` setting (a test harness sets it on a gateway subprocess):
+a comma-separated list of `name` (die the first time the point is reached) or `name:N` (die the N-th
+time). Dying is `os._exit(86)`: no cleanup, no flush, no finally blocks — what a power cut or SIGKILL
+leaves behind. Unarmed points cost one dict lookup.
+
+Points:
+    after_lease             items leased, before any is sent upstream
+    after_upstream          an upstream answer is in memory, before its result is committed
+    after_settle            a group of results committed, before the batch is finalized
+    mid_output_write        half-way through writing a batch's output file
+    before_publish          output/error files written, before the status change that publishes them
+    after_event_claimed     a webhook event claimed for delivery, before it is sent
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+EXIT_CODE = 86
+log = logging.getLogger(__name__)
+KNOWN = frozenset({"after_lease", "after_upstream", "after_settle", "mid_output_write", "before_publish",
+                   "after_event_claimed"})
+
+
+class Failpoints:
+    def __init__(self, spec: str | None = None) -> None:
+        self._armed: dict[str, int] = {}
+        self._hits: dict[str, int] = {}
+        for part in (spec or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, count = part.partition(":")
+            if name not in KNOWN:
+                raise ValueError(f"unknown failpoint '{name}'; known: {', '.join(sorted(KNOWN))}")
+            self._armed[name] = int(count) if count else 1
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed)
+
+    def hit(self, name: str) -> None:
+        target = self._armed.get(name)
+        if target is None:
+            return
+        self._hits[name] = self._hits.get(name, 0) + 1
+        if self._hits[name] >= target:
+            print(f"FAILPOINT {name} fired (hit {self._hits[name]}): exiting abruptly", file=sys.stderr, flush=True)
+            os._exit(EXIT_CODE)
+
+
+NONE = Failpoints()
