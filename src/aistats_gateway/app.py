@@ -74,7 +74,7 @@ def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
 async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.sqlalchemy_url)
+    engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key)

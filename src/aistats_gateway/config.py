@@ -97,6 +97,7 @@ class Settings(BaseModel):
     node_id: str = "local"  # leases are owned by "<node_id>:<boot id>"; give each worker process its own
     shutdown_grace_seconds: float = Field(60.0, ge=0)  # SIGTERM: let in-flight requests finish this long
     failpoints: str | None = None  # AISTATS_FAILPOINTS, for durability tests only (see failpoints.py)
+    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)  # how long a writer waits for another process's lock
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
@@ -183,7 +184,7 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
         if key in server:
             out[key] = server[key]
     storage = toml.get("storage", {})
-    for key in ("data_dir", "database_url"):
+    for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms"):
         if key in storage:
             out[key] = storage[key]
     for section in ("executor", "limits", "mock", "webhooks"):

@@ -26,3 +26,19 @@ def test_blob_is_invisible_until_commit_and_abort_leaves_nothing(tmp_path: Path)
             blobs.writer("../escape")
 
     asyncio.run(body())
+
+
+def test_abort_removes_the_temporary_even_when_closing_fails(tmp_path: Path) -> None:
+    """On a full disk, closing the file flushes and fails again; the temporary must still go."""
+    full = open("/dev/full", "wb")  # a real device: every flush fails with ENOSPC
+
+    async def body() -> None:
+        blobs = LocalBlobStore(tmp_path)
+        writer = blobs.writer("x.jsonl")
+        await writer.write(b"data")
+        writer._fh = full
+        await writer.write(b"more")
+        await writer.abort()
+
+    asyncio.run(body())
+    assert list(tmp_path.iterdir()) == []

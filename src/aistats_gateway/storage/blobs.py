@@ -9,6 +9,7 @@ a crashed writer leaves only a temporary that the next write of the same key rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -49,8 +50,14 @@ class LocalBlobWriter:
         assert fh is not None, "writer already closed"
 
         def _publish() -> None:
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    fh.close()
+                self._tmp.unlink(missing_ok=True)
+                raise
             fh.close()
             os.replace(self._tmp, self._path)
 
@@ -59,9 +66,13 @@ class LocalBlobWriter:
 
     async def abort(self) -> None:
         fh, self._fh = self._fh, None
-        if fh is not None:
-            fh.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            if fh is not None:
+                fh.close()  # flushes the buffer: on a full disk this raises again
+        except OSError:
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 class LocalBlobStore:

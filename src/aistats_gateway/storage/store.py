@@ -46,7 +46,7 @@ from aistats_gateway.storage.schema import (
 from aistats_gateway.webhooks import outbox
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
     """An async engine; on SQLite, WAL journal and a busy timeout so writers wait instead of failing."""
     kwargs: dict[str, Any] = {
         "json_serializer": lambda v: orjson.dumps(v).decode(),
@@ -64,7 +64,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
