@@ -48,17 +48,22 @@ def _options(
         raise typer.Exit(2) from exc
 
 
+def _fail(exc: APIError) -> typer.Exit:
+    """The message and exit code for an SDK error: 3 unreachable or 5xx, 2 for a rejected request."""
+    if isinstance(exc, APIConnectionError):
+        console.print(f"[red]cannot reach the gateway:[/red] {exc}")
+        return typer.Exit(3)
+    where = f" (param: {exc.param})" if exc.param else ""
+    console.print(f"[red]{exc.status_code} {exc.code}:[/red] {exc.message}{where}")
+    return typer.Exit(2 if exc.status_code and exc.status_code < 500 else 3)
+
+
 def _call(fn: Callable[[], T]) -> T:
     """Run an SDK call, turning its errors into a message and a meaningful exit code."""
     try:
         return fn()
-    except APIConnectionError as exc:
-        console.print(f"[red]cannot reach the gateway:[/red] {exc}")
-        raise typer.Exit(3) from exc
     except APIError as exc:
-        where = f" (param: {exc.param})" if exc.param else ""
-        console.print(f"[red]{exc.status_code} {exc.code}:[/red] {exc.message}{where}")
-        raise typer.Exit(2 if exc.status_code and exc.status_code < 500 else 3) from exc
+        raise _fail(exc) from exc
 
 
 def _print_json(value: Any) -> None:
@@ -262,9 +267,5 @@ def results(
 def _take(client: AIStats, batch_id: str, follow: bool) -> Iterator[dict[str, Any]]:
     try:
         yield from client.batches.results(batch_id, follow=follow)
-    except APIConnectionError as exc:
-        console.print(f"[red]cannot reach the gateway:[/red] {exc}")
-        raise typer.Exit(3) from exc
     except APIError as exc:
-        console.print(f"[red]{exc.status_code} {exc.code}:[/red] {exc.message}")
-        raise typer.Exit(2 if exc.status_code and exc.status_code < 500 else 3) from exc
+        raise _fail(exc) from exc
