@@ -9,7 +9,7 @@ from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
-from aistats_gateway.api.views import batch_view
+from aistats_gateway.api.views import batch_view, log_entry
 from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -31,9 +31,11 @@ async def list_batches(
     after: str | None = None,
     limit: int = Query(20, ge=1, le=100),
     status: str | None = None,
+    session_id: str | None = None,
 ) -> JSONResponse:
     gw = gateway(request)
-    records, has_more = await gw.batches.list(workspace, after=after, limit=limit, status=status)
+    records, has_more = await gw.batches.list(workspace, after=after, limit=limit, status=status,
+                                              session_id=session_id)
     base = base_url(request)
     return JSONResponse(wire.page([await batch_view(gw, r, base) for r in records], has_more))
 
@@ -56,6 +58,22 @@ async def batch_results(
     cursor = await cursor_of(gw.store, record, after)
     return StreamingResponse(stream_results(gw.store, gw.bus, record, cursor=cursor, follow=follow),
                              media_type="application/x-ndjson")
+
+
+@router.get("/{batch_id}/requests")
+async def batch_requests(
+    request: Request,
+    workspace: Workspace,
+    batch_id: str,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    status: str | None = None,
+) -> JSONResponse:
+    """The request log: every upstream attempt of the batch (`status`: success, error or a code)."""
+    rows, has_more = await gateway(request).batches.requests(workspace, batch_id, limit=limit, offset=offset,
+                                                             status=status)
+    return JSONResponse({"object": "list", "data": [log_entry(r) for r in rows], "has_more": has_more,
+                         "offset": offset, "limit": limit})
 
 
 @router.post("/{batch_id}/cancel")

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from aistats_gateway import __version__
 from aistats_gateway.api.deps import Workspace, gateway
 from aistats_gateway.api.responses import JSONResponse
+from aistats_gateway.api.views import log_entry
 
 router = APIRouter(prefix="/v1", tags=["meta"])
 
@@ -29,3 +30,9 @@ async def models(request: Request, _workspace: Workspace) -> JSONResponse:
         for model in provider.listed_models()
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/generations/{request_id}")
+async def generation(request: Request, workspace: Workspace, request_id: str) -> JSONResponse:
+    """One upstream attempt by its gateway request id (the `request_id` in an output line)."""
+    return JSONResponse(log_entry(await gateway(request).batches.generation(workspace, request_id)))

@@ -14,3 +14,18 @@ if TYPE_CHECKING:
 async def batch_view(gw: Gateway, record: BatchRecord, base_url: str) -> dict[str, Any]:
     state = await gw.store.webhook_state(record.id) if record.webhook else None
     return wire.batch_object(record, base_url, state)
+
+
+def log_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A request-log row on the wire (one upstream attempt)."""
+    cost = row.get("cost_nanos")
+    return {
+        "id": row["id"], "object": "generation", "batch_id": row["batch_id"], "session_id": row["session_id"],
+        "custom_id": row["custom_id"], "line": row["line"], "attempt": row["attempt"], "provider": row["provider"],
+        "model": row["model"], "status_code": row["status_code"], "error_code": row["error_code"],
+        "latency_ms": row["latency_ms"],
+        "usage": {"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+                  "total_tokens": row["input_tokens"] + row["output_tokens"]},
+        "cost_nanos": cost, "cost_usd": None if cost is None else f"{cost / 1e9:.9f}",
+        "created_at": int(row["created_at"]),
+    }

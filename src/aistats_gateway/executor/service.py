@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class BatchState:
     """What the executor holds in memory for one batch it is working on."""
 
     endpoint: str
+    workspace_id: str = ""
+    session_id: str | None = None
     outstanding: int = 0  # leased here and not yet committed as settled (queued, in flight, waiting)
     exhausted: bool = False  # the last lease found nothing pending
     halt: BatchStatus | None = None  # CANCELLED or EXPIRED once a stop was requested
@@ -84,6 +87,7 @@ class Executor:
         self.queue: asyncio.Queue[Work] = asyncio.Queue()
         self.in_memory = 0  # leased here and not yet settled: queued, in flight or waiting to retry
         self.settle_buffer: list[Settlement] = []
+        self.log_buffer: list[dict[str, object]] = []  # request-log rows, committed with the settlements
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -160,7 +164,7 @@ class Executor:
     def activate(self, batch: BatchRecord) -> None:
         state = self.batches.get(batch.id)
         if state is None:
-            self.batches[batch.id] = BatchState(endpoint=batch.endpoint)
+            self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id)
             self.order.append(batch.id)
         elif state.halt is None:
             state.exhausted = False
@@ -270,6 +274,8 @@ class Executor:
         lane = self.lanes[provider.name]
         result: ProviderResult | None = None
         failure: UpstreamUnavailable | None = None
+        request_id = ids.gateway_request_id()
+        started = time.monotonic()
         await lane.acquire()
         if self._draining:  # stopping while this item waited for a slot: hand it back unsent
             lane.release()
@@ -291,9 +297,18 @@ class Executor:
             work.throttles += 1
         else:
             work.attempts += 1
+        self.log_buffer.append({
+            "id": request_id, "workspace_id": state.workspace_id, "batch_id": item.batch_id,
+            "session_id": state.session_id, "custom_id": item.custom_id, "line": item.line,
+            "attempt": work.attempts + work.throttles, "provider": provider.name, "model": item.model,
+            "status_code": status, "error_code": None if failure is None else f"upstream_{failure.kind}",
+            "latency_ms": int((time.monotonic() - started) * 1000),
+            "input_tokens": result.input_tokens if result is not None else 0,
+            "output_tokens": result.output_tokens if result is not None else 0,
+            "cost_nanos": None, "created_at": self.clock.now(),
+        })
         if result is not None and 200 <= result.status < 300:
-            line = success_line(ids.batch_request_id(), item.custom_id, result.status,
-                                ids.gateway_request_id(), result.body)
+            line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body)
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
                                     result.input_tokens, result.output_tokens))
             return
@@ -317,8 +332,8 @@ class Executor:
             state.timers.add(handle)
             return
         if result is not None:
-            line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status,
-                                       ids.gateway_request_id(), result.body)
+            line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
+                                       result.body)
             self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts))
         else:
             assert failure is not None
@@ -362,13 +377,15 @@ class Executor:
                 await asyncio.sleep(1.0)
 
     async def _flush(self) -> None:
-        if not self.settle_buffer:
+        if not self.settle_buffer and not self.log_buffer:
             return
         group, self.settle_buffer = self.settle_buffer, []
+        logs, self.log_buffer = self.log_buffer, []
         try:
-            updated = await self.store.settle(group, self.clock.now())
+            updated = await self.store.settle(group, self.clock.now(), logs)
         except BaseException:
             self.settle_buffer[:0] = group  # keep them for the next try
+            self.log_buffer[:0] = logs
             raise
         self.failpoints.hit("after_settle")
         per_batch: dict[str, int] = defaultdict(int)

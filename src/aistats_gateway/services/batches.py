@@ -7,6 +7,7 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import orjson
@@ -103,13 +104,31 @@ class BatchService:
         return record
 
     async def list(
-        self, workspace_id: str, *, after: str | None, limit: int, status: str | None
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
     ) -> tuple[list[BatchRecord], bool]:
         if status is not None and status not in {s.value for s in BatchStatus}:
             raise InvalidRequest(f"Unknown status filter '{status}'; use one of "
                                  + ", ".join(s.value for s in BatchStatus) + ".",
                                  code="invalid_status", param="status")
-        return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status)
+        return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status,
+                                             session_id=session_id)
+
+    async def requests(
+        self, workspace_id: str, batch_id: str, *, limit: int, offset: int, status: str | None
+    ) -> tuple[builtins.list[dict[str, Any]], bool]:
+        """The request log of a batch: one row per upstream attempt."""
+        await self.get(workspace_id, batch_id)
+        if status is not None and status not in ("success", "error") and not status.isdigit():
+            raise InvalidRequest(f"Unknown status filter '{status}'; use success, error or an HTTP status code.",
+                                 code="invalid_status", param="status")
+        return await self.store.request_logs(workspace_id, batch_id, limit=limit, offset=offset, status=status)
+
+    async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
+        entry = await self.store.request_log_entry(workspace_id, request_id)
+        if entry is None:
+            raise NotFound(f"No request '{request_id}' in this workspace.", code="generation_not_found_or_not_owned",
+                           param="request_id")
+        return entry
 
     async def cancel(self, workspace_id: str, batch_id: str) -> BatchRecord:
         record = await self.get(workspace_id, batch_id)

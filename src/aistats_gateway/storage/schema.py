@@ -171,3 +171,27 @@ webhook_attempts = Table(
     Column("duration_ms", Integer, nullable=True),
     Index("ix_webhook_attempts_batch", "batch_id", "id"),
 )
+
+# One row per upstream attempt (the request log): what was sent where, how it went, what it cost.
+request_log = Table(
+    "request_log",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the gateway request id (G-…) of the attempt
+    Column("workspace_id", String(64), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("session_id", String(256), nullable=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("cost_nanos", BigInteger, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_request_log_batch", "batch_id", "id"),
+    Index("ix_request_log_workspace", "workspace_id", "id"),
+)

@@ -41,6 +41,7 @@ from aistats_gateway.storage.schema import (
     batches,
     files,
     items,
+    request_log,
     workspaces,
 )
 from aistats_gateway.webhooks import outbox
@@ -277,10 +278,12 @@ class Store:
         return batch_record(row) if row else None
 
     async def list_batches(
-        self, workspace_id: str, *, after: str | None, limit: int, status: str | None
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
     ) -> tuple[list[BatchRecord], bool]:
         """Newest first (ids are time-ordered ULIDs); `after` is the last id of the previous page."""
         query = select(batches).where(batches.c.workspace_id == workspace_id)
+        if session_id:
+            query = query.where(batches.c.session_id == session_id)
         if status:
             query = query.where(batches.c.status == status)
         if after:
@@ -289,6 +292,28 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [batch_record(r) for r in rows[:limit]], len(rows) > limit
+
+    async def request_logs(
+        self, workspace_id: str, batch_id: str, *, limit: int, offset: int, status: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        query = select(request_log).where(and_(request_log.c.workspace_id == workspace_id,
+                                               request_log.c.batch_id == batch_id))
+        if status == "success":
+            query = query.where(and_(request_log.c.status_code >= 200, request_log.c.status_code < 300))
+        elif status == "error":
+            query = query.where((request_log.c.status_code.is_(None)) | (request_log.c.status_code >= 300))
+        elif status is not None:
+            query = query.where(request_log.c.status_code == int(status))
+        query = query.order_by(request_log.c.id).offset(offset).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in (await conn.execute(query)).all()]
+        return rows[:limit], len(rows) > limit
+
+    async def request_log_entry(self, workspace_id: str, request_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(request_log).where(and_(
+                request_log.c.id == request_id, request_log.c.workspace_id == workspace_id)))).first()
+        return dict(row._mapping) if row else None
 
     async def batches_in(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
         query = select(batches).where(batches.c.status.in_([s.value for s in statuses])).order_by(batches.c.id)
@@ -389,13 +414,18 @@ class Store:
             )
         return int(result.rowcount or 0)
 
-    async def settle(self, settlements: Sequence[Settlement], now: float) -> dict[str, BatchRecord]:
+    async def settle(
+        self, settlements: Sequence[Settlement], now: float, logs: Sequence[dict[str, Any]] = ()
+    ) -> dict[str, BatchRecord]:
         """Store outcomes and bump their batches' counters in ONE transaction.
 
         Only items still leased are settled, so an outcome can never be counted twice. Each settled
         item gets the next `seq` of its batch (the results cursor). Returns the updated batch rows.
         """
         if not settlements:
+            if logs:
+                async with self._write() as conn:
+                    await conn.execute(insert(request_log), list(logs))
             return {}
         touched = sorted({s.batch_id for s in settlements})
         deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in touched}
@@ -425,6 +455,8 @@ class Store:
                     "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
                 })
             result = await conn.execute(_SETTLE_ITEM, params)
+            if logs:
+                await conn.execute(insert(request_log), list(logs))
             if result.rowcount != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
