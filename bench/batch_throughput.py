@@ -206,9 +206,10 @@ class Proc:
         return self.proc.returncode
 
 
-def base_env() -> dict[str, str]:
+def base_env(src_dir: Path | None = None) -> dict[str, str]:
+    """The environment of a child process, with `src_dir` (default: the repository's src/) first on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AISTATS_", "OPENAI_"))}
-    src = str(REPO / "src")
+    src = str(src_dir or REPO / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -221,11 +222,11 @@ def start_upstream(workdir: Path, latency_ms: float) -> tuple[Proc, int]:
 
 
 def start_gateway(workdir: Path, upstream_port: int, concurrency: int | None,
-                  executor_settings: list[str] | None = None) -> tuple[Proc, str]:
+                  executor_settings: list[str] | None = None, src_dir: Path | None = None) -> tuple[Proc, str]:
     port = free_port()
     data_dir = workdir / "gateway-data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = base_env()
+    env = base_env(src_dir)
     env.update({
         "AISTATS_DATA_DIR": str(data_dir), "AISTATS_PORT": str(port), "AISTATS_API_KEY": API_KEY,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1", "OPENAI_API_KEY": "dummy",

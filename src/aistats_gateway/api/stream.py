@@ -108,14 +108,17 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
             await websocket.close(1000)
             return
         last_sent = time.monotonic()
-        pending = None
         while not closed.is_set():
-            timeout = None if pending is None else max(0.0, last_sent + interval - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.changed.wait(), timeout)
-            latest = sub.take()
-            if latest is not None:
-                pending = latest
+            if sub.latest is None:
+                sub.armed = True  # idle: the next commit wakes us
+                timeout = None
+            else:
+                sub.armed = False  # an update is due at the next interval; later commits just replace it
+                timeout = max(0.0, last_sent + interval - time.monotonic())
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.changed.wait(), timeout)
+            sub.changed.clear()
             while inbox:
                 message = inbox.popleft()
                 if message == "ping":
@@ -126,15 +129,16 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
                         await send("job.deleted", {"id": job_id, "object": kind})
                         await websocket.close(1000)
                         return
-                    pending = fresh
+                    sub.latest = fresh
                     last_sent = 0.0  # a refresh is answered at once
-            if pending is not None and time.monotonic() >= last_sent + interval:
-                await send("job.updated", await batch_view(gw, pending, base))
+            if sub.latest is not None and time.monotonic() >= last_sent + interval:
+                record = sub.take()
+                assert record is not None
+                await send("job.updated", await batch_view(gw, record, base))
                 last_sent = time.monotonic()
-                if pending.status.terminal and close_on_terminal:
+                if record.status.terminal and close_on_terminal:
                     await websocket.close(1000)
                     return
-                pending = None
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

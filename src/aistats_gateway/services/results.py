@@ -69,6 +69,7 @@ async def stream_results(
             if not follow or terminal or sub is None:
                 return
             sub.changed.clear()
+            sub.armed = True
             try:
                 await asyncio.wait_for(sub.changed.wait(), idle_wait)
             except TimeoutError:
