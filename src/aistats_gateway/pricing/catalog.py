@@ -208,6 +208,9 @@ def parse_model_price(entry: Mapping[str, Any], where: str = "entry") -> ModelPr
     if unknown:
         raise fail(unknown[0], "unknown field; allowed: " + ", ".join(sorted(_ENTRY_KEYS)))
 
+    if not isinstance(entry.get("note", ""), str):
+        raise fail("note", "must be a string")
+
     aliases = entry.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
         raise fail("aliases", "must be a list of non-empty strings")
