@@ -21,13 +21,15 @@ from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
-from aistats_gateway.api import wire
 from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.pricing.catalog import PriceCatalog
+from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import Provider
 from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
@@ -56,6 +58,7 @@ class Gateway:
     auth: Authenticator
     bus: BatchBus
     deliverer: Deliverer | None
+    pricer: Pricer
     generated_key: str | None
 
 
@@ -87,20 +90,22 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     if settings.run_worker:
         public = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
-        def render(record: BatchRecord) -> dict[str, object]:
-            return wire.batch_object(record, public)
+        async def render(record: BatchRecord) -> dict[str, Any]:
+            return await render_batch(store, record, public)
 
         deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
                               failpoints=failpoints)
         store.listeners.append(deliverer.notify)
     blobs = LocalBlobStore(settings.blob_dir)
     router = Router([build_provider(p, settings) for p in settings.providers])
-    executor = Executor(settings, store, blobs, router, clock, failpoints) if settings.run_worker else None
+    pricer = Pricer(PriceCatalog.load(settings.prices))
+    executor = Executor(settings, store, blobs, router, clock, failpoints, pricer) if settings.run_worker else None
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
-                           allow_local_webhooks=settings.allow_local_webhooks)
+                           allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
+                           max_errors=settings.limits.max_validation_errors)
     return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                   generated)
+                   pricer, generated)
 
 
 async def close_gateway(gw: Gateway) -> None:

@@ -103,6 +103,7 @@ class Settings(BaseModel):
     mock: MockConfig = Field(default_factory=MockConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
+    prices: list[dict[str, Any]] = Field(default_factory=list)  # [[prices]] entries override the shipped catalog
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -171,6 +172,13 @@ class Settings(BaseModel):
         for provider in settings.providers:
             if provider.api_key is None and provider.api_key_env:
                 provider.api_key = env.get(provider.api_key_env)
+        if settings.prices:
+            from aistats_gateway.pricing.catalog import PriceCatalog
+
+            try:
+                PriceCatalog.load(settings.prices)
+            except ValueError as exc:
+                raise ConfigError(f"invalid [[prices]] entry: {exc}") from exc
         names = [p.name for p in settings.providers]
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
@@ -192,6 +200,8 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
             out[section] = toml[section]
     if "providers" in toml:
         out["providers"] = toml["providers"]
+    if "prices" in toml:
+        out["prices"] = toml["prices"]
     return out
 
 

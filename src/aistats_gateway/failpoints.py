@@ -11,6 +11,7 @@ Points:
     after_settle            a group of results committed, before the batch is finalized
     mid_output_write        half-way through writing a batch's output file
     before_publish          output/error files written, before the status change that publishes them
+    after_publish           the terminal status (and its billing settlement) committed
     after_event_claimed     a webhook event claimed for delivery, before it is sent
 """
 
@@ -23,7 +24,7 @@ import sys
 EXIT_CODE = 86
 log = logging.getLogger(__name__)
 KNOWN = frozenset({"after_lease", "after_upstream", "after_settle", "mid_output_write", "before_publish",
-                   "after_event_claimed"})
+                   "after_publish", "after_event_claimed"})
 
 
 class Failpoints:

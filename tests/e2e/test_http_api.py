@@ -54,8 +54,14 @@ def test_batch_object_carries_every_contract_field(api: httpx.Client) -> None:
     assert batch["websocket_url"] == batch["polling_url"].replace("http://", "ws://").replace(
         "/v1/batches/", "/v1/async/batch/") + "/ws"
     done = wait_for_batch(api, batch["id"])
-    assert done["billing"]["reason"] == "zero_cost" and done["billing"]["billed"] is True
-    assert done["pricing_lines"] == [] and done["lifecycle_status"] == "completed" and done["cancel_url"] is None
+    assert done["lifecycle_status"] == "completed" and done["cancel_url"] is None
+    assert {(p["model"], p["dimension"], p["line_nanos"], p["pricing_plan"]) for p in done["pricing_lines"]} == {
+        ("mock/echo", "input_text_tokens", 0, "standard"), ("mock/echo", "output_text_tokens", 0, "standard"),
+        ("mock/echo", "requests", 0, "standard")}
+    billing = done["billing"]
+    assert {k: billing[k] for k in ("billed", "charged", "reason")} == {"billed": True, "charged": False,
+                                                                         "reason": "zero_cost"}
+    assert billing["cost_usd"] == "0.000000000" and billing["state"] == "settled"
 
 
 def test_json_upload_with_text_and_data_url(api: httpx.Client) -> None:

@@ -21,6 +21,8 @@ async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
     gw = gateway(request)
     record = await gw.batches.create(workspace, body)
+    if isinstance(record, dict):  # a dry run: validation and cost preview, nothing created
+        return JSONResponse(record)
     return JSONResponse(await batch_view(gw, record, base_url(request)))
 
 

@@ -8,6 +8,7 @@ from aistats_gateway import __version__
 from aistats_gateway.api.deps import Workspace, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import log_entry
+from aistats_gateway.pricing.calculator import usd
 
 router = APIRouter(prefix="/v1", tags=["meta"])
 
@@ -36,3 +37,20 @@ async def models(request: Request, _workspace: Workspace) -> JSONResponse:
 async def generation(request: Request, workspace: Workspace, request_id: str) -> JSONResponse:
     """One upstream attempt by its gateway request id (the `request_id` in an output line)."""
     return JSONResponse(log_entry(await gateway(request).batches.generation(workspace, request_id)))
+
+
+@router.get("/credits")
+async def credits(request: Request, workspace: Workspace) -> JSONResponse:
+    """The workspace's credit: balance (or unlimited), what open batches hold, and what is available."""
+    balance, held = await gateway(request).store.credit_account(workspace)
+    return JSONResponse(credit_view(workspace, balance, held))
+
+
+def credit_view(workspace: str, balance: int | None, held: int) -> dict[str, object]:
+    available = None if balance is None else balance - held
+    return {
+        "object": "credit_balance", "workspace_id": workspace, "unlimited": balance is None,
+        "balance_nanos": balance, "balance_usd": None if balance is None else usd(balance),
+        "held_nanos": held, "held_usd": usd(held),
+        "available_nanos": available, "available_usd": None if available is None else usd(available),
+    }

@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aistats_gateway.api import wire
+from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.store import Store
 
 if TYPE_CHECKING:
     from aistats_gateway.app import Gateway
 
 
 async def batch_view(gw: Gateway, record: BatchRecord, base_url: str) -> dict[str, Any]:
-    state = await gw.store.webhook_state(record.id) if record.webhook else None
-    return wire.batch_object(record, base_url, state)
+    return await render_batch(gw.store, record, base_url)
+
+
+async def render_batch(store: Store, record: BatchRecord, base_url: str) -> dict[str, Any]:
+    """The full batch object: the record, its pricing lines and its webhook delivery state."""
+    state = await store.webhook_state(record.id) if record.webhook else None
+    lines = await store.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
+    return wire.batch_object(record, base_url, state, lines)
 
 
 def log_entry(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aistats_gateway.domain.transitions import CANCELLABLE
+from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 
 
@@ -20,19 +21,20 @@ def file_object(f: FileRecord) -> dict[str, Any]:
 
 
 def _billing(b: BatchRecord) -> dict[str, Any]:
-    """Until the pricing catalog lands: mock lines cost nothing; other providers are not priced yet."""
+    """API.md's billing block: the estimate and hold from create, the settlement from the terminal status."""
     terminal = b.status.terminal
-    finalized = next((t for t in (b.completed_at, b.failed_at, b.expired_at, b.cancelled_at) if t), None)
-    reason: str | None = None
-    billed = False
+    ran = terminal and b.billing_reason not in (None, "failed", "cancelled", "expired", "completed")
+    cost = b.cost_nanos or 0
     if terminal:
-        billed = b.provider == "mock" or b.total == 0
-        reason = "zero_cost" if billed else "not_priced"
+        state = "settled" if ran else "void"
+    else:
+        state = "estimated" if (b.estimated_nanos or b.reserved_nanos) else "pending"
     return {
-        "billed": billed, "charged": False, "reason": reason,
-        "currency": "usd", "cost_nanos": 0, "cost_usd": "0.000000000", "estimated_nanos": 0,
-        "reserved_nanos": 0, "reservation_id": None, "reservation_status": None,
-        "state": "settled" if terminal else "pending", "finalized_at": finalized if terminal else None,
+        "billed": bool(ran), "charged": cost > 0, "reason": b.billing_reason, "currency": "usd",
+        "cost_nanos": cost, "cost_usd": usd(cost), "estimated_nanos": b.estimated_nanos,
+        "estimated_usd": usd(b.estimated_nanos), "reserved_nanos": b.reserved_nanos,
+        "reservation_id": b.reservation_id, "reservation_status": b.reservation_status, "state": state,
+        "finalized_at": b.billed_at if terminal else None,
     }
 
 
@@ -56,7 +58,10 @@ def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | N
     }
 
 
-def batch_object(b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def batch_object(
+    b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | None = None,
+    pricing_lines: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     counts = b.counts
     base = base_url.rstrip("/")
     ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")
@@ -83,7 +88,7 @@ def batch_object(b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | 
         "polling_url": f"{base}/v1/batches/{b.id}",
         "cancel_url": f"{base}/v1/batches/{b.id}/cancel" if b.status in CANCELLABLE else None,
         "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
-        "pricing_lines": [], "billing": _billing(b),
+        "pricing_lines": pricing_lines or [], "billing": _billing(b),
     }
 
 

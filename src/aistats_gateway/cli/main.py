@@ -116,6 +116,56 @@ def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the key
     typer.echo("revoked " + ", ".join(revoked))
 
 
+credits_app = typer.Typer(help="Workspace credit (works on the local database).", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
+
+
+def _workspace_id(workspace: str) -> str:
+    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+
+    if workspace == "default":
+        return DEFAULT_WORKSPACE
+    return workspace if workspace.startswith("ws_") else f"ws_{workspace}"
+
+
+@credits_app.command("grant")
+def credits_grant(
+    usd_amount: str = typer.Option(None, "--usd", help="Add this many US dollars, e.g. 10 or 0.25."),
+    unlimited: bool = typer.Option(False, "--unlimited", help="Lift the limit instead."),
+    workspace: str = typer.Option("default", help="Workspace name."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add credit to a workspace (a workspace without credit is unlimited until the first grant)."""
+    from aistats_gateway.api.meta import credit_view
+    from aistats_gateway.pricing.catalog import usd_to_nanos
+
+    if unlimited == (usd_amount is not None):
+        typer.secho("give exactly one of --usd AMOUNT or --unlimited", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        amount = None if unlimited else usd_to_nanos(usd_amount)
+    except ValueError as exc:
+        typer.secho(f"--usd: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    ws = _workspace_id(workspace)
+    balance, held = _with_store(lambda store: store.grant_credit(ws, amount, time.time()))
+    view = credit_view(ws, balance, held)
+    typer.echo(json.dumps(view) if as_json else f"{ws}: balance {view['balance_usd'] or 'unlimited'} USD, "
+               f"held {view['held_usd']}, available {view['available_usd'] or 'unlimited'}")
+
+
+@credits_app.command("show")
+def credits_show(workspace: str = typer.Option("default"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """A workspace's balance, holds and available credit."""
+    from aistats_gateway.api.meta import credit_view
+
+    ws = _workspace_id(workspace)
+    balance, held = _with_store(lambda store: store.credit_account(ws))
+    view = credit_view(ws, balance, held)
+    typer.echo(json.dumps(view) if as_json else f"{ws}: balance {view['balance_usd'] or 'unlimited'} USD, "
+               f"held {view['held_usd']}, available {view['available_usd'] or 'unlimited'}")
+
+
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema, then exit."""

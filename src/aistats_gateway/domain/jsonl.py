@@ -68,6 +68,8 @@ class LineSplitter:
 
 # A router answers (provider name, None) for a routable model or (None, reason) otherwise.
 Router = Callable[[str], tuple[str | None, str | None]]
+# An estimator prices one valid line's upper-bound cost in nanos: (provider, model, body) -> nanos.
+Estimator = Callable[[str, str, dict[str, Any]], int]
 
 
 @dataclass
@@ -80,6 +82,7 @@ class LineValidator:
 
     endpoint: str
     route: Router
+    estimate: Estimator | None = None
     max_lines: int = 50_000
     max_errors: int = 100
     errors: list[LineError] = field(default_factory=list)
@@ -88,6 +91,7 @@ class LineValidator:
     seen_lines: int = 0
     models: dict[str, int] = field(default_factory=dict)
     providers: dict[str, int] = field(default_factory=dict)
+    estimated_nanos: int = 0
     _custom_ids: dict[str, int] = field(default_factory=dict)
     _too_many: bool = False
 
@@ -195,6 +199,8 @@ class LineValidator:
         if not ok or provider is None or not isinstance(model, str) or not isinstance(custom_id, str):
             return None
         self.accepted += 1
+        if self.estimate is not None:
+            self.estimated_nanos += self.estimate(provider, model, body)
         self.models[model] = self.models.get(model, 0) + 1
         self.providers[provider] = self.providers.get(provider, 0) + 1
         return ValidLine(line_no, custom_id, model, provider, orjson.dumps(body))

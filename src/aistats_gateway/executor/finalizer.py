@@ -76,7 +76,9 @@ async def finalize(
         await err.abort()
         raise
     failpoints.hit("before_publish")
-    return await store.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
+    published = await store.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
+    failpoints.hit("after_publish")
+    return published
 
 
 async def _publish(writer: BlobWriter, count: int) -> int | None:

@@ -16,6 +16,7 @@ from aistats_gateway.config import LimitsConfig
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import LineError, LineSplitter, LineValidator
 from aistats_gateway.errors import StaleTransition
+from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.records import BatchRecord
@@ -26,7 +27,8 @@ CHUNK_ROWS = 1000
 
 
 async def ingest(
-    batch: BatchRecord, *, store: Store, blobs: BlobStore, router: Router, limits: LimitsConfig, clock: Clock
+    batch: BatchRecord, *, store: Store, blobs: BlobStore, router: Router, limits: LimitsConfig, clock: Clock,
+    pricer: Pricer,
 ) -> BatchRecord | None:
     """Validate and store the items; move the batch to in_progress or failed.
 
@@ -36,6 +38,7 @@ async def ingest(
     validator = LineValidator(
         endpoint=batch.endpoint,
         route=lambda model: router.route(model, batch.provider_prefs),
+        estimate=lambda provider, model, body: pricer.estimate(provider, model, batch.endpoint, body),
         max_lines=limits.max_batch_lines,
         max_errors=limits.max_validation_errors,
     )
@@ -83,8 +86,10 @@ async def ingest(
             )
         models = list(validator.models)
         providers = list(validator.providers)
-        summary = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
-                   "provider": providers[0] if len(providers) == 1 else None}
+        summary: dict[str, object] = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
+                                      "provider": providers[0] if len(providers) == 1 else None}
+        if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
+            summary["estimated_nanos"] = validator.estimated_nanos
         # Stored before the status moves, so a batch cancelled during validation still counts its lines.
         await store.update_batch_fields(batch.id, **summary)
         return await store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)

@@ -32,6 +32,9 @@ from aistats_gateway.executor.lanes import Lane
 from aistats_gateway.executor.retry import RetryPolicy
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.pricing.catalog import PriceCatalog
+from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import ProviderResult, UpstreamUnavailable, with_model
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -66,9 +69,10 @@ class BatchState:
 class Executor:
     def __init__(
         self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
-        failpoints: Failpoints = NO_FAILPOINTS,
+        failpoints: Failpoints = NO_FAILPOINTS, pricer: Pricer | None = None,
     ) -> None:
         self.failpoints = failpoints
+        self.pricer = pricer or Pricer(PriceCatalog.load())
         self.settings = settings
         self.cfg = settings.executor
         self.store = store
@@ -187,7 +191,7 @@ class Executor:
     # ------------------------------------------------------------------ validation
     async def _ingest(self, batch: BatchRecord) -> None:
         result = await ingest(batch, store=self.store, blobs=self.blobs, router=self.router,
-                              limits=self.settings.limits, clock=self.clock)
+                              limits=self.settings.limits, clock=self.clock, pricer=self.pricer)
         if result is None:
             current = await self.store.get_batch(batch.id)
             if current is not None and current.status is BatchStatus.CANCELLING:
@@ -297,6 +301,10 @@ class Executor:
             work.throttles += 1
         else:
             work.attempts += 1
+        usage_rows: list[PricingRow] = []
+        cost: int | None = None
+        if result is not None and 200 <= result.status < 300:
+            usage_rows, cost = self.pricer.usage_rows(provider.name, item.model, work.endpoint, result.usage)
         self.log_buffer.append({
             "id": request_id, "workspace_id": state.workspace_id, "batch_id": item.batch_id,
             "session_id": state.session_id, "custom_id": item.custom_id, "line": item.line,
@@ -305,12 +313,12 @@ class Executor:
             "latency_ms": int((time.monotonic() - started) * 1000),
             "input_tokens": result.input_tokens if result is not None else 0,
             "output_tokens": result.output_tokens if result is not None else 0,
-            "cost_nanos": None, "created_at": self.clock.now(),
+            "cost_nanos": cost, "created_at": self.clock.now(),
         })
         if result is not None and 200 <= result.status < 300:
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body)
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
-                                    result.input_tokens, result.output_tokens))
+                                    result.input_tokens, result.output_tokens, tuple(usage_rows)))
             return
         retry_after = result.retry_after if result is not None else None
         decision = self.policy.decide(status=status, attempts=work.attempts, throttles=work.throttles,

@@ -223,6 +223,10 @@ class PricingLines:
             self._add(PricingRow(provider, model, plan, item.meter, item.unit_size, item.unit_price_nanos,
                                  item.quantity))
 
+    def add_row(self, row: PricingRow) -> None:
+        """Add one plain row (e.g. from Pricer) into the aggregate."""
+        self._add(row)
+
     def _add(self, row: PricingRow) -> None:
         key = (row.provider, row.model, row.plan, row.meter, row.unit_size, row.unit_price_nanos)
         self._quantities[key] = self._quantities.get(key, 0) + row.quantity

@@ -25,6 +25,7 @@ class ProviderResult:
     upstream_request_id: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    usage: dict[str, Any] | None = None  # the answer's `usage` object as sent (for pricing)
 
 
 class UpstreamUnavailable(Exception):
@@ -82,6 +83,11 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def usage_dict(parsed: Any) -> dict[str, Any] | None:
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    return usage if isinstance(usage, dict) else None
 
 
 def usage_of(parsed: Any) -> tuple[int, int]:

@@ -110,7 +110,8 @@ class MockProvider:
             return ProviderResult(400, orjson.dumps(error))
         answer = respond(endpoint, model, request)
         tin, tout = usage_of(answer)
-        return ProviderResult(200, orjson.dumps(answer), input_tokens=tin, output_tokens=tout)
+        return ProviderResult(200, orjson.dumps(answer), input_tokens=tin, output_tokens=tout,
+                              usage=answer.get("usage"))
 
 
 def respond(endpoint: str, model: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from aistats_gateway.providers.base import (
     UpstreamUnavailable,
     matches,
     parse_retry_after,
+    usage_dict,
     usage_of,
 )
 
@@ -114,6 +115,7 @@ class OpenAICompatibleProvider:
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable("connection", f"cannot reach {self.name}: {exc}") from exc
         tin = tout = 0
+        usage = None
         if 200 <= status < 300:
             try:
                 parsed = orjson.loads(raw)
@@ -122,7 +124,8 @@ class OpenAICompatibleProvider:
                     "invalid_response", f"{self.name} answered {status} with a body that is not JSON"
                 ) from exc
             tin, tout = usage_of(parsed)
-        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout)
+            usage = usage_dict(parsed)
+        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

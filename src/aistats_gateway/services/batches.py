@@ -8,6 +8,7 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 from __future__ import annotations
 
 import builtins
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,24 +17,33 @@ from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain import batch as rules
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
-from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition
+from aistats_gateway.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound, StaleTransition
 from aistats_gateway.executor.service import Executor
+from aistats_gateway.pricing.calculator import PricingLines, usd
+from aistats_gateway.pricing.pricer import Pricer
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 
 CREATE_FIELDS = {
     "input_file_id", "endpoint", "completion_window", "metadata", "session_id", "webhook", "provider",
-    "requests", "output_expires_after",
+    "requests", "output_expires_after", "dry_run",
 }
 
 
 class BatchService:
     def __init__(
         self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int,
-        *, allow_local_webhooks: bool = True,
+        *, allow_local_webhooks: bool = True, router: Router | None = None, pricer: Pricer | None = None,
+        max_errors: int = 100,
     ) -> None:
+        self.router = router
+        self.pricer = pricer
+        self.max_errors = max_errors
         self.allow_local_webhooks = allow_local_webhooks
         self.store = store
         self.files = files
@@ -41,7 +51,8 @@ class BatchService:
         self.clock = clock
         self.max_lines = max_lines
 
-    async def create(self, workspace_id: str, body: dict[str, Any]) -> BatchRecord:
+    async def create(self, workspace_id: str, body: dict[str, Any]) -> BatchRecord | dict[str, Any]:
+        """The new batch; or, for `dry_run`, the validation and cost preview (a dict; nothing is created)."""
         unknown = sorted(set(body) - CREATE_FIELDS)
         if unknown:
             raise InvalidRequest(
@@ -56,45 +67,84 @@ class BatchService:
         prefs = rules.parse_provider_preferences(body.get("provider"))
         input_file_id = body.get("input_file_id")
         inline = body.get("requests")
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise InvalidRequest("'dry_run' must be true or false.", code="invalid_type", param="dry_run")
         if input_file_id is not None and inline is not None:
             raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
                                  code="conflicting_parameters", param="requests")
         if inline is not None:
-            input_file_id = await self._inline_file(workspace_id, inline)
+            data = self._inline_bytes(inline)
+            if dry_run:
+                return await self._dry_run(workspace_id, endpoint, prefs, _once(data))
+            input_file_id = (await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
+                                                                purpose="batch")).id
         elif not isinstance(input_file_id, str) or not input_file_id:
             raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
                                  code="missing_required_parameter", param="input_file_id")
-        else:
-            file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
-            if file.purpose != "batch":
-                raise InvalidRequest(
-                    f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",
-                    code="invalid_file_purpose", param="input_file_id")
+        file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
+        if file.purpose != "batch":
+            raise InvalidRequest(
+                f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",
+                code="invalid_file_purpose", param="input_file_id")
+        if dry_run:
+            return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key))
+        hold: int | None = None
+        balance, _held = await self.store.credit_account(workspace_id)
+        if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
+            hold = (await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key))).estimated_nanos
         now = self.clock.now()
         window_text = body.get("completion_window") or "24h"
-        record = await self.store.insert_batch({
+        values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
             "endpoint": endpoint, "endpoint_input": str(endpoint_input), "status": BatchStatus.VALIDATING.value,
             "input_file_id": input_file_id, "completion_window": str(window_text).strip(),
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
-            "webhook": webhook, "provider_prefs": prefs, "updated_at": now,
-        })
+            "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
+        }
+        try:
+            record = await self.store.insert_batch(values, hold_nanos=hold)
+        except InsufficientFunds:
+            if inline is not None:
+                await self.files.delete(workspace_id, input_file_id)
+            raise
         if self.executor is not None:
             self.executor.submitted(record)
         return record
 
-    async def _inline_file(self, workspace_id: str, inline: Any) -> str:
+    def _inline_bytes(self, inline: Any) -> bytes:
         if not isinstance(inline, list):
             raise InvalidRequest("'requests' must be a list of request lines {custom_id, method, url, body}.",
                                  code="invalid_type", param="requests")
         if len(inline) > self.max_lines:
             raise InvalidRequest(f"'requests' has {len(inline)} rows; at most {self.max_lines} per batch.",
                                  code="too_many_tasks", param="requests")
-        data = b"".join(orjson.dumps(row) + b"\n" for row in inline)
-        record = await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
-                                                    purpose="batch")
-        return record.id
+        return b"".join(orjson.dumps(row) + b"\n" for row in inline)
+
+    async def _scan(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes],
+                    expected: PricingLines | None = None) -> LineValidator:
+        assert self.router is not None and self.pricer is not None
+        return await scan(chunks, endpoint=endpoint, router=self.router, prefs=prefs, pricer=self.pricer,
+                          max_lines=self.max_lines, max_errors=self.max_errors, expected=expected)
+
+    async def _dry_run(self, workspace_id: str, endpoint: str, prefs: dict[str, Any] | None,
+                       chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+        """Validate and price without creating anything (our extension: `"dry_run": true`)."""
+        expected = PricingLines()
+        validator = await self._scan(endpoint, prefs, chunks, expected)
+        balance, held = await self.store.credit_account(workspace_id)
+        available = None if balance is None else balance - held
+        errors = [e.as_dict() for e in validator.errors]
+        estimate = validator.estimated_nanos
+        return {
+            "object": "batch.dry_run", "endpoint": endpoint, "valid": not errors,
+            "errors": {"object": "list", "data": errors} if errors else None,
+            "request_counts": {"total": validator.accepted}, "models": validator.models,
+            "providers": validator.providers, "estimated_nanos": estimate, "estimated_usd": usd(estimate),
+            "pricing_lines": expected.to_wire(), "expected_cost_nanos": expected.total_nanos(),
+            "available_nanos": available, "would_be_refused": available is not None and estimate > available,
+        }
 
     async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
         record = await self.store.get_batch(batch_id, workspace_id)
@@ -149,3 +199,7 @@ class BatchService:
                 self.executor.halt(record.id, BatchStatus.CANCELLED, record.endpoint)
             return record
         return record
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

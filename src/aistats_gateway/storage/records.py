@@ -56,6 +56,13 @@ class BatchRecord:
     errors: list[dict[str, Any]] | None
     status_reason: str | None
     updated_at: float
+    estimated_nanos: int = 0
+    reserved_nanos: int = 0
+    reservation_id: str | None = None
+    reservation_status: str | None = None
+    cost_nanos: int | None = None
+    billing_reason: str | None = None
+    billed_at: int | None = None
 
     @property
     def counts(self) -> RequestCounts:
@@ -79,7 +86,7 @@ T = TypeVar("T")
 def _build(cls: type[T], row: Any) -> T:
     mapping = row._mapping if hasattr(row, "_mapping") else row
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    return cls(**{n: mapping[n] for n in names})
+    return cls(**{n: mapping[n] for n in names if n in mapping})
 
 
 def file_record(row: Any) -> FileRecord:

@@ -98,6 +98,14 @@ batches = Table(
     Column("updated_at", Float, nullable=False),
     # Grows by one per settled item (never decreases): the source of items.seq, the results cursor.
     Column("settled_seq", BigInteger, nullable=False, server_default="0"),
+    # Billing: the estimate and hold taken at create, the settlement written with the terminal status.
+    Column("estimated_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("reserved_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("reservation_id", String(64), nullable=True),
+    Column("reservation_status", String(16), nullable=True),
+    Column("cost_nanos", BigInteger, nullable=True),
+    Column("billing_reason", String(64), nullable=True),
+    Column("billed_at", BigInteger, nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
 )
@@ -194,4 +202,42 @@ request_log = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_request_log_batch", "batch_id", "id"),
     Index("ix_request_log_workspace", "workspace_id", "id"),
+)
+
+# Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.
+credits = Table(
+    "credits",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("balance_nanos", BigInteger, nullable=True),
+    Column("held_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", Float, nullable=False),
+)
+
+# The audit trail of every credit movement (grant, hold, release, charge).
+credit_entries = Table(
+    "credit_entries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("batch_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("amount_nanos", BigInteger, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_credit_entries_workspace", "workspace_id", "id"),
+)
+
+# Aggregated usage per pricing line of a batch, kept up to date in each settle transaction.
+batch_pricing = Table(
+    "batch_pricing",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("provider", String(128), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("plan", String(32), primary_key=True),
+    Column("meter", String(64), primary_key=True),
+    Column("unit_price_nanos", BigInteger, primary_key=True, autoincrement=False),
+    Column("unit_size", BigInteger, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
 )

@@ -24,6 +24,8 @@ from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
 from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key, progress_crossed
 from aistats_gateway.errors import StaleTransition
+from aistats_gateway.pricing import ledger
+from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.storage.records import (
     BatchRecord,
     FileRecord,
@@ -83,6 +85,7 @@ class Settlement:
     attempts: int
     input_tokens: int = 0
     output_tokens: int = 0
+    usage_rows: tuple[PricingRow, ...] = ()  # this line's priced usage, added to the batch's pricing lines
 
 
 @dataclass(frozen=True)
@@ -261,8 +264,16 @@ class Store:
         return file_record(row) if row else None
 
     # ---------------------------------------------------------------- batches
-    async def insert_batch(self, values: dict[str, Any]) -> BatchRecord:
+    async def insert_batch(self, values: dict[str, Any], hold_nanos: int | None = None) -> BatchRecord:
+        """Insert the batch; with `hold_nanos`, reserve that much credit in the same transaction (402 if the
+        workspace cannot cover it — and then nothing is stored)."""
         async with self._write() as conn:
+            if hold_nanos is not None:
+                reservation = await ledger.hold(conn, values["workspace_id"], values["id"], hold_nanos,
+                                                values["updated_at"])
+                if reservation is not None:
+                    values = {**values, "reservation_id": reservation, "reserved_nanos": hold_nanos,
+                              "reservation_status": "held"}
             record = batch_record((await conn.execute(insert(batches).values(**values).returning(*batches.c))).one())
             queued = await outbox.queue(conn, record, "batch.created", "batch.created", values["updated_at"],
                                         self.webhook_max_attempts)
@@ -336,6 +347,12 @@ class Store:
         """The CAS update, and the terminal webhook event in the same transaction."""
         stamp = transitions.check(current, target)
         values[stamp] = int(now)
+        if target.terminal:
+            before = (await conn.execute(select(batches).where(batches.c.id == batch_id))).first()
+            if before is None or before._mapping["status"] != current.value:
+                raise StaleTransition(f"{batch_id} is not {current.value}")
+            # Settlement rides on the terminal compare-and-set: it happens exactly once.
+            values.update(await ledger.settle(conn, batch_record(before), target, now))
         row = (
             await conn.execute(
                 update(batches)
@@ -457,6 +474,11 @@ class Store:
             result = await conn.execute(_SETTLE_ITEM, params)
             if logs:
                 await conn.execute(insert(request_log), list(logs))
+            if result.rowcount == len(settlements):
+                for batch_id in touched:
+                    usage = [row for s in settlements if s.batch_id == batch_id for row in s.usage_rows]
+                    if usage:
+                        await ledger.add_usage(conn, batch_id, usage)
             if result.rowcount != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
@@ -601,6 +623,19 @@ class Store:
     async def spread_overdue_events(self, now: float, spread: float, jitter: list[float]) -> int:
         async with self._write() as conn:
             return await outbox.spread_overdue(conn, now, spread, jitter)
+
+    async def pricing_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return (await ledger.lines(conn, batch_id)).to_wire()
+
+    async def credit_account(self, workspace_id: str) -> tuple[int | None, int]:
+        async with self.engine.connect() as conn:
+            return await ledger.account(conn, workspace_id)
+
+    async def grant_credit(self, workspace_id: str, amount_nanos: int | None, now: float) -> tuple[int | None, int]:
+        async with self._write() as conn:
+            await ledger.grant(conn, workspace_id, amount_nanos, now)
+            return await ledger.account(conn, workspace_id)
 
     async def webhook_state(self, batch_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:

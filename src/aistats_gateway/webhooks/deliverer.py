@@ -69,7 +69,7 @@ class Deliverer:
         self.cfg = cfg
         self.store = store
         self.clock = clock
-        self.render = render  # BatchRecord -> dict (the public batch object)
+        self.render = render  # async BatchRecord -> dict (the public batch object)
         self.allow_local = allow_local
         self.resolve = resolve
         self._wake = asyncio.Event()
@@ -139,7 +139,7 @@ class Deliverer:
         payload = {
             "id": event.id, "type": event.type, "created_at": event.created_at,
             "delivery": {"key": event.delivery_key, "attempt": event.attempts, "max_attempts": event.max_attempts},
-            "data": self.render(event.snapshot),
+            "data": await self.render(event.snapshot),
         }
         body = orjson.dumps(payload)
         started = time.monotonic()

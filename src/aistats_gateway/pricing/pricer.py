@@ -1,0 +1,77 @@
+"""The executor's and the validator's view of prices: usage → priced pricing rows, request → estimate.
+
+Wraps the catalog with a per-(provider, model) cache. A model the catalog does not know (a self-hosted
+model behind an OpenAI-compatible server, say) is priced at zero under the plan name `unpriced`, so its
+usage still shows in `pricing_lines` and nothing is charged for it; prices can be added in the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aistats_gateway.pricing.calculator import (
+    PricingRow,
+    estimate_input_tokens,
+    estimate_request_nanos,
+    line_nanos,
+    meters_from_usage,
+    output_cap,
+    price_meters,
+)
+from aistats_gateway.pricing.catalog import (
+    DEFAULT_UNIT_SIZE,
+    EMBEDDING,
+    INPUT,
+    OUTPUT,
+    REQUESTS,
+    STANDARD,
+    ModelPrice,
+    PriceCatalog,
+)
+
+UNPRICED = "unpriced"
+_MISSING: ModelPrice | None = None
+
+
+class Pricer:
+    def __init__(self, catalog: PriceCatalog, plan: str = STANDARD) -> None:
+        self.catalog = catalog
+        self.plan = plan
+        self._cache: dict[tuple[str, str], ModelPrice | None] = {}
+
+    def price_of(self, provider: str, model: str) -> ModelPrice | None:
+        key = (provider, model)
+        if key not in self._cache:
+            self._cache[key] = self.catalog.lookup(provider, model)
+        return self._cache[key]
+
+    def rows(self, provider: str, model: str, meters: Mapping[str, int]) -> list[PricingRow]:
+        price = self.price_of(provider, model)
+        if price is None:
+            return [PricingRow(provider, model, UNPRICED, meter, DEFAULT_UNIT_SIZE[meter], 0, quantity)
+                    for meter, quantity in meters.items() if quantity > 0]
+        plan = price.plan_name(self.plan)
+        return [PricingRow(provider, price.model, plan, m.meter, m.unit_size, m.unit_price_nanos, m.quantity)
+                for m in price_meters(price, plan, meters)]
+
+    def usage_rows(self, provider: str, model: str, endpoint: str, usage: Any) -> tuple[list[PricingRow], int]:
+        """Priced rows of one answered request and its own cost (rounded per request, for the request log)."""
+        rows = self.rows(provider, model, meters_from_usage(endpoint, usage if isinstance(usage, dict) else None))
+        return rows, sum(line_nanos(r.quantity, r.unit_size, r.unit_price_nanos) for r in rows)
+
+    def estimate(self, provider: str, model: str, endpoint: str, body: Mapping[str, Any]) -> int:
+        """Upper bound of one request's cost (0 for unpriced models)."""
+        price = self.price_of(provider, model)
+        return 0 if price is None else estimate_request_nanos(endpoint, body, price, price.plan_name(self.plan))
+
+    def expected_rows(self, provider: str, model: str, endpoint: str, body: Mapping[str, Any]) -> list[PricingRow]:
+        """The pricing rows a request would produce at its estimated input and its full output cap."""
+        price = self.price_of(provider, model)
+        default_cap = price.default_max_output_tokens if price is not None else 0
+        tokens = estimate_input_tokens(body)
+        if endpoint.endswith("/embeddings"):
+            meters = {EMBEDDING: tokens, REQUESTS: 1}
+        else:
+            meters = {INPUT: tokens, OUTPUT: output_cap(body, default_cap), REQUESTS: 1}
+        return self.rows(provider, model, meters)
