@@ -28,6 +28,7 @@ from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import Provider
@@ -59,6 +60,7 @@ class Gateway:
     bus: BatchBus
     deliverer: Deliverer | None
     pricer: Pricer
+    metrics: Metrics
     generated_key: str | None
 
 
@@ -81,6 +83,13 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key)
+    metrics = Metrics()
+
+    def count_finished(record: BatchRecord, _queued: bool) -> None:
+        if record.status.terminal:  # only a terminal transition publishes a terminal record
+            metrics.batches.labels(record.status.value).inc()
+
+    store.listeners.append(count_finished)
     failpoints = Failpoints(settings.failpoints)
     if failpoints.armed:
         log.warning("failpoints armed: %s (durability testing only)", settings.failpoints)
@@ -94,18 +103,19 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
             return await render_batch(store, record, public)
 
         deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
-                              failpoints=failpoints)
+                              failpoints=failpoints, metrics=metrics)
         store.listeners.append(deliverer.notify)
     blobs = LocalBlobStore(settings.blob_dir)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
-    executor = Executor(settings, store, blobs, router, clock, failpoints, pricer) if settings.run_worker else None
+    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics)
+                if settings.run_worker else None)
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors)
     return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                   pricer, generated)
+                   pricer, metrics, generated)
 
 
 async def close_gateway(gw: Gateway) -> None:
@@ -149,6 +159,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(api_errors.RequestIdMiddleware)
     for module in (meta_routes, file_routes, batch_routes, stream_routes):
         app.include_router(module.router)
+    app.include_router(meta_routes.metrics_router)
     return app
 
 

@@ -24,6 +24,7 @@ from aistats_gateway.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from aistats_gateway.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RequestIdMiddleware:
             return
         rid = ids.gateway_request_id()
         scope["aistats.request_id"] = rid
+        token = request_id_var.set(rid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -59,7 +61,10 @@ class RequestIdMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 def install(app: FastAPI) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
 
 from aistats_gateway import __version__
 from aistats_gateway.api.deps import Workspace, gateway
@@ -11,6 +13,13 @@ from aistats_gateway.api.views import log_entry
 from aistats_gateway.pricing.calculator import usd
 
 router = APIRouter(prefix="/v1", tags=["meta"])
+metrics_router = APIRouter(tags=["meta"])
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. Unauthenticated, like most exporters: bind or proxy accordingly."""
+    return Response(gateway(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health")

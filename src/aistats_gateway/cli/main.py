@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ import uvicorn
 from aistats_gateway import __version__
 from aistats_gateway.cli.batch import app as batch_app
 from aistats_gateway.config import ConfigError, Settings
+from aistats_gateway.logs import configure as configure_logging
 
 app = typer.Typer(help="AI Stats Gateway: a self-hostable LLM gateway with an OpenAI-compatible Batch API.",
                   no_args_is_help=True, add_completion=False)
@@ -44,18 +44,19 @@ def serve(
     port: int = typer.Option(None, help="Port (default AISTATS_PORT or 8787)."),
     no_worker: bool = typer.Option(False, "--no-worker", help="Serve the API only; run no executor."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    log_format: str = typer.Option("auto", help="json, text, or auto (text on a terminal, else JSON lines)."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
 ) -> None:
     """Run the gateway (API + executor) on the configured storage."""
     from aistats_gateway.app import build_app
 
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
                f"(data: {settings.data_dir}; providers: {', '.join(p.name for p in settings.providers)})")
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
                 access_log=access_log, loop="auto", http="auto", lifespan="on",
                 # open streams (WebSockets, results with follow=true) get this long before the executor drains
                 timeout_graceful_shutdown=5)

@@ -15,8 +15,14 @@ import time
 class Lane:
     def __init__(self, name: str, max_concurrency: int) -> None:
         self.name = name
+        self.limit = max_concurrency
+        self.in_flight = 0
         self._slots = asyncio.Semaphore(max_concurrency)
         self.paused_until = 0.0
+
+    def state(self) -> dict[str, float]:
+        return {"in_flight": self.in_flight, "limit": self.limit,
+                "paused_for": max(0.0, self.paused_until - time.monotonic())}
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
@@ -26,6 +32,8 @@ class Lane:
         while (wait := self.paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
         await self._slots.acquire()
+        self.in_flight += 1
 
     def release(self) -> None:
+        self.in_flight -= 1
         self._slots.release()

@@ -32,6 +32,7 @@ from aistats_gateway.executor.lanes import Lane
 from aistats_gateway.executor.retry import RetryPolicy
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
@@ -69,9 +70,11 @@ class BatchState:
 class Executor:
     def __init__(
         self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
-        failpoints: Failpoints = NO_FAILPOINTS, pricer: Pricer | None = None,
+        failpoints: Failpoints = NO_FAILPOINTS, pricer: Pricer | None = None, metrics: Metrics | None = None,
     ) -> None:
         self.failpoints = failpoints
+        self.metrics = metrics or Metrics()
+        self.metrics.watch(self.state)
         self.pricer = pricer or Pricer(PriceCatalog.load())
         self.settings = settings
         self.cfg = settings.executor
@@ -263,7 +266,8 @@ class Executor:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not kill the worker or lose the item
-                log.exception("unexpected error on %s line %d", work.item.batch_id, work.item.line)
+                log.exception("unexpected error on %s line %d", work.item.batch_id, work.item.line,
+                              extra={"batch_id": work.item.batch_id})
                 self._settle_error(work, "internal_error", "The gateway hit an internal error on this request.")
 
     async def _attempt(self, work: Work, state: BatchState) -> None:
@@ -297,6 +301,13 @@ class Executor:
                 self._idle.set()
         self.failpoints.hit("after_upstream")
         status = result.status if result is not None else None
+        if failure is not None:
+            self.metrics.upstream_failures.labels(provider.name, failure.kind).inc()
+        else:
+            self.metrics.upstream_latency.labels(provider.name, item.model, f"{status // 100}xx" if status else "none"
+                                                 ).observe(time.monotonic() - started)
+            if status == 429:
+                self.metrics.throttled.labels(provider.name, item.model).inc()
         if status == 429:
             work.throttles += 1
         else:
@@ -317,6 +328,7 @@ class Executor:
         })
         if result is not None and 200 <= result.status < 300:
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body)
+            self.metrics.lines.labels(provider.name, item.model, "succeeded").inc()
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
                                     result.input_tokens, result.output_tokens, tuple(usage_rows)))
             return
@@ -339,6 +351,7 @@ class Executor:
             handle = loop.call_later(decision.delay, requeue)
             state.timers.add(handle)
             return
+        self.metrics.lines.labels(provider.name, item.model, "failed").inc()
         if result is not None:
             line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
                                        result.body)
@@ -351,6 +364,11 @@ class Executor:
     def _settle_error(self, work: Work, code: str, message: str) -> None:
         line = error_line(ids.batch_request_id(), work.item.custom_id, code, message)
         self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
+
+    def state(self) -> dict[str, object]:
+        """Live figures for the metrics endpoint."""
+        return {"in_memory": self.in_memory, "sending": self._sending, "queued": self.queue.qsize(),
+                "batches": len(self.batches), "lanes": {name: lane.state() for name, lane in self.lanes.items()}}
 
     def _settle(self, settlement: Settlement) -> None:
         self.settle_buffer.append(settlement)
@@ -437,7 +455,7 @@ class Executor:
             await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock,
                            failpoints=self.failpoints)
         except StaleTransition:
-            log.info("batch %s moved while finalizing; re-checking", batch_id)
+            log.info("batch %s moved while finalizing; re-checking", batch_id, extra={"batch_id": batch_id})
             current = await self.store.get_batch(batch_id)
             if current is not None and not current.status.terminal:
                 self.resume(current)
@@ -463,7 +481,8 @@ class Executor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("background job for %s failed; it will be retried", batch_id)
+                log.exception("background job for %s failed; it will be retried", batch_id,
+                              extra={"batch_id": batch_id})
                 await asyncio.sleep(2.0)
                 if self._running:
                     self._jobs.pop(batch_id, None)

@@ -25,6 +25,7 @@ from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.metrics import Metrics
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 from aistats_gateway.webhooks import signer
@@ -64,8 +65,10 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 class Deliverer:
     def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
-                 resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS,
+                 metrics: Metrics | None = None) -> None:
         self.failpoints = failpoints
+        self.metrics = metrics
         self.cfg = cfg
         self.store = store
         self.clock = clock
@@ -176,5 +179,8 @@ class Deliverer:
         outcome = await self.store.record_attempt(
             event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=status,
             body_preview=preview, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+        if self.metrics is not None:
+            self.metrics.webhooks.labels(outcome).inc()
         if not delivered:
-            log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, error, outcome)
+            log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, error, outcome,
+                     extra={"batch_id": event.batch_id})
