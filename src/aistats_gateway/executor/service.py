@@ -19,6 +19,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
@@ -75,6 +76,7 @@ class Executor:
         self.failpoints = failpoints
         self.metrics = metrics or Metrics()
         self.metrics.watch(self.state)
+        self._metric_children: dict[tuple[str, ...], Any] = {}
         self.pricer = pricer or Pricer(PriceCatalog.load())
         self.settings = settings
         self.cfg = settings.executor
@@ -302,12 +304,12 @@ class Executor:
         self.failpoints.hit("after_upstream")
         status = result.status if result is not None else None
         if failure is not None:
-            self.metrics.upstream_failures.labels(provider.name, failure.kind).inc()
+            self._metric("failure", provider.name, failure.kind).inc()
         else:
-            self.metrics.upstream_latency.labels(provider.name, item.model, f"{status // 100}xx" if status else "none"
-                                                 ).observe(time.monotonic() - started)
+            self._metric("latency", provider.name, item.model, f"{status // 100}xx" if status else "none").observe(
+                time.monotonic() - started)
             if status == 429:
-                self.metrics.throttled.labels(provider.name, item.model).inc()
+                self._metric("throttled", provider.name, item.model).inc()
         if status == 429:
             work.throttles += 1
         else:
@@ -328,7 +330,7 @@ class Executor:
         })
         if result is not None and 200 <= result.status < 300:
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body)
-            self.metrics.lines.labels(provider.name, item.model, "succeeded").inc()
+            self._metric("lines", provider.name, item.model, "succeeded").inc()
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
                                     result.input_tokens, result.output_tokens, tuple(usage_rows)))
             return
@@ -351,7 +353,7 @@ class Executor:
             handle = loop.call_later(decision.delay, requeue)
             state.timers.add(handle)
             return
-        self.metrics.lines.labels(provider.name, item.model, "failed").inc()
+        self._metric("lines", provider.name, item.model, "failed").inc()
         if result is not None:
             line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
                                        result.body)
@@ -364,6 +366,16 @@ class Executor:
     def _settle_error(self, work: Work, code: str, message: str) -> None:
         line = error_line(ids.batch_request_id(), work.item.custom_id, code, message)
         self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
+
+    def _metric(self, kind: str, *labels: str) -> Any:
+        """A labelled metric child, looked up once per label set (labels() costs microseconds per call)."""
+        key = (kind, *labels)
+        child = self._metric_children.get(key)
+        if child is None:
+            family = {"failure": self.metrics.upstream_failures, "latency": self.metrics.upstream_latency,
+                      "throttled": self.metrics.throttled, "lines": self.metrics.lines}[kind]
+            child = self._metric_children[key] = family.labels(*labels)
+        return child
 
     def state(self) -> dict[str, object]:
         """Live figures for the metrics endpoint."""

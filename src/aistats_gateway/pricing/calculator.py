@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from aistats_gateway.pricing.catalog import (
     CACHED,
     EMBEDDING,
@@ -314,7 +316,12 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
             counted += ids
         else:
             text[field] = value
-    size = len(json.dumps(text, ensure_ascii=True, separators=(",", ":"), default=str)) if text else 0
+    size = 0
+    if text:
+        raw = orjson.dumps(text, default=str)  # fast path; exact for ASCII text
+        # Non-ASCII text is measured as \uXXXX escapes (6 bytes a character): over-counts, never under-counts.
+        size = len(raw) if raw.isascii() else len(json.dumps(text, ensure_ascii=True, separators=(",", ":"),
+                                                              default=str))
     by_bytes = -(-size * ESTIMATE_BYTES_PER_TOKEN_DEN // ESTIMATE_BYTES_PER_TOKEN_NUM)
     return counted + by_bytes + ESTIMATE_OVERHEAD_TOKENS
 

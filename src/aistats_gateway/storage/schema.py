@@ -200,8 +200,7 @@ request_log = Table(
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("cost_nanos", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
-    Index("ix_request_log_batch", "batch_id", "id"),
-    Index("ix_request_log_workspace", "workspace_id", "id"),
+    Index("ix_request_log_batch", "batch_id", "id"),  # lookups by id use the primary key, then check workspace
 )
 
 # Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.

@@ -140,6 +140,17 @@ _COUNT_BATCH = (
 )
 
 
+async def _insert_many(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """A bulk insert; on qmark drivers (SQLite) straight to the driver's executemany, which skips
+    SQLAlchemy's per-row parameter processing (the request log writes one row per upstream attempt)."""
+    if conn.dialect.paramstyle == "qmark":
+        columns = list(rows[0])
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+    else:
+        await conn.execute(insert(table), list(rows))
+
+
 class Store:
     """`listeners` hear of every committed batch change: (new record, whether a webhook event was queued)."""
 
@@ -442,7 +453,7 @@ class Store:
         if not settlements:
             if logs:
                 async with self._write() as conn:
-                    await conn.execute(insert(request_log), list(logs))
+                    await _insert_many(conn, request_log, logs)
             return {}
         touched = sorted({s.batch_id for s in settlements})
         deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in touched}
@@ -473,7 +484,7 @@ class Store:
                 })
             result = await conn.execute(_SETTLE_ITEM, params)
             if logs:
-                await conn.execute(insert(request_log), list(logs))
+                await _insert_many(conn, request_log, logs)
             if result.rowcount == len(settlements):
                 for batch_id in touched:
                     usage = [row for s in settlements if s.batch_id == batch_id for row in s.usage_rows]
