@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from aistats_gateway import __version__
+from aistats_gateway import __version__, ids
 from aistats_gateway.api import batches as batch_routes
 from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
@@ -103,7 +103,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
             return await render_batch(store, record, public)
 
         deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
-                              failpoints=failpoints, metrics=metrics)
+                              failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
+                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)
     blobs = LocalBlobStore(settings.blob_dir)
     router = Router([build_provider(p, settings) for p in settings.providers])

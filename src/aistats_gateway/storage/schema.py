@@ -159,6 +159,7 @@ webhook_events = Table(
     Column("delivered_at", BigInteger, nullable=True),
     Column("last_response_status", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
+    Column("claimed_by", String(128), nullable=True),  # the process sending it now (its lease owner id)
     UniqueConstraint("batch_id", "delivery_key", name="uq_webhook_events_batch_key"),
     Index("ix_webhook_events_due", "status", "next_attempt_at"),
 )

@@ -623,17 +623,18 @@ class Store:
         async with self.engine.connect() as conn:
             return await outbox.due(conn, now, limit)
 
-    async def claim_event(self, event_id: str, now: float, lease_until: float) -> outbox.Event | None:
+    async def claim_event(self, event_id: str, now: float, lease_until: float, owner: str) -> outbox.Event | None:
         async with self._write() as conn:
-            return await outbox.claim(conn, event_id, now, lease_until)
+            return await outbox.claim(conn, event_id, now, lease_until, owner)
 
     async def record_attempt(self, event: outbox.Event, **kwargs: Any) -> str:
         async with self._write() as conn:
             return await outbox.record_attempt(conn, event, **kwargs)
 
-    async def spread_overdue_events(self, now: float, spread: float, jitter: list[float]) -> int:
+    async def spread_overdue_events(self, now: float, spread: float, jitter: list[float], node_prefix: str,
+                                    me: str) -> int:
         async with self._write() as conn:
-            return await outbox.spread_overdue(conn, now, spread, jitter)
+            return await outbox.spread_overdue(conn, now, spread, jitter, node_prefix, me)
 
     async def pricing_lines(self, batch_id: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

@@ -66,7 +66,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
 class Deliverer:
     def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
                  resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, node_prefix: str = "local:", owner: str = "local:deliverer") -> None:
+        self.node_prefix = node_prefix
+        self.owner = owner
         self.failpoints = failpoints
         self.metrics = metrics
         self.cfg = cfg
@@ -88,7 +90,8 @@ class Deliverer:
     async def start(self) -> None:
         now = self.clock.now()
         spread = await self.store.spread_overdue_events(
-            now, self.cfg.restart_spread_seconds, [self._rng.random() for _ in range(64)])
+            now, self.cfg.restart_spread_seconds, [self._rng.random() for _ in range(64)], self.node_prefix,
+            self.owner)
         if spread:
             log.info("spreading %d overdue webhook events over %.0fs", spread, self.cfg.restart_spread_seconds)
         self._task = asyncio.create_task(self._loop(), name="webhook-deliverer")
@@ -121,7 +124,7 @@ class Deliverer:
         now = self.clock.now()
         for event_id in await self.store.due_events(now, 50):
             lease = now + self.cfg.timeout_seconds * 3 + 30
-            event = await self.store.claim_event(event_id, now, lease)
+            event = await self.store.claim_event(event_id, now, lease, self.owner)
             if event is None:
                 continue
             self.failpoints.hit("after_event_claimed")

@@ -72,14 +72,14 @@ async def due(conn: AsyncConnection, now: float, limit: int) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def claim(conn: AsyncConnection, event_id: str, now: float, lease_until: float) -> Event | None:
+async def claim(conn: AsyncConnection, event_id: str, now: float, lease_until: float, owner: str) -> Event | None:
     """Take a due event for one attempt (CAS on its due time); None if someone else took it."""
     row = (
         await conn.execute(
             update(webhook_events)
             .where(and_(webhook_events.c.id == event_id, webhook_events.c.status == PENDING,
                         webhook_events.c.next_attempt_at <= now))
-            .values(next_attempt_at=lease_until, attempts=webhook_events.c.attempts + 1)
+            .values(next_attempt_at=lease_until, attempts=webhook_events.c.attempts + 1, claimed_by=owner)
             .returning(*webhook_events.c)
         )
     ).first()
@@ -104,7 +104,8 @@ async def record_attempt(
 ) -> str:
     """Store the attempt and move the event on: delivered, scheduled again, or failed for good."""
     status = DELIVERED if delivered else (PENDING if next_attempt_at is not None else FAILED_PERMANENTLY)
-    values: dict[str, Any] = {"status": status, "last_response_status": response_status, "last_error": error}
+    values: dict[str, Any] = {"status": status, "last_response_status": response_status, "last_error": error,
+                              "claimed_by": None}
     if delivered:
         values["delivered_at"] = int(now)
     if next_attempt_at is not None:
@@ -123,8 +124,14 @@ async def record_attempt(
     return attempt_status
 
 
-async def spread_overdue(conn: AsyncConnection, now: float, spread: float, jitter: list[float]) -> int:
-    """After a restart, move overdue events to random times over `spread` seconds: no burst."""
+async def spread_overdue(
+    conn: AsyncConnection, now: float, spread: float, jitter: list[float], node_prefix: str, me: str
+) -> int:
+    """After a restart: events this node's earlier incarnation had claimed are due again at once (it died
+    mid-delivery), and every overdue event moves to a random time within `spread` seconds: no burst."""
+    await conn.execute(update(webhook_events).where(and_(
+        webhook_events.c.status == PENDING, webhook_events.c.claimed_by.startswith(node_prefix),
+        webhook_events.c.claimed_by != me)).values(next_attempt_at=now, claimed_by=None))
     ids_due = await due(conn, now, 10_000)
     for i, event_id in enumerate(ids_due):
         await conn.execute(update(webhook_events).where(webhook_events.c.id == event_id)

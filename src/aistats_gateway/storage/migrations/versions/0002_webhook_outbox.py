@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.BigInteger(), nullable=True),
         sa.Column("last_response_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("claimed_by", sa.String(length=128), nullable=True),
         sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("batch_id", "delivery_key", name="uq_webhook_events_batch_key"),
