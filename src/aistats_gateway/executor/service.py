@@ -99,6 +99,7 @@ class Executor:
         self.log_buffer: list[dict[str, object]] = []  # request-log rows, committed with the settlements
         self._wake = asyncio.Event()
         self._flush_now = asyncio.Event()
+        self._flush_lock = asyncio.Lock()  # stop() never cancels a commit half-way (its outcome would be unknown)
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._running = False
@@ -130,11 +131,12 @@ class Executor:
             if self._sending:
                 log.warning("stopping with %d request(s) still in flight after %.0fs", self._sending, grace)
         self._running = False
-        for task in [*self._tasks, *self._jobs.values()]:
-            task.cancel()
-        for task in [*self._tasks, *self._jobs.values()]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        async with self._flush_lock:  # wait for a commit in progress, then stop everything
+            for task in [*self._tasks, *self._jobs.values()]:
+                task.cancel()
+            for task in [*self._tasks, *self._jobs.values()]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()
@@ -415,6 +417,10 @@ class Executor:
                 await asyncio.sleep(1.0)
 
     async def _flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         if not self.settle_buffer and not self.log_buffer:
             return
         group, self.settle_buffer = self.settle_buffer, []

@@ -141,14 +141,17 @@ _COUNT_BATCH = (
 
 
 async def _insert_many(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """A bulk insert; on qmark drivers (SQLite) straight to the driver's executemany, which skips
-    SQLAlchemy's per-row parameter processing (the request log writes one row per upstream attempt)."""
-    if conn.dialect.paramstyle == "qmark":
+    """An idempotent bulk insert (rows already stored are skipped, so re-applying a group whose commit
+    was ambiguous is harmless); on SQLite straight to the driver's executemany, which skips SQLAlchemy's
+    per-row parameter processing (the request log writes one row per upstream attempt)."""
+    if conn.dialect.name == "sqlite":
         columns = list(rows[0])
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        sql = f"INSERT OR IGNORE INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
     else:
-        await conn.execute(insert(table), list(rows))
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        await conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
 
 
 class Store:
