@@ -144,3 +144,24 @@ def test_batches_list_newest_first_with_cursor(tmp_path: Path) -> None:
         assert await store.get_batch("batch_x", "ws_a") is None  # another workspace's batch is invisible
 
     run(tmp_path / "g.db", body)
+
+
+def test_usage_is_priced_once_even_when_a_group_is_applied_twice(tmp_path: Path) -> None:
+    from aistats_gateway.pricing.calculator import PricingRow
+
+    def usage(n: int) -> tuple[PricingRow, ...]:
+        return (PricingRow("openai", "gpt-4o-mini", "standard", "input_text_tokens", 1_000_000, 150_000_000, n),)
+
+    async def body(store: Store) -> None:
+        await seed(store, lines=4)
+        leased = await store.lease_items("batch_1", "boot", 4, 100.0)
+        first = [Settlement("batch_1", i.line, True, b"{}", 1, 10, 1, usage(10)) for i in leased[:2]]
+        await store.settle(first, 1.0)
+        # an ambiguous commit re-applied, together with two new lines: only the new ones add usage
+        again = first + [Settlement("batch_1", i.line, True, b"{}", 1, 10, 1, usage(10)) for i in leased[2:]]
+        rec = (await store.settle(again, 2.0))["batch_1"]
+        assert (rec.completed, rec.input_tokens) == (4, 40)
+        lines = await store.pricing_lines("batch_1")
+        assert [(p["dimension"], p["quantity"], p["line_nanos"]) for p in lines] == [("input_text_tokens", 40, 6000)]
+
+    run(tmp_path / "g.db", body)

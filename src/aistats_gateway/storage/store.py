@@ -488,11 +488,14 @@ class Store:
             result = await conn.execute(_SETTLE_ITEM, params)
             if logs:
                 await _insert_many(conn, request_log, logs)
-            if result.rowcount == len(settlements):
-                for batch_id in touched:
-                    usage = [row for s in settlements if s.batch_id == batch_id for row in s.usage_rows]
-                    if usage:
-                        await ledger.add_usage(conn, batch_id, usage)
+            applied = settlements
+            if result.rowcount != len(settlements):
+                # Only items that were still leased took this group's seq: price exactly those.
+                applied = await self._applied(conn, settlements, params)
+            for batch_id in touched:
+                usage = [row for s in applied if s.batch_id == batch_id for row in s.usage_rows]
+                if usage:
+                    await ledger.add_usage(conn, batch_id, usage)
             if result.rowcount != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
@@ -503,6 +506,21 @@ class Store:
         for batch_id, record in out.items():
             self._emit(record, queued.get(batch_id, False))
         return out
+
+    async def _applied(
+        self, conn: Any, settlements: Sequence[Settlement], params: Sequence[dict[str, Any]]
+    ) -> list[Settlement]:
+        """The settlements this transaction actually applied: their item now carries the seq assigned here."""
+        applied: list[Settlement] = []
+        by_batch: dict[str, list[tuple[Settlement, int]]] = {}
+        for settlement, param in zip(settlements, params, strict=True):
+            by_batch.setdefault(settlement.batch_id, []).append((settlement, param["b_seq"]))
+        for batch_id, pairs in by_batch.items():
+            rows = (await conn.execute(select(items.c.line, items.c.seq).where(and_(
+                items.c.batch_id == batch_id, items.c.line.in_([s.line for s, _ in pairs]))))).all()
+            seq_of = {row[0]: row[1] for row in rows}
+            applied += [s for s, seq in pairs if seq_of.get(s.line) == seq]
+        return applied
 
     async def _progress_event(self, conn: Any, record: BatchRecord, before: RequestCounts, now: float) -> bool:
         bucket = progress_crossed(before, record.counts)
