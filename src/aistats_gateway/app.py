@@ -10,7 +10,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -62,6 +62,7 @@ class Gateway:
     pricer: Pricer
     metrics: Metrics
     generated_key: str | None
+    storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
 
 
 def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
@@ -115,8 +116,10 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors)
-    return Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                   pricer, metrics, generated)
+    gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
+                 pricer, metrics, generated)
+    metrics.watch_storage(lambda: gw.storage_counts)
+    return gw
 
 
 async def close_gateway(gw: Gateway) -> None:

@@ -39,6 +39,10 @@ class Metrics:
         """Expose the executor's live state (read at scrape time)."""
         self.registry.register(_StateCollector(read))
 
+    def watch_storage(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        """Expose batch and line counts from the database (a snapshot the caller refreshes)."""
+        self.registry.register(_StorageCollector(read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -68,3 +72,20 @@ class _StateCollector(Collector):
         yield busy
         yield limit
         yield paused
+
+
+class _StorageCollector(Collector):
+    def __init__(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self.read()
+        batches = GaugeMetricFamily("aistats_batches", "Batches by status (database snapshot).", labels=["status"])
+        for status, n in sorted(counts.get("batches", {}).items()):
+            batches.add_metric([status], n)
+        yield batches
+        lines = GaugeMetricFamily("aistats_unfinished_batch_lines",
+                                  "Lines of batches not yet terminal, by state (database snapshot).", labels=["state"])
+        for state, n in sorted(counts.get("lines", {}).items()):
+            lines.add_metric([state], n)
+        yield lines

@@ -52,6 +52,8 @@ def test_metrics_and_json_logs(tmp_path: Path) -> None:
         assert sample(text, "aistats_webhook_attempts_total", outcome="failed_permanently") == 1
         assert sample(text, "aistats_executor_lines_in_memory") == 0
         assert sample(text, "aistats_lane_concurrency_limit", lane="openai") == 64
+        assert sample(text, "aistats_batches", status="completed") == 1
+        assert sample(text, "aistats_unfinished_batch_lines", state="pending") == 0
     finally:
         gw.stop()
         receiver.stop()

@@ -19,7 +19,9 @@ metrics_router = APIRouter(tags=["meta"])
 @metrics_router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format. Unauthenticated, like most exporters: bind or proxy accordingly."""
-    return Response(gateway(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    gw = gateway(request)
+    gw.storage_counts.update(await gw.store.state_counts())  # one cheap query per scrape
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health")

@@ -340,6 +340,18 @@ class Store:
                 request_log.c.id == request_id, request_log.c.workspace_id == workspace_id)))).first()
         return dict(row._mapping) if row else None
 
+    async def state_counts(self) -> dict[str, dict[str, int]]:
+        """Batches per status, and the lines of unfinished batches by state (cheap: batch counters only)."""
+        async with self.engine.connect() as conn:
+            by_status = (await conn.execute(select(batches.c.status, func.count()).group_by(batches.c.status))).all()
+            lines = (await conn.execute(
+                select(func.coalesce(func.sum(batches.c.total), 0), func.coalesce(func.sum(batches.c.completed), 0),
+                       func.coalesce(func.sum(batches.c.failed), 0))
+                .where(batches.c.status.in_(["validating", "in_progress", "finalizing", "cancelling"])))).one()
+        total, completed, failed = (int(v) for v in lines)
+        return {"batches": {str(s): int(n) for s, n in by_status},
+                "lines": {"pending": total - completed - failed, "succeeded": completed, "failed": failed}}
+
     async def batches_in(self, statuses: Iterable[BatchStatus]) -> list[BatchRecord]:
         query = select(batches).where(batches.c.status.in_([s.value for s in statuses])).order_by(batches.c.id)
         async with self.engine.connect() as conn:
