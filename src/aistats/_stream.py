@@ -35,6 +35,11 @@ def _event(raw: str | bytes) -> APIObject:
     return frame
 
 
+def _backoff(failures: int) -> float:
+    """Seconds before reconnect attempt `failures` (1-based): 0.5, 1, 2, 4, 8, 8, ..."""
+    return float(min(8.0, 0.5 * 2.0 ** (failures - 1)))
+
+
 def _terminal(event: APIObject) -> bool:
     data = event.get("data")
     return isinstance(data, dict) and data.get("status") in rq.TERMINAL
@@ -70,7 +75,7 @@ def stream(client: AIStats, batch_id: str, interval_ms: int | None = None) -> It
             failures += 1
             if failures > MAX_RECONNECTS:
                 raise APIConnectionError(f"lifecycle stream for {batch_id} kept dropping: {exc}") from exc
-            time.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
+            time.sleep(_backoff(failures))
 
 
 def wait(client: AIStats, batch_id: str, timeout: float | None, poll_interval: float) -> Batch:
@@ -113,7 +118,7 @@ def results(client: AIStats, batch_id: str, follow: bool) -> Iterator[APIObject]
             failures += 1
             if failures > MAX_RECONNECTS:
                 raise APIConnectionError(f"results stream for {batch_id} kept dropping: {exc}") from exc
-            time.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
+            time.sleep(_backoff(failures))
 
 
 async def astream(client: AsyncAIStats, batch_id: str, interval_ms: int | None = None) -> AsyncIterator[APIObject]:
@@ -145,7 +150,7 @@ async def astream(client: AsyncAIStats, batch_id: str, interval_ms: int | None =
             failures += 1
             if failures > MAX_RECONNECTS:
                 raise APIConnectionError(f"lifecycle stream for {batch_id} kept dropping: {exc}") from exc
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
+            await asyncio.sleep(_backoff(failures))
 
 
 async def await_batch(client: AsyncAIStats, batch_id: str, timeout: float | None, poll_interval: float) -> Batch:
@@ -188,4 +193,4 @@ async def aresults(client: AsyncAIStats, batch_id: str, follow: bool) -> AsyncIt
             failures += 1
             if failures > MAX_RECONNECTS:
                 raise APIConnectionError(f"results stream for {batch_id} kept dropping: {exc}") from exc
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
+            await asyncio.sleep(_backoff(failures))

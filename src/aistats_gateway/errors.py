@@ -6,8 +6,10 @@
     ├── InsufficientFunds              (insufficient_funds, 402)
     ├── PermissionDenied               (permission_error, 403)
     ├── NotFound                       (not_found_error, 404)
+    ├── MethodNotAllowed               (invalid_request_error, 405)
     ├── Conflict                       (conflict_error, 409)
     ├── PayloadTooLarge                (payload_too_large, 413)
+    ├── UpgradeRequired                (invalid_request_error, 426)
     ├── RateLimited                    (rate_limit_error, 429)
     └── ServiceUnavailable             (server_error, 503)
 
@@ -79,6 +81,18 @@ class NotFound(GatewayError):
     status_code = 404
     error_type = "not_found_error"
     default_code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class UpgradeRequired(GatewayError):
+    status_code = 426
+    error_type = "invalid_request_error"
+    default_code = "websocket_upgrade_required"
 
 
 class Conflict(GatewayError):

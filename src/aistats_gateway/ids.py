@@ -66,9 +66,6 @@ def event_id() -> str:
     return "evt_" + ulid()
 
 
-def workspace_id() -> str:
-    return "ws_" + ulid()
-
 
 def key_id() -> str:
     return "key_" + ulid()

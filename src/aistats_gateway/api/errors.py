@@ -20,6 +20,7 @@ from aistats_gateway.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -90,9 +91,7 @@ def install(app: FastAPI) -> None:
         elif exc.status_code == 413:
             err = PayloadTooLarge(str(exc.detail))
         elif exc.status_code == 405:
-            err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
-                                 code="method_not_allowed")
-            err.status_code = 405  # type: ignore[misc]
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         else:
             err = GatewayError(str(exc.detail), code="http_error")
             err.status_code = exc.status_code  # type: ignore[misc]

@@ -24,7 +24,7 @@ from aistats_gateway.api.deps import gateway
 from aistats_gateway.api.errors import request_id_of
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import batch_view
-from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound
+from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound, UpgradeRequired
 
 router = APIRouter(tags=["stream"])
 KINDS = ("batch",)
@@ -55,11 +55,9 @@ def parse_bool(raw: str | None, name: str, default: bool) -> bool:
 
 @router.get("/v1/async/{kind}/{job_id}/ws")
 async def upgrade_required(request: Request, kind: str, job_id: str) -> JSONResponse:
-    err = GatewayError("This endpoint is a WebSocket: connect with an Upgrade: websocket handshake "
-                       "(e.g. ws://host/v1/async/batch/<id>/ws).", code="websocket_upgrade_required")
-    err.status_code = 426  # type: ignore[misc]
-    err.error_type = "invalid_request_error"  # type: ignore[misc]
-    return JSONResponse(err.body(request_id_of(request)), status_code=426)
+    err = UpgradeRequired("This endpoint is a WebSocket: connect with an Upgrade: websocket handshake "
+                          "(e.g. ws://host/v1/async/batch/<id>/ws).")
+    return JSONResponse(err.body(request_id_of(request)), status_code=err.status_code)
 
 
 @router.websocket("/v1/async/{kind}/{job_id}/ws")

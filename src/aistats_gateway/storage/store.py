@@ -232,10 +232,8 @@ class Store:
                 .values(revoked_at=int(now)).returning(api_keys.c.id))).all()
         return [r[0] for r in rows]
 
-    async def count_keys(self, workspace_id: str | None = None) -> int:
+    async def count_keys(self) -> int:
         query = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
-        if workspace_id is not None:
-            query = query.where(api_keys.c.workspace_id == workspace_id)
         async with self.engine.connect() as conn:
             return int(await conn.scalar(query) or 0)
 
@@ -480,7 +478,7 @@ class Store:
         out: dict[str, BatchRecord] = {}
         queued: dict[str, bool] = {}
         async with self._write() as conn:
-            previous = {b: await self._counts(conn, b) for b in touched}
+            previous: dict[str, RequestCounts] = {}
             next_seq: dict[str, int] = {}
             for batch_id, (ok, bad, tin, tout) in deltas.items():
                 row = (
@@ -488,6 +486,9 @@ class Store:
                                                       "c_out": tout, "c_n": ok + bad, "c_now": now})
                 ).one()
                 out[batch_id] = batch_record(row)
+                # the counts before this group, derived from the row the update returned
+                previous[batch_id] = RequestCounts(out[batch_id].total, out[batch_id].completed - ok,
+                                                   out[batch_id].failed - bad)
                 next_seq[batch_id] = row._mapping["settled_seq"] - ok - bad
             params = []
             for s in settlements:
@@ -540,11 +541,6 @@ class Store:
             return False
         return await outbox.queue(conn, record, "batch.progress", delivery_key("batch.progress", bucket), now,
                                   self.webhook_max_attempts)
-
-    async def _counts(self, conn: Any, batch_id: str) -> RequestCounts:
-        row = (await conn.execute(select(batches.c.total, batches.c.completed, batches.c.failed)
-                                  .where(batches.c.id == batch_id))).one()
-        return RequestCounts(row[0], row[1], row[2])
 
     async def _recount(self, conn: Any, batch_id: str, now: float) -> BatchRecord:
         rows = (
