@@ -9,6 +9,7 @@ how often the upstream had seen each one at that moment.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -49,6 +50,17 @@ class Tracked:
     # custom_id -> kills at which the line had been sent but was not settled (a re-send is allowed)
     in_flight_kills: dict[str, int] = field(default_factory=dict)
     graceful_unsettled_sent: list[str] = field(default_factory=list)
+
+
+def quiet_ledger(upstream: Upstream, quiet: float = 0.3) -> dict[str, int]:
+    """The upstream's ledger once its request count has stopped moving for `quiet` seconds."""
+    seen = upstream.stats().get("requests", 0)
+    while True:
+        time.sleep(quiet)
+        now = upstream.stats().get("requests", 0)
+        if now == seen:
+            return upstream.ledger()
+        seen = now
 
 
 def settled_lines(db: Path, batch_id: str) -> dict[str, int]:
@@ -105,8 +117,12 @@ def test_seeded_kill_restart_cycles(tmp_path: Path) -> None:
     report = {"cycles": 0, "sigkill": 0, "sigterm": 0, "failpoints": {}, "batches": 0}
     gw: Gateway | None = None
 
+    attempts = itertools.count()
+
     def new_batch(api: httpx.Client, index: int) -> Tracked:
-        lines = make_lines(f"b{index}", rng.randint(800, 1600))
+        # A fresh prefix per attempt: a create cut short by a failpoint may still have stored its batch, and
+        # a retry must not reuse its custom_ids (the upstream ledger counts per custom_id).
+        lines = make_lines(f"b{index}a{next(attempts)}", rng.randint(800, 1600))
         file_id = api.post("/files", files={"file": (f"b{index}.jsonl", jsonl(lines))},
                            data={"purpose": "batch"}).json()["id"]
         batch = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
@@ -123,7 +139,7 @@ def test_seeded_kill_restart_cycles(tmp_path: Path) -> None:
         for cycle, mode in enumerate(plan):
             failpoint = None
             extra_env = dict(env)
-            ledger_before = upstream.ledger()
+            ledger_before = quiet_ledger(upstream)
             if mode == "failpoint":
                 failpoint = FAILPOINTS[cycle % len(FAILPOINTS)]
                 late = failpoint in ("mid_output_write", "before_publish")
@@ -162,8 +178,9 @@ def test_seeded_kill_restart_cycles(tmp_path: Path) -> None:
             current = batches[-1]
             gw = None
             report["cycles"] += 1  # type: ignore[operator]
-            # What survived the kill: settled lines and the upstream's counts at this moment.
-            ledger = upstream.ledger()
+            # What survived the kill: settled lines and the upstream's counts once it has read every request
+            # the dead process had already written to its sockets (they can arrive after the kill).
+            ledger = quiet_ledger(upstream)
             states = settled_lines(db, current.batch_id)
             for cid in current.custom_ids:
                 if states.get(cid) in SETTLED:
