@@ -32,17 +32,43 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
 
+class LaneLimits(BaseModel):
+    """Pacing limits of one lane; None means "unknown": learned from the upstream's headers, and
+    concurrency found by additive increase / multiplicative decrease."""
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+
+
 class ProviderConfig(BaseModel):
-    """One upstream. `models` are patterns: exact names, `prefix*`, or `*` for anything."""
+    """One upstream. `models` are patterns: exact names, `prefix*`, or `*` for anything.
+
+    `rpm`/`tpm`/`max_concurrency` apply to each (provider, model) lane; `limits` overrides them per
+    model (TOML: `[providers.limits."gpt-4o-mini"] rpm = 500`).
+    """
 
     name: str
-    kind: Literal["openai", "mock"]
+    kind: Literal["openai", "anthropic", "mock"]
     base_url: str | None = None
     api_key: str | None = None
     api_key_env: str | None = None
     models: list[str] = Field(default_factory=lambda: ["*"])
-    max_concurrency: int | None = None
+    max_concurrency: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    limits: dict[str, LaneLimits] = Field(default_factory=dict)
     timeout_seconds: float | None = None
+
+    def lane_limits(self, model: str) -> LaneLimits:
+        """This provider's limits for `model`: the per-model override where set, else the provider's."""
+        override = self.limits.get(model)
+        return LaneLimits(
+            rpm=override.rpm if override and override.rpm else self.rpm,
+            tpm=override.tpm if override and override.tpm else self.tpm,
+            max_concurrency=override.max_concurrency if override and override.max_concurrency
+            else self.max_concurrency,
+        )
 
 
 class ExecutorConfig(BaseModel):

@@ -9,12 +9,29 @@ Deciding what to retry is not the provider's job (see executor/retry.py).
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """What an upstream said about its limits on one answer; None where it said nothing.
+
+    Resets are seconds from now until that budget is whole again. Lanes learn limits from this
+    (executor/lanes.py); providers only parse their own header dialect into it.
+    """
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +43,7 @@ class ProviderResult:
     input_tokens: int = 0
     output_tokens: int = 0
     usage: dict[str, Any] | None = None  # the answer's `usage` object as sent (for pricing)
+    limits: RateLimitInfo | None = None  # rate-limit headers of this answer, if any
 
 
 class UpstreamUnavailable(Exception):
@@ -83,6 +101,53 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str | None) -> float | None:
+    """OpenAI's reset durations (`1s`, `6m0s`, `20ms`, `1h2m3.5s`) or plain seconds, as seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    for match in _DURATION.finditer(value):
+        if match.start() != pos:
+            return None
+        number, unit = float(match.group(1)), match.group(2)
+        total += number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+        pos = match.end()
+    return total if pos == len(value) and pos > 0 else None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def parse_openai_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (OpenAI, Groq, vLLM proxies, ...)."""
+    if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers \
+            and "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
+        return None
+    return RateLimitInfo(
+        limit_requests=_int_header(headers, "x-ratelimit-limit-requests"),
+        remaining_requests=_int_header(headers, "x-ratelimit-remaining-requests"),
+        reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        limit_tokens=_int_header(headers, "x-ratelimit-limit-tokens"),
+        remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
+        reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+    )
 
 
 def usage_dict(parsed: Any) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from aistats_gateway.providers.base import (
     ProviderResult,
     UpstreamUnavailable,
     matches,
+    parse_openai_ratelimit,
     parse_retry_after,
     usage_dict,
     usage_of,
@@ -108,6 +109,7 @@ class OpenAICompatibleProvider:
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers)
                 upstream_id = resp.headers.get("x-request-id")
+                limits = parse_openai_ratelimit(resp.headers)
         except TimeoutError as exc:
             raise UpstreamUnavailable("timeout", f"{self.name} did not answer in time") from exc
         except aiohttp.ClientPayloadError as exc:
@@ -125,7 +127,7 @@ class OpenAICompatibleProvider:
                 ) from exc
             tin, tout = usage_of(parsed)
             usage = usage_dict(parsed)
-        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage)
+        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage, limits)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
