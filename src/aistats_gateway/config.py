@@ -84,6 +84,10 @@ class ExecutorConfig(BaseModel):
     lease_seconds: float = Field(600.0, gt=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
     expiry_check_seconds: float = Field(5.0, gt=0)
+    # Pacing under known RPM/TPM limits: this fraction of the limit, bursts of at most this many seconds of rate.
+    pacing_headroom: float = Field(0.985, gt=0, le=1)
+    pacing_burst_seconds: float = Field(0.5, ge=0, le=1)
+    circuit_cooldown_seconds: float = Field(30.0, gt=0)  # a provider's circuit stays open this long
 
 
 class LimitsConfig(BaseModel):

@@ -58,20 +58,29 @@ class _StateCollector(Collector):
                                 value=state["in_memory"])
         yield GaugeMetricFamily("aistats_executor_requests_in_flight", "Upstream requests on the wire.",
                                 value=state["sending"])
-        yield GaugeMetricFamily("aistats_executor_queue_depth", "Lines waiting for a worker.", value=state["queued"])
+        yield GaugeMetricFamily("aistats_executor_queue_depth", "Lines queued in lanes, waiting for a permit.",
+                                value=state["queued"])
         yield GaugeMetricFamily("aistats_executor_batches_active", "Batches this executor is working on.",
                                 value=state["batches"])
         busy = GaugeMetricFamily("aistats_lane_in_flight", "Requests in flight per provider lane.", labels=["lane"])
         limit = GaugeMetricFamily("aistats_lane_concurrency_limit", "Concurrency limit per lane.", labels=["lane"])
         paused = GaugeMetricFamily("aistats_lane_paused_seconds", "Seconds a lane stays paused after a 429.",
                                    labels=["lane"])
+        queued = GaugeMetricFamily("aistats_lane_queued", "Requests waiting for a permit per lane.", labels=["lane"])
+        rate = GaugeMetricFamily("aistats_lane_rate_limit", "Effective per-minute limit per lane (0: unknown).",
+                                 labels=["lane", "budget"])
         for name, lane in state["lanes"].items():
             busy.add_metric([name], lane["in_flight"])
             limit.add_metric([name], lane["limit"])
             paused.add_metric([name], lane["paused_for"])
+            queued.add_metric([name], lane["queued"])
+            rate.add_metric([name, "requests"], lane["rpm"])
+            rate.add_metric([name, "tokens"], lane["tpm"])
         yield busy
         yield limit
         yield paused
+        yield queued
+        yield rate
 
 
 class _StorageCollector(Collector):

@@ -211,20 +211,23 @@ class LineValidator:
         return self.errors
 
 
-def success_line(result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes) -> bytes:
-    """An output-file line; `body` is the upstream's JSON, embedded without re-encoding."""
-    return orjson.dumps(
-        {
-            "id": result_id,
-            "custom_id": custom_id,
-            "response": {"status_code": status_code, "request_id": request_id, "body": orjson.Fragment(body)},
-            "error": None,
-        }
-    )
+def success_line(result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes,
+                 provider: str | None = None) -> bytes:
+    """An output-file line; `body` is the upstream's JSON, embedded without re-encoding. `provider` (an
+    extension field after OpenAI's four) names the provider that served the line."""
+    line: dict[str, Any] = {
+        "id": result_id,
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": orjson.Fragment(body)},
+        "error": None,
+    }
+    if provider is not None:
+        line["provider"] = provider
+    return orjson.dumps(line)
 
 
 def upstream_error_line(
-    result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes
+    result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes, provider: str | None = None
 ) -> bytes:
     """An error-file line for a non-2xx upstream answer: status and body kept as the upstream sent them."""
     try:
@@ -232,14 +235,15 @@ def upstream_error_line(
         embedded: Any = orjson.Fragment(body)
     except orjson.JSONDecodeError:
         embedded = body.decode("utf-8", "replace")
-    return orjson.dumps(
-        {
-            "id": result_id,
-            "custom_id": custom_id,
-            "response": {"status_code": status_code, "request_id": request_id, "body": embedded},
-            "error": None,
-        }
-    )
+    line: dict[str, Any] = {
+        "id": result_id,
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": embedded},
+        "error": None,
+    }
+    if provider is not None:
+        line["provider"] = provider
+    return orjson.dumps(line)
 
 
 def error_line(result_id: str, custom_id: str, code: str, message: str) -> bytes:

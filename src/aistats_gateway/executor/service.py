@@ -1,9 +1,15 @@
 """The executor service: owns the background tasks that move batches from items to results.
 
-Tasks: a scheduler (leases items fairly across batches), `concurrency` workers (send to the
-provider, retry per RetryPolicy), a committer (settles results in groups: one transaction per
-group, never one per item), and a housekeeper (expiry, cancels seen in the database, safety-net
-activation). Validation and finalization run as tracked tasks, one per batch at a time.
+Tasks: a scheduler (leases items fairly across batches and routes each to a lane), one pump per
+lane (lanes.py: pacing under RPM/TPM budgets, concurrency, round-robin by batch) which starts one
+send task per request, a committer (settles results in groups: one transaction per group, never one
+per item), and a housekeeper (expiry, cancels seen in the database, safety-net activation).
+Validation and finalization run as tracked tasks, one per batch at a time.
+
+Routing happens per attempt: the batch's `provider` preferences order the candidate providers of the
+line's model (routing.py); an item whose provider keeps failing (retryable failures until its
+attempts are spent, or the provider's circuit is open) moves to the next candidate, with a fresh
+attempt budget, unless the batch set `allow_fallbacks: false`.
 
 In-memory bookkeeping is only an accelerator: the database is the truth, and `recover()` rebuilds
 everything from it at start (earlier incarnations' leases are released at once, not waited out).
@@ -23,13 +29,14 @@ from typing import Any
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
-from aistats_gateway.config import Settings
+from aistats_gateway.config import LaneLimits, Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.finalizer import finalize
 from aistats_gateway.executor.ingest import ingest
-from aistats_gateway.executor.lanes import Lane
+from aistats_gateway.executor.lanes import Circuit, Entry, Lane
+from aistats_gateway.executor.pacing import LocalPermits, PermitSource
 from aistats_gateway.executor.retry import RetryPolicy
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
@@ -37,7 +44,7 @@ from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.base import ProviderResult, UpstreamUnavailable, with_model
+from aistats_gateway.providers.base import Provider, ProviderResult, UpstreamUnavailable, with_model
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.records import BatchRecord, ItemRecord
@@ -47,12 +54,16 @@ log = logging.getLogger(__name__)
 LEASE_CHUNK = 256
 
 
+ROUTE_REFRESH_SECONDS = 5.0  # candidate order is recomputed this often (sort by latency/throughput moves)
+
+
 @dataclass
 class Work:
     item: ItemRecord
     endpoint: str
-    attempts: int = 0
+    attempts: int = 0  # non-429 attempts at the current provider
     throttles: int = 0
+    tried: set[str] | None = None  # providers this item fell back from
 
 
 @dataclass
@@ -66,12 +77,15 @@ class BatchState:
     exhausted: bool = False  # the last lease found nothing pending
     halt: BatchStatus | None = None  # CANCELLED or EXPIRED once a stop was requested
     timers: set[asyncio.TimerHandle] = field(default_factory=set)
+    prefs: dict[str, Any] | None = None  # the batch's `provider` routing preferences
+    routes: dict[str, tuple[float, list[Provider]]] = field(default_factory=dict)  # model -> (when, candidates)
 
 
 class Executor:
     def __init__(
         self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
         failpoints: Failpoints = NO_FAILPOINTS, pricer: Pricer | None = None, metrics: Metrics | None = None,
+        permits: PermitSource | None = None,
     ) -> None:
         self.failpoints = failpoints
         self.metrics = metrics or Metrics()
@@ -90,10 +104,14 @@ class Executor:
         self._sending = 0  # requests on the wire right now
         self._idle = asyncio.Event()
         self.policy = RetryPolicy(self.cfg.max_attempts, self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds)
-        self.lanes = {p.name: Lane(p.name, p.max_concurrency or self.cfg.concurrency) for p in settings.providers}
+        self.permits: PermitSource = permits or LocalPermits()
+        self.provider_configs = {p.name: p for p in settings.providers}
+        self.lanes: dict[tuple[str, str], Lane] = {}
+        self.circuits: dict[str, Circuit] = {}
+        self._sends: set[asyncio.Task[None]] = set()
         self.batches: dict[str, BatchState] = {}
         self.order: deque[str] = deque()
-        self.queue: asyncio.Queue[Work] = asyncio.Queue()
+        self._target = self.cfg.concurrency * 2  # lines to hold leased (see _memory_target)
         self.in_memory = 0  # leased here and not yet settled: queued, in flight or waiting to retry
         self.settle_buffer: list[Settlement] = []
         self.log_buffer: list[dict[str, object]] = []  # request-log rows, committed with the settlements
@@ -112,7 +130,6 @@ class Executor:
         self._tasks = [asyncio.create_task(self._scheduler(), name="scheduler"),
                        asyncio.create_task(self._committer(), name="committer"),
                        asyncio.create_task(self._housekeeper(), name="housekeeper")]
-        self._tasks += [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.cfg.concurrency)]
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: lease nothing more, send nothing new, let requests on the wire finish (up to
@@ -123,7 +140,13 @@ class Executor:
         for state in self.batches.values():
             for handle in state.timers:
                 handle.cancel()
+                state.outstanding -= 1
+                self.in_memory -= 1
             state.timers.clear()
+        for lane in self.lanes.values():
+            lane.close()
+            for work in lane.drain():  # queued, not sent: handed back with the leases below
+                self._drop(work)
         if self._sending:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -132,9 +155,10 @@ class Executor:
                 log.warning("stopping with %d request(s) still in flight after %.0fs", self._sending, grace)
         self._running = False
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
-            for task in [*self._tasks, *self._jobs.values()]:
+            tasks = [*self._tasks, *self._jobs.values(), *self._sends]
+            for task in tasks:
                 task.cancel()
-            for task in [*self._tasks, *self._jobs.values()]:
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
@@ -175,7 +199,8 @@ class Executor:
     def activate(self, batch: BatchRecord) -> None:
         state = self.batches.get(batch.id)
         if state is None:
-            self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id)
+            self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id,
+                                                prefs=batch.provider_prefs)
             self.order.append(batch.id)
         elif state.halt is None:
             state.exhausted = False
@@ -193,6 +218,10 @@ class Executor:
             state.outstanding -= 1
             self.in_memory -= 1
         state.timers.clear()
+        for lane in self.lanes.values():
+            for _work in lane.remove_batch(batch_id):  # queued, never sent: the finalizer settles them
+                state.outstanding -= 1
+                self.in_memory -= 1
         self._maybe_finish_halt(batch_id)
 
     # ------------------------------------------------------------------ validation
@@ -219,10 +248,11 @@ class Executor:
                 await asyncio.sleep(1.0)
 
     async def _schedule_round(self) -> None:
-        target = self.cfg.concurrency * 2
         while self._running and not self._draining:
             self._wake.clear()
             progressed = False
+            target = self._target = self._memory_target()
+            fair = max(LEASE_CHUNK // 4, 2 * target // max(1, len(self.order)))
             for _ in range(len(self.order)):
                 room = target - self.in_memory
                 if room <= 0:
@@ -232,7 +262,10 @@ class Executor:
                 state = self.batches.get(batch_id)
                 if state is None or state.exhausted or state.halt is not None:
                     continue
-                share = max(1, min(LEASE_CHUNK, room // max(1, len(self.order))))
+                # A batch whose lines wait in slow lanes must not take every slot from the others.
+                share = min(LEASE_CHUNK, room // max(1, len(self.order)), fair - state.outstanding)
+                if share <= 0:
+                    continue
                 leased = await self.store.lease_items(
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds)
                 if len(leased) < share:
@@ -242,13 +275,18 @@ class Executor:
                 for item in leased:
                     state.outstanding += 1
                     self.in_memory += 1
-                    self.queue.put_nowait(Work(item, state.endpoint, attempts=item.attempts))
+                    self._enqueue(Work(item, state.endpoint, attempts=item.attempts), state)
                 progressed = progressed or bool(leased)
             self._forget_idle()
-            if progressed and self.in_memory < target:
+            if progressed and self.in_memory < self._memory_target():
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
+
+    def _memory_target(self) -> int:
+        """Lines to hold leased here: enough to keep every busy lane's window full twice over."""
+        busy = sum(1 for lane in self.lanes.values() if lane.queued or lane.in_flight)
+        return min(self.cfg.concurrency * 2 * max(1, busy), self.cfg.concurrency * 16)
 
     def _forget_idle(self) -> None:
         for batch_id in list(self.order):
@@ -257,59 +295,161 @@ class Executor:
                 self.order.remove(batch_id)
                 del self.batches[batch_id]
 
-    # ------------------------------------------------------------------ workers
-    async def _worker(self) -> None:
-        while True:
-            work = await self.queue.get()
-            state = self.batches.get(work.item.batch_id)
-            if state is None or state.halt is not None or self._draining:
-                self._drop(work)
-                continue
-            try:
-                await self._attempt(work, state)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not kill the worker or lose the item
-                log.exception("unexpected error on %s line %d", work.item.batch_id, work.item.line,
-                              extra={"batch_id": work.item.batch_id})
-                self._settle_error(work, "internal_error", "The gateway hit an internal error on this request.")
+    # ------------------------------------------------------------------ routing
+    def _candidates(self, state: BatchState, model: str) -> list[Provider]:
+        now = time.monotonic()
+        cached = state.routes.get(model)
+        if cached is not None and now - cached[0] < ROUTE_REFRESH_SECONDS:
+            return cached[1]
+        found = self.router.candidates(model, state.prefs, rank=self._ranker(state.prefs))
+        state.routes[model] = (now, found)
+        return found
 
-    async def _attempt(self, work: Work, state: BatchState) -> None:
-        item = work.item
-        provider = self.router.by_name.get(item.provider)
+    def _ranker(self, prefs: dict[str, Any] | None) -> Callable[[Provider, str], float] | None:
+        """The key of the batch's `sort` preference (lower first), from prices and lane statistics."""
+        sort = (prefs or {}).get("sort")
+        if sort == "price":
+            def by_price(provider: Provider, model: str) -> float:
+                return float(self.pricer.unit_cost(provider.name, self.router.upstream_model(provider, model)))
+            return by_price
+        if sort == "latency":
+            def by_latency(provider: Provider, model: str) -> float:
+                lane = self.lanes.get((provider.name, self.router.upstream_model(provider, model)))
+                latency = lane.stats.latency if lane is not None else None
+                return latency if latency is not None else 0.0  # unmeasured first: it may be the fastest
+            return by_latency
+        if sort == "throughput":
+            def by_throughput(provider: Provider, model: str) -> float:
+                lane = self.lanes.get((provider.name, self.router.upstream_model(provider, model)))
+                if lane is None:
+                    cfg = self.provider_configs.get(provider.name)
+                    rpm = cfg.lane_limits(model).rpm if cfg is not None else None
+                    return -float(rpm or 1e12)
+                return -float(lane.rpm or 1e12) * (0.0 if lane.circuit_open else 1.0)
+            return by_throughput
+        return None
+
+    def _choose(self, work: Work, state: BatchState) -> Provider | None:
+        candidates = self._candidates(state, work.item.model)
+        if (state.prefs or {}).get("allow_fallbacks") is False:
+            candidates = candidates[:1]
+        usable = [p for p in candidates if not work.tried or p.name not in work.tried]
+        if not usable:
+            return None
+        now = time.monotonic()
+        for provider in usable:  # the first whose circuit is closed, else the first
+            circuit = self.circuits.get(provider.name)
+            if circuit is None or not circuit.is_open(now):
+                return provider
+        return usable[0]
+
+    def _fallback(self, work: Work, state: BatchState, provider: Provider) -> bool:
+        """Move `work` to its next candidate provider, if there is one; True when it moved."""
+        if (state.prefs or {}).get("allow_fallbacks") is False:
+            return False
+        tried = work.tried or set()
+        tried.add(provider.name)
+        nxt = [p for p in self._candidates(state, work.item.model) if p.name not in tried]
+        if not nxt:
+            return False
+        work.tried = tried
+        work.attempts = 0
+        log.info("line %d of %s falls back from %s to %s", work.item.line, work.item.batch_id, provider.name,
+                 nxt[0].name, extra={"batch_id": work.item.batch_id})
+        self._enqueue(work, state)
+        return True
+
+    def _lane(self, provider: Provider, upstream_model: str) -> Lane:
+        key = (provider.name, upstream_model)
+        lane = self.lanes.get(key)
+        if lane is None:
+            cfg = self.provider_configs.get(provider.name)
+            limits = cfg.lane_limits(upstream_model) if cfg is not None else None
+            lane = Lane(f"{provider.name}/{upstream_model}", provider.name, upstream_model,
+                        limits if limits is not None else LaneLimits(), self.cfg.concurrency, self.permits,
+                        headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds)
+            lane.circuit = self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds))
+            self.lanes[key] = lane
+            task = asyncio.create_task(lane.pump(self._launch), name=f"lane-{lane.key}")
+            self._tasks.append(task)
+        return lane
+
+    def _enqueue(self, work: Work, state: BatchState) -> None:
+        provider = self._choose(work, state)
         if provider is None:
-            self._settle_error(work, "provider_unavailable",
-                               f"Provider '{item.provider}' is no longer configured on this gateway.")
+            tried = ", ".join(sorted(work.tried or ()))
+            if tried:
+                self._settle_error(work, "provider_unavailable", f"Every provider for model '{work.item.model}' "
+                                   f"failed ({tried}); no other candidate is allowed.")
+            else:
+                self._settle_error(work, "provider_unavailable",
+                                   f"No configured provider serves model '{work.item.model}' any more.")
             return
-        upstream_model = self.router.upstream_model(provider, item.model)
+        lane = self._lane(provider, self.router.upstream_model(provider, work.item.model))
+        lane.put(work, work.item.batch_id, work.item.body)
+
+    # ------------------------------------------------------------------ sending
+    def _launch(self, work: Work, entry: Entry) -> None:
+        task = asyncio.create_task(self._send(work, entry))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, work: Work, entry: Entry) -> None:
+        lane = entry.lane
+        assert lane is not None
+        state = self.batches.get(work.item.batch_id)
+        if state is None or state.halt is not None or self._draining:
+            lane.finished()
+            self._drop(work)
+            return
+        if lane.circuit.is_open():
+            # Queued before the provider's circuit opened: go to a healthy candidate instead, if any.
+            other = self._choose(work, state)
+            if other is not None and other.name != lane.provider:
+                lane.finished()
+                self._enqueue(work, state)
+                return
+        try:
+            await self._attempt(work, state, lane, entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not lose the item
+            log.exception("unexpected error on %s line %d", work.item.batch_id, work.item.line,
+                          extra={"batch_id": work.item.batch_id})
+            self._settle_error(work, "internal_error", "The gateway hit an internal error on this request.")
+
+    async def _attempt(self, work: Work, state: BatchState, lane: Lane, entry: Entry) -> None:
+        item = work.item
+        provider = self.router.by_name[lane.provider]
+        upstream_model = lane.model
         body = item.body if upstream_model == item.model else with_model(item.body, upstream_model)
-        lane = self.lanes[provider.name]
         result: ProviderResult | None = None
         failure: UpstreamUnavailable | None = None
         request_id = ids.gateway_request_id()
         started = time.monotonic()
-        await lane.acquire()
-        if self._draining:  # stopping while this item waited for a slot: hand it back unsent
-            lane.release()
-            self._drop(work)
-            return
         self._sending += 1
         try:
             result = await provider.send(work.endpoint, upstream_model, body)
         except UpstreamUnavailable as exc:
             failure = exc
         finally:
-            lane.release()
+            lane.finished()
             self._sending -= 1
             if self._sending == 0:
                 self._idle.set()
         self.failpoints.hit("after_upstream")
+        latency = time.monotonic() - started
         status = result.status if result is not None else None
+        lane.observe(entry, status, latency, result.limits if result is not None else None,
+                     result.input_tokens if result is not None else 0,
+                     result.output_tokens if result is not None else 0)
+        transient = status is None or status >= 500
+        lane.circuit.record(not transient)
         if failure is not None:
             self._metric("failure", provider.name, failure.kind).inc()
         else:
             self._metric("latency", provider.name, item.model, f"{status // 100}xx" if status else "none").observe(
-                time.monotonic() - started)
+                latency)
             if status == 429:
                 self._metric("throttled", provider.name, item.model).inc()
         if status == 429:
@@ -325,24 +465,29 @@ class Executor:
             "session_id": state.session_id, "custom_id": item.custom_id, "line": item.line,
             "attempt": work.attempts + work.throttles, "provider": provider.name, "model": item.model,
             "status_code": status, "error_code": None if failure is None else f"upstream_{failure.kind}",
-            "latency_ms": int((time.monotonic() - started) * 1000),
+            "latency_ms": int(latency * 1000),
             "input_tokens": result.input_tokens if result is not None else 0,
             "output_tokens": result.output_tokens if result is not None else 0,
             "cost_nanos": cost, "created_at": self.clock.now(),
         })
         if result is not None and 200 <= result.status < 300:
-            line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body)
+            line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body,
+                                provider.name)
             self._metric("lines", provider.name, item.model, "succeeded").inc()
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
                                     result.input_tokens, result.output_tokens, tuple(usage_rows)))
             return
         retry_after = result.retry_after if result is not None else None
+        if status == 429:
+            # The upstream is pacing us: hold the whole lane, not just this line (no attempt is burnt).
+            lane.pause(retry_after if retry_after is not None else 1.0)
         decision = self.policy.decide(status=status, attempts=work.attempts, throttles=work.throttles,
                                       retry_after=retry_after, jitter=self._rng.random())
-        if status == 429 and retry_after:
-            lane.pause(retry_after)
         if decision.retry and self._draining:
             self._drop(work)  # it will be retried after the restart
+            return
+        if transient and state.halt is None and not self._draining and \
+                (not decision.retry or lane.circuit.is_open()) and self._fallback(work, state, provider):
             return
         if decision.retry and state.halt is None:
             loop = asyncio.get_running_loop()
@@ -350,7 +495,7 @@ class Executor:
 
             def requeue() -> None:
                 state.timers.discard(handle)
-                self.queue.put_nowait(work)
+                self._enqueue(work, state)
 
             handle = loop.call_later(decision.delay, requeue)
             state.timers.add(handle)
@@ -358,7 +503,7 @@ class Executor:
         self._metric("lines", provider.name, item.model, "failed").inc()
         if result is not None:
             line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
-                                       result.body)
+                                       result.body, provider.name)
             self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts))
         else:
             assert failure is not None
@@ -381,14 +526,15 @@ class Executor:
 
     def state(self) -> dict[str, object]:
         """Live figures for the metrics endpoint."""
-        return {"in_memory": self.in_memory, "sending": self._sending, "queued": self.queue.qsize(),
-                "batches": len(self.batches), "lanes": {name: lane.state() for name, lane in self.lanes.items()}}
+        return {"in_memory": self.in_memory, "sending": self._sending,
+                "queued": sum(lane.queued for lane in self.lanes.values()), "batches": len(self.batches),
+                "lanes": {lane.key: lane.state() for lane in self.lanes.values()}}
 
     def _settle(self, settlement: Settlement) -> None:
         self.settle_buffer.append(settlement)
         # A settled item no longer takes a slot, even before its group commits: lease more now.
         self.in_memory -= 1
-        if self.in_memory <= self.cfg.concurrency:
+        if self.in_memory <= self._target // 2:
             self._wake.set()
         if len(self.settle_buffer) >= self.cfg.commit_max_items:
             self._flush_now.set()

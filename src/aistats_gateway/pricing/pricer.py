@@ -46,6 +46,20 @@ class Pricer:
             self._cache[key] = self.catalog.lookup(provider, model)
         return self._cache[key]
 
+    def unit_cost(self, provider: str, model: str) -> int:
+        """A comparable price for routing by `sort: price`: nanos of one million input plus one million
+        output tokens (a model without a price ranks last)."""
+        price = self.price_of(provider, model)
+        if price is None:
+            return 2**62
+        table = price.meters(price.plan_name(self.plan))
+        total = 0
+        for meter in (INPUT, OUTPUT):
+            unit = table.get(meter)
+            if unit is not None:
+                total += unit.unit_price_nanos * 1_000_000 // unit.unit_size
+        return total
+
     def rows(self, provider: str, model: str, meters: Mapping[str, int]) -> list[PricingRow]:
         price = self.price_of(provider, model)
         if price is None:

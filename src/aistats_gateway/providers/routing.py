@@ -2,13 +2,15 @@
 
 Rules, in order: a `<provider>/` prefix naming a configured provider selects it explicitly (the
 prefix is dropped before the upstream call, except for the mock provider whose models carry it);
-otherwise the first provider, in configuration order, whose `models` patterns match. The batch's
-`provider` preferences (`only`, `ignore`, `order`) narrow and reorder the candidates.
+otherwise every provider whose `models` patterns match, in configuration order. The batch's
+`provider` preferences narrow and reorder them: `only` and `ignore` filter; `sort` (price | latency |
+throughput, ranked by a key the executor supplies from prices and lane statistics) reorders; `order`
+names providers to try first, in that order, ahead of the sorted rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aistats_gateway.providers.base import Provider
@@ -19,7 +21,8 @@ class Router:
         self.providers = list(providers)
         self.by_name = {p.name: p for p in providers}
 
-    def candidates(self, model: str, prefs: dict[str, Any] | None = None) -> list[Provider]:
+    def candidates(self, model: str, prefs: dict[str, Any] | None = None,
+                   rank: Callable[[Provider, str], float] | None = None) -> list[Provider]:
         prefix, _, rest = model.partition("/")
         if rest and prefix in self.by_name and self.by_name[prefix].kind != "mock":
             found = [self.by_name[prefix]]
@@ -31,10 +34,13 @@ class Router:
                 found = [p for p in found if p.name in only]
             ignore = prefs.get("ignore") or []
             found = [p for p in found if p.name not in ignore]
+            if rank is not None:
+                ranker = rank
+                found.sort(key=lambda p: ranker(p, model))
             order = prefs.get("order") or []
             if order:
-                rank = {name: i for i, name in enumerate(order)}
-                found.sort(key=lambda p: rank.get(p.name, len(rank)))
+                position = {name: i for i, name in enumerate(order)}
+                found.sort(key=lambda p: position.get(p.name, len(position)))
         return found
 
     def route(self, model: str, prefs: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
