@@ -119,11 +119,15 @@ def test_consecutive_user_messages_merge() -> None:
     ("required", None, {"type": "any"}),
     ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
     ({"type": "function", "function": {"name": "get_weather"}}, None, {"type": "tool", "name": "get_weather"}),
+    (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
 ])
 def test_tool_choice(choice: Any, parallel: Any, expected: dict[str, Any]) -> None:
-    extra = {} if parallel is None else {"parallel_tool_calls": parallel}
-    out = chat({"role": "user", "content": "x"}, tools=[WEATHER], tool_choice=choice, **extra)
+    extra: dict[str, Any] = {} if parallel is None else {"parallel_tool_calls": parallel}
+    if choice is not None:
+        extra["tool_choice"] = choice
+    out = chat({"role": "user", "content": "x"}, tools=[WEATHER], **extra)
     assert out["tool_choice"] == expected
+    assert "tool_choice" not in chat({"role": "user", "content": "x"}, tools=[WEATHER], parallel_tool_calls=True)
 
 
 def test_tool_without_parameters_gets_an_empty_object_schema_and_choice_without_tools_is_dropped() -> None:

@@ -235,11 +235,11 @@ def _tools(tools: Any, choice: Any, parallel: Any, out: dict[str, Any], *, neste
             converted.append(_with_cache(entry, tool))
         if converted:
             out["tools"] = converted
-    if choice is None or "tools" not in out:
+    if "tools" not in out or (choice is None and parallel is not False):
         return
     mapped: dict[str, Any]
-    if choice in ("auto", "none"):
-        mapped = {"type": choice}
+    if choice is None or choice in ("auto", "none"):
+        mapped = {"type": choice or "auto"}
     elif choice == "required":
         mapped = {"type": "any"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
