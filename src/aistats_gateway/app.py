@@ -31,6 +31,7 @@ from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
+from aistats_gateway.providers.anthropic import AnthropicProvider
 from aistats_gateway.providers.base import Provider
 from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
@@ -68,6 +69,14 @@ class Gateway:
 def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
     if cfg.kind == "mock":
         return MockProvider(cfg.name, settings.mock.slow_latency_ms)
+    if cfg.kind == "anthropic":
+        return AnthropicProvider(
+            cfg.name, cfg.base_url, cfg.api_key, cfg.models,
+            timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
+            connect_timeout_seconds=settings.executor.connect_timeout_seconds,
+            max_connections=cfg.max_concurrency or settings.executor.concurrency,
+            max_response_bytes=settings.executor.max_response_bytes,
+        )
     return OpenAICompatibleProvider(
         cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
         timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,

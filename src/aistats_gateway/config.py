@@ -15,6 +15,7 @@ Environment variables (documented in the README):
     AISTATS_NODE_ID       this process's lease-owner prefix (default "local")
     AISTATS_FAILPOINTS    crash points for durability tests (never in production)
     OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
+    ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL   enable the `anthropic` provider (`claude-*` models)
 """
 
 from __future__ import annotations
@@ -236,10 +237,21 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
 
 
 def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:
-    """The built-in `mock` provider always; `openai` when OPENAI_API_KEY or OPENAI_BASE_URL is set."""
+    """The built-in `mock` provider always; `anthropic` (`claude-*`) when ANTHROPIC_API_KEY or
+    ANTHROPIC_BASE_URL is set; `openai` (`*`, so after anthropic) when OPENAI_API_KEY or OPENAI_BASE_URL is."""
     names = {p.get("name") if isinstance(p, dict) else p.name for p in providers}
     if "mock" not in names:
         providers.append({"name": "mock", "kind": "mock", "models": ["mock/*"]})
+    if "anthropic" not in names and (env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_BASE_URL")):
+        providers.append(
+            {
+                "name": "anthropic",
+                "kind": "anthropic",
+                "base_url": env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                "api_key": env.get("ANTHROPIC_API_KEY"),
+                "models": ["claude-*"],
+            }
+        )
     if "openai" not in names and (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
         providers.append(
             {
