@@ -26,6 +26,7 @@ PLANS: dict[str, tuple[int, list[Any], dict[str, Any]]] = {
     "hang": (2, ["hang"], {}),
     "big": (2, ["big:3000000"], {}),  # a 3 MB answer arrives whole (read in many chunks)
     "huge": (1, ["big:9000000", "big:9000000", "big:9000000", "big:9000000"], {}),  # over the cap: error
+    "quota": (2, ["quota", "quota"], {}),  # out of credit: a 429 that is final, not pacing
 }
 CONFIG = """
 [executor]
@@ -75,7 +76,10 @@ def test_faulty_upstream_batch(stack: Any) -> None:
     assert done["request_counts"] == {"total": total, "completed": len(out), "failed": len(err)}
 
     groups = {x["custom_id"].rsplit("-", 1)[0] for x in err}
-    assert groups == {"rejected", "exhausted", "huge"}
+    assert groups == {"rejected", "exhausted", "huge", "quota"}
+    quota = [x for x in err if x["custom_id"].startswith("quota")]
+    assert all(x["response"]["status_code"] == 429 and x["provider"] == "openai" for x in quota)
+    assert all(x["response"]["body"]["error"]["code"] == "insufficient_quota" for x in quota)
     huge = next(x for x in err if x["custom_id"].startswith("huge"))
     assert huge["error"]["code"] == "upstream_too_large" and huge["response"] is None
     big = [x for x in out if x["custom_id"].startswith("big")]
@@ -88,7 +92,8 @@ def test_faulty_upstream_batch(stack: Any) -> None:
 
     ledger = upstream.ledger()
     expected_attempts = {"ok": 1, "flaky500": 3, "throttled": 2, "throttled_no_header": 3, "rejected": 1,
-                         "exhausted": 4, "reset": 2, "badjson": 2, "truncated": 2, "hang": 2, "big": 1, "huge": 4}
+                         "exhausted": 4, "reset": 2, "badjson": 2, "truncated": 2, "hang": 2, "big": 1, "huge": 4,
+                         "quota": 1}
     for name, (count, _, _) in PLANS.items():
         for i in range(count):
             assert ledger[f"{name}-{i}"] == expected_attempts[name], (name, i, ledger[f"{name}-{i}"])

@@ -37,7 +37,7 @@ from aistats_gateway.executor.finalizer import finalize
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Circuit, Entry, Lane
 from aistats_gateway.executor.pacing import LocalPermits, PermitSource
-from aistats_gateway.executor.retry import RetryPolicy
+from aistats_gateway.executor.retry import Decision, RetryPolicy
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -478,11 +478,13 @@ class Executor:
                                     result.input_tokens, result.output_tokens, tuple(usage_rows)))
             return
         retry_after = result.retry_after if result is not None else None
-        if status == 429:
+        if status == 429 and not (result is not None and result.final):
             # The upstream is pacing us: hold the whole lane, not just this line (no attempt is burnt).
             lane.pause(retry_after if retry_after is not None else 1.0)
         decision = self.policy.decide(status=status, attempts=work.attempts, throttles=work.throttles,
                                       retry_after=retry_after, jitter=self._rng.random())
+        if result is not None and result.final:
+            decision = Decision(retry=False)
         if decision.retry and self._draining:
             self._drop(work)  # it will be retried after the restart
             return

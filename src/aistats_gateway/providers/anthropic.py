@@ -41,6 +41,7 @@ from aistats_gateway.providers.base import (
     ProviderResult,
     RateLimitInfo,
     UpstreamUnavailable,
+    final_429,
     matches,
     parse_retry_after,
 )
@@ -178,7 +179,7 @@ class AnthropicProvider:
         limits = parse_anthropic_ratelimit(headers)
         if not 200 <= status < 300:
             out = raw if request is None else error_to_openai(status, raw, self.name)
-            return ProviderResult(status, out, retry_after, upstream_id, limits=limits)
+            return ProviderResult(status, out, retry_after, upstream_id, limits=limits, final=final_429(status, raw))
         try:
             answer = orjson.loads(raw)
             if not isinstance(answer, dict):

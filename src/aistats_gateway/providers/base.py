@@ -44,6 +44,7 @@ class ProviderResult:
     output_tokens: int = 0
     usage: dict[str, Any] | None = None  # the answer's `usage` object as sent (for pricing)
     limits: RateLimitInfo | None = None  # rate-limit headers of this answer, if any
+    final: bool = False  # the upstream says retrying cannot help (e.g. a 429 for exhausted quota)
 
 
 class UpstreamUnavailable(Exception):
@@ -148,6 +149,15 @@ def parse_openai_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
         remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
         reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
+
+
+# 429 answers that are not pacing: the account is out of quota or over a spend limit until someone acts.
+FINAL_429_MARKERS = (b"insufficient_quota", b"enforced_spend_limit", b"billing_hard_limit_reached")
+
+
+def final_429(status: int, body: bytes) -> bool:
+    """A 429 whose body says waiting will not help (retrying it 50 times only delays the error)."""
+    return status == 429 and any(marker in body for marker in FINAL_429_MARKERS)
 
 
 def usage_dict(parsed: Any) -> dict[str, Any] | None:

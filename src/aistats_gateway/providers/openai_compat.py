@@ -18,6 +18,7 @@ from yarl import URL
 from aistats_gateway.providers.base import (
     ProviderResult,
     UpstreamUnavailable,
+    final_429,
     matches,
     parse_openai_ratelimit,
     parse_retry_after,
@@ -127,7 +128,8 @@ class OpenAICompatibleProvider:
                 ) from exc
             tin, tout = usage_of(parsed)
             usage = usage_dict(parsed)
-        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage, limits)
+        return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage, limits,
+                              final=final_429(status, raw))
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -12,6 +12,7 @@ The n-th attempt with that key gets `plan[n-1]` (after the plan runs out: "ok").
 an HTTP status (4xx/5xx answered with an OpenAI error body; 429 carries Retry-After when
 `retry_after` is given), "ok", "reset" (drop the connection before answering), "hang" (never
 answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a cut-off body),
+"quota" (429 `insufficient_quota`, which no retry can fix),
 "big:<n>" (200 with n bytes of padding in the answer).
 `--rpm` rejects requests beyond that many per minute with 429 (a rolling one-second window of
 rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears both.
@@ -90,6 +91,10 @@ class Upstream:
             return web.Response(body=orjson.dumps(answer), content_type="application/json")
         if action == "badjson":
             return web.Response(body=b"{this is not json", content_type="application/json")
+        if action == "quota":  # OpenAI's answer when the account has no credit left: a 429 retries cannot fix
+            return web.json_response({"error": {
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}, status=429)
         if action == "truncated":
             resp = web.StreamResponse(status=200, headers={"content-type": "application/json",
                                                            "content-length": "1000"})
