@@ -18,7 +18,7 @@ from tests.harness import Gateway, Proc, free_port, wait_for_batch
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-test"
 # claude-sonnet-4-5 standard list prices in nanos per token (USD per 1M tokens × 1000), from prices.toml by hand.
-INPUT, CACHE_READ, OUTPUT = 3000, 300, 15000
+INPUT, CACHE_READ, CACHE_WRITE, OUTPUT = 3000, 300, 3750, 15000  # cache writes: 1.25x input
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
@@ -178,7 +178,7 @@ def test_native_messages_batch_and_cache_billing(stack: Any) -> None:
     assert usages["read"]["cache_read_input_tokens"] > 0 and usages["read"]["cache_creation_input_tokens"] == 0
     assert usages["write"]["cache_creation_input_tokens"] > 0 and usages["write"]["cache_read_input_tokens"] == 0
 
-    expected = sum((u["input_tokens"] + u["cache_creation_input_tokens"]) * INPUT
+    expected = sum(u["input_tokens"] * INPUT + u["cache_creation_input_tokens"] * CACHE_WRITE
                    + u["cache_read_input_tokens"] * CACHE_READ + u["output_tokens"] * OUTPUT for u in usages.values())
     assert done["billing"]["cost_nanos"] == expected == sum(p["line_nanos"] for p in done["pricing_lines"])
     lines = {p["dimension"]: p for p in done["pricing_lines"] if p["quantity"]}
@@ -188,6 +188,8 @@ def test_native_messages_batch_and_cache_billing(stack: Any) -> None:
     assert lines["cached_read_text_tokens"]["unit_price_usd"] == "0.300000000"
     assert lines["input_text_tokens"]["unit_price_usd"] == "3.000000000"
     assert lines["output_text_tokens"]["unit_price_usd"] == "15.000000000"
+    assert lines["cached_write_text_tokens"]["quantity"] == usages["write"]["cache_creation_input_tokens"]
+    assert lines["cached_write_text_tokens"]["unit_price_usd"] == "3.750000000"
 
 
 def test_endpoint_anthropic_does_not_serve(stack: Any) -> None:

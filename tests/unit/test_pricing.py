@@ -273,12 +273,32 @@ def test_meters_from_responses_usage() -> None:
         "requests": 1, "input_text_tokens": 200, "cached_read_text_tokens": 100, "output_text_tokens": 120}
 
 
-def test_meters_from_anthropic_usage_bills_cache_creation_as_input() -> None:
+def test_meters_from_anthropic_usage_split_cache_reads_and_writes() -> None:
     usage = {"input_tokens": 50, "output_tokens": 40, "cache_read_input_tokens": 1000,
              "cache_creation_input_tokens": 200}
-    # Anthropic's input_tokens exclude the cache: input = 50 + 200 written, cached = 1000 read
+    # Anthropic's input_tokens exclude the cache: input = 50, 200 written (5-minute), 1000 read
     assert meters_from_usage("/v1/messages", usage) == {
-        "requests": 1, "input_text_tokens": 250, "cached_read_text_tokens": 1000, "output_text_tokens": 40}
+        "requests": 1, "input_text_tokens": 50, "cached_read_text_tokens": 1000, "cached_write_text_tokens": 200,
+        "output_text_tokens": 40}
+    hourly = {**usage, "cache_creation": {"ephemeral_5m_input_tokens": 120, "ephemeral_1h_input_tokens": 80}}
+    assert meters_from_usage("/v1/messages", hourly) == {
+        "requests": 1, "input_text_tokens": 50, "cached_read_text_tokens": 1000, "cached_write_text_tokens": 120,
+        "cached_write_1h_text_tokens": 80, "output_text_tokens": 40}
+
+
+def test_anthropic_cache_writes_cost_their_multiple_of_input() -> None:
+    catalog = PriceCatalog.load()
+    price = catalog.lookup("anthropic", "claude-sonnet-4-5")
+    assert price is not None
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0, "cache_read_input_tokens": 0,
+             "cache_creation_input_tokens": 2_000_000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 1_000_000, "ephemeral_1h_input_tokens": 1_000_000}}
+    meters = meters_from_usage("/v1/messages", usage)
+    # 3M input tokens in all: above the 200k long-context tier ($6 input): $6 + 1.25 x $6 + 2 x $6
+    standard = sum(m.nanos for m in price_meters(price, "standard", meters))
+    assert standard == (6_000_000_000 + 7_500_000_000 + 12_000_000_000)
+    batch = sum(m.nanos for m in price_meters(price, "batch", meters))
+    assert batch == standard // 2
 
 
 def test_meters_from_embeddings_and_missing_usage() -> None:
@@ -585,5 +605,17 @@ def test_estimate_covers_the_meters_of_every_shipped_model(catalog: PriceCatalog
 
 
 def test_every_meter_name_is_known() -> None:
-    assert METERS == ("input_text_tokens", "cached_read_text_tokens", "output_text_tokens", "embedding_tokens",
-                      "requests")
+    assert METERS == ("input_text_tokens", "cached_read_text_tokens", "cached_write_text_tokens",
+                      "cached_write_1h_text_tokens", "output_text_tokens", "embedding_tokens", "requests")
+
+
+def test_estimate_covers_cache_writes_only_when_the_prompt_asks_for_caching() -> None:
+    price = PriceCatalog.load().lookup("anthropic", "claude-haiku-4-5")
+    assert price is not None
+    plain = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x" * 1000}]}
+    marked = {**plain, "system": [{"type": "text", "text": "y", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    base = estimate_request_nanos("/v1/messages", plain, price, STANDARD)
+    cached = estimate_request_nanos("/v1/messages", marked, price, STANDARD)
+    # The marked prompt may be written to the 1-hour cache: its input is priced at 2x ($2 vs $1 per 1M).
+    output = 10 * 5_000
+    assert cached - output > 1.9 * (base - output)

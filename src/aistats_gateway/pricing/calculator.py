@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from aistats_gateway.pricing.catalog import (
+    CACHE_WRITE,
+    CACHE_WRITE_1H,
     CACHED,
     EMBEDDING,
     INPUT,
@@ -51,6 +53,8 @@ _METER_ORDER = {meter: index for index, meter in enumerate(METERS)}
 # A meter the plan does not price is billed at the first of these meters the plan does price.
 _FALLBACK: dict[str, tuple[str, ...]] = {
     CACHED: (INPUT,),
+    CACHE_WRITE: (INPUT,),
+    CACHE_WRITE_1H: (CACHE_WRITE, INPUT),
     EMBEDDING: (INPUT,),
     INPUT: (EMBEDDING,),
 }
@@ -140,7 +144,8 @@ def meters_from_usage(endpoint: str, usage: Mapping[str, Any] | None) -> dict[st
       and responses shape (input_tokens, output_tokens, input_tokens_details.cached_tokens): cached tokens
       are split out of the input, input_text_tokens = input - cached;
     * Anthropic messages shape (input_tokens excludes the cache): cache_read_input_tokens are cached reads,
-      cache_creation_input_tokens are billed as input.
+      cache_creation_input_tokens are cache writes — 1-hour ones (`cache_creation.ephemeral_1h_input_tokens`)
+      on their own meter, the rest as 5-minute writes.
     The shape is recognised by its fields, so an Anthropic upstream answering in OpenAI's shape (or the
     reverse) is read correctly. Missing, negative or non-integer counts read as 0.
     """
@@ -158,8 +163,14 @@ def meters_from_usage(endpoint: str, usage: Mapping[str, Any] | None) -> dict[st
         uncached, output = prompt - cached, _count(usage.get("completion_tokens"))
     elif kind == "messages" or "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
         cached = _count(usage.get("cache_read_input_tokens"))
-        uncached = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens"))
+        uncached = _count(usage.get("input_tokens"))
         output = _count(usage.get("output_tokens"))
+        writes = _count(usage.get("cache_creation_input_tokens"))
+        hour = min(_detail(usage, "cache_creation", "ephemeral_1h_input_tokens"), writes)
+        if writes - hour:
+            meters[CACHE_WRITE] = writes - hour
+        if hour:
+            meters[CACHE_WRITE_1H] = hour
     else:
         prompt = _count(usage.get("input_tokens"))
         cached = min(_detail(usage, "input_tokens_details", "cached_tokens"), prompt)
@@ -194,7 +205,8 @@ def price_meters(price: ModelPrice, plan: str, meters: Mapping[str, int]) -> lis
     for meter, quantity in meters.items():
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
             raise ValueError(f"meter '{meter}' quantity must be an integer >= 0, got {quantity!r}")
-    input_tokens = meters.get(INPUT, 0) + meters.get(CACHED, 0)
+    input_tokens = meters.get(INPUT, 0) + meters.get(CACHED, 0) + meters.get(CACHE_WRITE, 0) + \
+        meters.get(CACHE_WRITE_1H, 0)
     table = price.meters(plan, input_tokens)
     merged: dict[tuple[str, int, int], int] = {}
     for meter in sorted(meters, key=lambda m: _METER_ORDER.get(m, len(_METER_ORDER))):
@@ -344,8 +356,9 @@ def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelP
     """A fast, conservative upper bound of one request's cost in nanos, for reservations.
 
     Input tokens are estimated from the JSON of the prompt fields (1 token per 2.5 bytes, plus a fixed
-    overhead) and priced at the tier that estimate selects, at the dearer of the input and cached-read
-    prices; output is the request's cap (max_completion_tokens / max_output_tokens / max_tokens, times
+    overhead) and priced at the tier that estimate selects, at the dearest of the input and cached-read
+    prices (and of the cache-write prices when the body marks anything with `cache_control`); output is the
+    request's cap (max_completion_tokens / max_output_tokens / max_tokens, times
     `n`/`best_of`), else `price.default_max_output_tokens`, at the output price of that tier; embeddings
     count input only. Each meter is rounded up. Image and audio parts count only by their JSON size.
     """
@@ -354,6 +367,9 @@ def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelP
     total = _ceil_nanos(1, _price_of(table, REQUESTS))
     if _endpoint_kind(endpoint) == "embeddings":
         return total + _ceil_nanos(input_tokens, _price_of(table, EMBEDDING))
-    candidates = [u for u in (_price_of(table, INPUT), _price_of(table, CACHED)) if u is not None]
+    meters = [INPUT, CACHED]
+    if (CACHE_WRITE in table or CACHE_WRITE_1H in table) and b"cache_control" in orjson.dumps(body, default=str):
+        meters += [CACHE_WRITE, CACHE_WRITE_1H]  # a prompt marked for caching may be written at up to 2x input
+    candidates = [u for u in (_price_of(table, m) for m in meters) if u is not None]
     total += max((_ceil_nanos(input_tokens, u) for u in candidates), default=0)
     return total + _ceil_nanos(output_cap(body, price.default_max_output_tokens), _price_of(table, OUTPUT))

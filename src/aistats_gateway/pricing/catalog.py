@@ -25,10 +25,12 @@ TOKENS_PER_UNIT = 1_000_000
 
 INPUT = "input_text_tokens"
 CACHED = "cached_read_text_tokens"
+CACHE_WRITE = "cached_write_text_tokens"  # Anthropic 5-minute cache writes (1.25x input)
+CACHE_WRITE_1H = "cached_write_1h_text_tokens"  # Anthropic 1-hour cache writes (2x input)
 OUTPUT = "output_text_tokens"
 EMBEDDING = "embedding_tokens"
 REQUESTS = "requests"
-METERS: tuple[str, ...] = (INPUT, CACHED, OUTPUT, EMBEDDING, REQUESTS)
+METERS: tuple[str, ...] = (INPUT, CACHED, CACHE_WRITE, CACHE_WRITE_1H, OUTPUT, EMBEDDING, REQUESTS)
 # Token meters are priced per 1M tokens, `requests` per request, unless an entry says otherwise.
 DEFAULT_UNIT_SIZE: dict[str, int] = {meter: (1 if meter == REQUESTS else TOKENS_PER_UNIT) for meter in METERS}
 
