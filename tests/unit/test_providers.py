@@ -67,3 +67,31 @@ def test_usage_and_retry_after_parsing() -> None:
 
 def test_openai_url_joins_base_and_endpoint() -> None:
     assert _openai().url_for("/v1/chat/completions") == "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_sort_ranks_candidates_and_order_still_comes_first() -> None:
+    router = Router([_openai("a"), _openai("b"), _openai("c")])
+    cost = {"a": 3.0, "b": 1.0, "c": 2.0}
+
+    def by_cost(provider: object, model: str) -> float:
+        return cost[provider.name]  # type: ignore[attr-defined]
+
+    names = [p.name for p in router.candidates("gpt-4o", {"sort": "price"}, rank=by_cost)]
+    assert names == ["b", "c", "a"]
+    # `order` names go first, in its order; the rest keep the sort
+    names = [p.name for p in router.candidates("gpt-4o", {"sort": "price", "order": ["a"]}, rank=by_cost)]
+    assert names == ["a", "b", "c"]
+    names = [p.name for p in router.candidates("gpt-4o", {"sort": "price", "ignore": ["b"]}, rank=by_cost)]
+    assert names == ["c", "a"]
+    # without preferences: configuration order, all candidates (for fallback)
+    assert [p.name for p in router.candidates("gpt-4o")] == ["a", "b", "c"]
+
+
+def test_price_rank_uses_the_catalog() -> None:
+    from aistats_gateway.pricing.catalog import PriceCatalog
+    from aistats_gateway.pricing.pricer import Pricer
+
+    pricer = Pricer(PriceCatalog.load())
+    assert pricer.unit_cost("openai", "gpt-4o-mini") < pricer.unit_cost("openai", "gpt-4o")
+    assert pricer.unit_cost("anthropic", "claude-haiku-4-5") < pricer.unit_cost("anthropic", "claude-opus-4-1")
+    assert pricer.unit_cost("openai", "no-such-model") > pricer.unit_cost("anthropic", "claude-opus-4-1")
