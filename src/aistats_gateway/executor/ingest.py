@@ -8,6 +8,8 @@ the inserting (but not the reading, so every error up to the cap is reported wit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -51,8 +53,19 @@ async def ingest(
     else:
         rows: list[dict[str, Any]] = []
         splitter = LineSplitter()
+        # One chunk is inserted (on the database thread) while the next is parsed (on the event loop).
+        pending: asyncio.Task[None] | None = None
+
+        async def flush(chunk: list[dict[str, Any]]) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+                pending = None
+            if chunk:
+                pending = asyncio.create_task(store.insert_items(chunk))
 
         async def take(pairs: Any) -> None:
+            nonlocal rows
             for line_no, raw in pairs:
                 valid = validator.feed(line_no, raw)
                 if valid is not None and validator.error_count == 0:
@@ -64,15 +77,21 @@ async def ingest(
             if validator.error_count:
                 rows.clear()
             elif len(rows) >= CHUNK_ROWS:
-                await store.insert_items(rows)
-                rows.clear()
+                chunk, rows = rows, []
+                await flush(chunk)
 
-        async for chunk in blobs.read(file.blob_key):
-            await take(splitter.feed(chunk))
-        await take(splitter.finish())
-        errors = validator.finish()
-        if not errors and rows:
-            await store.insert_items(rows)
+        try:
+            async for chunk in blobs.read(file.blob_key):
+                await take(splitter.feed(chunk))
+            await take(splitter.finish())
+            errors = validator.finish()
+            await flush(rows if not errors else [])
+            await flush([])
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
     now = clock.now()
     try:
         if errors:
