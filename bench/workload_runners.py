@@ -145,10 +145,9 @@ def run_gateway(w: Workload, data: InputFile, mock: Mock, args: Any, workdir: Pa
             "completed": counts.get("completed"), "failed": counts.get("failed"),
         })
         row.update(_mock_figures(mock, mcpu))
-        ideal = ideal_seconds(w, data)
-        row["efficiency"] = ideal / elapsed if ideal else None
         if not t_cancel:
             row.update(_check_output(client, batch, data.ids))
+        row["efficiency"] = _efficiency(w, data, row.get("ok"), elapsed)
         client.close()
     except Exception as exc:  # one runner's failure is reported, the others still run
         row["error"] = f"{type(exc).__name__}: {exc}\n{gw.tail(1500)}"
@@ -231,6 +230,15 @@ def run_baseline(kind: str, w: Workload, data: InputFile, mock: Mock, args: Any,
         "settings": res["settings"],
     })
     row.update(_mock_figures(mock, mcpu))
-    ideal = ideal_seconds(w, data)
-    row["efficiency"] = ideal / elapsed if ideal else None
+    row["efficiency"] = _efficiency(w, data, res["ok"], elapsed)
     return row
+
+
+def _efficiency(w: Workload, data: InputFile, ok: int | None, elapsed: float) -> float | None:
+    """Ideal time (from the limits) of the lines that succeeded ÷ the time taken. With no failed line
+    this is the issue's definition; counting only successes keeps a runner that gives up on lines
+    from looking efficient."""
+    ideal = ideal_seconds(w, data)
+    if ideal is None or ok is None or elapsed <= 0:
+        return None
+    return ideal * ok / data.lines / elapsed

@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=None, help="gateway [executor] concurrency (default 64)")
     parser.add_argument("--latency-dist", choices=("fixed", "longtail"), default="fixed",
                         help="the mock's latency distribution where a workload has latency (W2)")
-    parser.add_argument("--tb-burst-seconds", type=float, default=60.0,
-                        help="token-bucket baseline: capacity in seconds of rate (cookbook: 60)")
+    parser.add_argument("--tb-burst-seconds", type=float, default=1.0,
+                        help="token-bucket baseline: capacity in seconds of rate (the cookbook keeps 60)")
     parser.add_argument("--tb-pause-after-429", type=float, default=15.0,
                         help="token-bucket baseline: pause after a 429 (cookbook: 15)")
     parser.add_argument("--w4-complete", action="store_true", help="let W4's batch run instead of cancelling it")
