@@ -74,14 +74,14 @@ def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
             cfg.name, cfg.base_url, cfg.api_key, cfg.models,
             timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
             connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-            max_connections=cfg.max_concurrency or settings.executor.concurrency,
+            max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
             max_response_bytes=settings.executor.max_response_bytes,
         )
     return OpenAICompatibleProvider(
         cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
         timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
         connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-        max_connections=cfg.max_concurrency or settings.executor.concurrency,
+        max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
         max_response_bytes=settings.executor.max_response_bytes,
     )
 

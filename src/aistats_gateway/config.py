@@ -89,6 +89,9 @@ class ExecutorConfig(BaseModel):
     pacing_headroom: float = Field(0.985, gt=0, le=1)
     pacing_burst_seconds: float = Field(0.5, ge=0, le=1)
     circuit_cooldown_seconds: float = Field(30.0, gt=0)  # a provider's circuit stays open this long
+    # A lane with a known rate limit keeps rate x latency requests in flight (Little's law), up to this;
+    # it is also the size of each provider's connection pool.
+    max_lane_concurrency: int = Field(1024, ge=1, le=100_000)
 
 
 class LimitsConfig(BaseModel):

@@ -252,3 +252,18 @@ async def test_token_reconciliation_adjusts_the_budget() -> None:
     # 60,000 tpm = 1,000 tokens/s: after the refund the budget is 150 tokens deep = 0.15 s.
     assert permits.take_now("p/m", 1, 1, None, 60_000, 0.0) == pytest.approx(0.15, abs=0.002)
     assert lane.ratio.scale(entry.estimate.prompt_raw) == 100
+
+
+def test_a_known_rate_keeps_rate_times_latency_in_flight() -> None:
+    lane = Lane("p/m", "p", "m", LaneLimits(rpm=6000), 64, LocalPermits(), hard_cap=1000)  # 100 requests/s
+    assert lane.concurrency() == AIMD_START  # nothing measured yet
+    lane.observe(Entry(None, "b"), 200, 2.0, None, 0, 0)  # answers take 2 s (an LLM)
+    # Little's law: 100/s x 2 s = 200 in flight, x1.5 margin; the window alone (64 at most) would cap the
+    # lane at 32 requests/s, a third of its limit.
+    assert lane.concurrency() == 301
+    capped = Lane("p/m", "p", "m", LaneLimits(rpm=6000), 64, LocalPermits(), hard_cap=100)
+    capped.observe(Entry(None, "b"), 200, 2.0, None, 0, 0)
+    assert capped.concurrency() == 100
+    configured = Lane("p/m", "p", "m", LaneLimits(rpm=6000, max_concurrency=20), 64, LocalPermits())
+    configured.observe(Entry(None, "b"), 200, 2.0, None, 0, 0)
+    assert configured.concurrency() == 20  # a configured cap is the user's word

@@ -5,8 +5,10 @@ A lane owns everything that decides *when* a request to one model of one provide
 * its budgets: requests and tokens per minute from the configuration or learned from the upstream's
   rate-limit headers (the tighter wins), granted by a `PermitSource` (GCRA; see pacing.py) at
   `headroom` of the limit with a burst of at most `burst_seconds` of rate;
-* its concurrency: the configured cap, or additive-increase/multiplicative-decrease when the
-  upstream's limits are unknown (slow start doubles per round trip until the first 429 or overload);
+* its concurrency: the configured cap; else additive-increase/multiplicative-decrease (slow start
+  doubles per round trip until the first 429 or overload) up to the executor's concurrency — and, once
+  a rate limit is known, at least rate x latency (Little's law, x1.5), so slow answers (LLMs take
+  seconds) never hold a lane below its rate limit; the budgets, not the window, then bound the rate;
 * its pause: after a 429 (Retry-After), or when the headers say a budget is spent, nothing starts
   until the moment the upstream named.
 
@@ -84,6 +86,7 @@ class Lane:
     permits: PermitSource
     headroom: float = 0.985
     burst_seconds: float = 0.5
+    hard_cap: int = 1024  # the most a rate-derived window may reach
     learned_rpm: int | None = None
     learned_tpm: int | None = None
     in_flight: int = 0
@@ -102,6 +105,7 @@ class Lane:
         self.queued = 0
         self._wake = asyncio.Event()
         self._closed = False
+        self._tokens_per_request = 0.0  # EWMA of the tokens charged per request (for rate x latency)
         self.circuit = Circuit()  # replaced by the provider's shared circuit when the executor builds the lane
 
     @property
@@ -118,7 +122,22 @@ class Lane:
         return _tighter(self.limits.tpm, self.learned_tpm)
 
     def concurrency(self) -> int:
-        return max(1, int(self.window))
+        window = max(1, int(self.window))
+        if not self.aimd or self.stats.latency is None:
+            return window
+        per_second = self._requests_per_second()
+        if per_second is None:
+            return window
+        return max(window, min(self.hard_cap, int(per_second * self.stats.latency * 1.5) + 1))
+
+    def _requests_per_second(self) -> float | None:
+        """The lane's request rate as its budgets allow (tokens converted at the learned size of a request)."""
+        rates = []
+        if self.rpm:
+            rates.append(self.rpm / 60.0)
+        if self.tpm and self._tokens_per_request:
+            rates.append(self.tpm / 60.0 / self._tokens_per_request)
+        return min(rates) if rates else None
 
     def state(self) -> dict[str, float]:
         return {"in_flight": self.in_flight, "limit": self.concurrency(), "queued": self.queued,
@@ -202,6 +221,9 @@ class Lane:
                     await asyncio.sleep(wait)
                     continue
                 entry.charged = tokens
+                if tokens:
+                    self._tokens_per_request += 0.1 * (tokens - self._tokens_per_request) \
+                        if self._tokens_per_request else tokens
             self._pop()
             self.in_flight += 1
             launch(entry.work, entry)

@@ -285,8 +285,8 @@ class Executor:
 
     def _memory_target(self) -> int:
         """Lines to hold leased here: enough to keep every busy lane's window full twice over."""
-        busy = sum(1 for lane in self.lanes.values() if lane.queued or lane.in_flight)
-        return min(self.cfg.concurrency * 2 * max(1, busy), self.cfg.concurrency * 16)
+        want = sum(2 * lane.concurrency() for lane in self.lanes.values() if lane.queued or lane.in_flight)
+        return max(self.cfg.concurrency * 2, min(want, self.cfg.max_lane_concurrency * 4))
 
     def _forget_idle(self) -> None:
         for batch_id in list(self.order):
@@ -367,7 +367,8 @@ class Executor:
             limits = cfg.lane_limits(upstream_model) if cfg is not None else None
             lane = Lane(f"{provider.name}/{upstream_model}", provider.name, upstream_model,
                         limits if limits is not None else LaneLimits(), self.cfg.concurrency, self.permits,
-                        headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds)
+                        headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds,
+                        hard_cap=self.cfg.max_lane_concurrency)
             lane.circuit = self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds))
             self.lanes[key] = lane
             task = asyncio.create_task(lane.pump(self._launch), name=f"lane-{lane.key}")
