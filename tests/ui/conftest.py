@@ -17,8 +17,22 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Two lines on the wire at a time, 200 ms each: 30 lines take ~3 s, long enough for the page to see
-# the progress bar between 0 and 100 (the stream pushes at most once a second).
-CONFIG = "[executor]\nconcurrency = 2\n[mock]\nslow_latency_ms = 200\n"
+# the progress bar between 0 and 100 (the stream pushes at most once a second). mock/echo gets prices
+# (USD per 1M tokens) so the overview has spend to chart.
+CONFIG = """
+[executor]
+concurrency = 2
+[mock]
+slow_latency_ms = 200
+[[prices]]
+provider = "mock"
+model = "mock/echo"
+default_max_output_tokens = 4096
+[prices.plans.standard]
+input_text_tokens = "3"
+output_text_tokens = "7"
+requests = "0"
+"""
 RECORDER = """
 window.__uiErrors = [];
 document.addEventListener("securitypolicyviolation",

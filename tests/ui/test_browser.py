@@ -201,6 +201,10 @@ def test_overview_chart_and_phone_layout(page: Any, ui_gateway: Gateway) -> None
     drawn = page.evaluate("[...document.querySelectorAll('#lines-chart rect.bar')].map(r => r.dataset.series)")
     assert sorted(set(drawn)) == usage["models"] and "mock/echo" in drawn
     assert page.inner_text(".stats").count(f"{usage['totals']['requests']:,}") >= 1
+    assert usage["totals"]["cost_nanos"] > 0  # mock/echo is priced in this gateway's config
+    spend = page.evaluate("[...document.querySelectorAll('#spend-chart rect.bar')].map(r => r.dataset.series)")
+    assert set(spend) == {"mock/echo"}  # only the priced model has spend bars
+    assert page.inner_text(".stat >> nth=0") != "Spend\n$0.00\nlast 30 days"
     assert_labelled(page)
     shot(page, "07-overview")
 
