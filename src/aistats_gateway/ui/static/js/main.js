@@ -35,6 +35,7 @@ export function navigate(hash) {
 }
 
 function signOut(message) {
+  if (message && !savedSession()) return; // several requests failing at once: say it once
   clearSession();
   api = null;
   if (message) alertError(message);

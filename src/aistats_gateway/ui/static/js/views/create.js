@@ -17,6 +17,7 @@ export function renderCreate(ctx) {
   let estimateSeq = 0;
   let debounce = null;
   let created = false;
+  let disposed = false;
 
   const fileInput = h("input", { id: "batch-file", name: "file", type: "file", accept: ".jsonl,.json,.txt",
     class: "file-input", "aria-describedby": "drop-help file-status" });
@@ -95,6 +96,7 @@ export function renderCreate(ctx) {
     fileStatus.textContent = `Uploading ${file.name} (${bytes(file.size)})…`;
     try {
       upload = await api.upload(file);
+      if (disposed) { await forget(); return; } // the user left while it uploaded
       fileStatus.textContent = `${file.name} · ${bytes(upload.bytes)} uploaded as ${upload.id}.`;
       drop.classList.add("has-file");
       announce(`${file.name} uploaded.`);
@@ -201,6 +203,7 @@ export function renderCreate(ctx) {
   return {
     el,
     dispose() {
+      disposed = true;
       clearTimeout(debounce);
       forget().catch((err) => alertError(err.message));
     },
