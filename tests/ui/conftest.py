@@ -40,15 +40,17 @@ document.addEventListener("securitypolicyviolation",
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = Gateway(tmp_path_factory.mktemp("ui") / "data", config=CONFIG)
     yield gw
     gw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: while Playwright's sync API runs, its event loop counts as running in
+    this thread, and later tests that call asyncio.run() would fail."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing and could not be installed (`make test` installs Debian's chromium "
                     "with apt-get when it is root and apt works); the browser tests need it")
