@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test lint typecheck pytest chromium bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,23 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# The dashboard's browser tests (tests/ui) drive Debian's chromium through Playwright (never a downloaded
+# browser). Install it when it is missing and apt-get is usable (root); `apt-get update` only when the
+# first try fails (a fresh machine has no package lists). Without it those tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium: $(CHROMIUM) is missing and apt-get is not usable here (needs root); browser tests will skip"; \
+	  exit 0; fi; \
+	echo "chromium: installing Debian's chromium for the browser tests"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -qq chromium >/dev/null \
+	  || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium: apt-get could not install chromium; browser tests will skip"
+
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck pytest

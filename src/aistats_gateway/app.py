@@ -21,6 +21,7 @@ from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
+from aistats_gateway.api import usage as usage_routes
 from aistats_gateway.api.auth import Authenticator
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
@@ -43,6 +44,7 @@ from aistats_gateway.storage.blobs import LocalBlobStore
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store, create_engine
+from aistats_gateway.ui.routes import build_router as build_ui_router
 from aistats_gateway.webhooks.deliverer import Deliverer
 
 log = logging.getLogger("aistats_gateway")
@@ -170,9 +172,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                   docs_url="/docs", openapi_url="/openapi.json")
     api_errors.install(app)
     app.add_middleware(api_errors.RequestIdMiddleware)
-    for module in (meta_routes, file_routes, batch_routes, stream_routes):
+    for module in (meta_routes, file_routes, batch_routes, stream_routes, usage_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
+    app.include_router(build_ui_router())  # the dashboard at /ui/
     return app
 
 

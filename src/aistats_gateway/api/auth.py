@@ -2,6 +2,11 @@
 
 Keys are stored as SHA-256 hashes; lookups are cached briefly in memory so polling clients do not
 cost a database read per request. A missing or unknown key answers 401 with the envelope.
+
+Browsers cannot set an Authorization header on a WebSocket handshake, so the lifecycle stream also
+takes the key as an offered subprotocol: the client offers `["aistats.v1", "bearer.<key>"]` and the
+server selects `aistats.v1` (never the key, which is not echoed back). The Authorization header, when
+present, wins; both paths end in the same `workspace_for` check and the same 401.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 
 from fastapi import Request
 
@@ -34,6 +40,25 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+WS_SUBPROTOCOL = "aistats.v1"  # selected when offered, so browsers see their protocol accepted
+WS_BEARER_PREFIX = "bearer."  # an offered "bearer.<key>" subprotocol carries the key
+
+
+def websocket_credentials(authorization: str | None, offered: Sequence[str]) -> tuple[str | None, str | None]:
+    """The key of a WebSocket handshake and the subprotocol to select: (token, `aistats.v1` or None).
+
+    The Authorization header wins when present (unchanged for non-browser clients); otherwise the
+    first offered `bearer.<key>` subprotocol gives the key."""
+    selected = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
+    token = bearer_token(authorization)
+    if token is None and authorization is None:
+        for protocol in offered:
+            if protocol.startswith(WS_BEARER_PREFIX) and len(protocol) > len(WS_BEARER_PREFIX):
+                token = protocol[len(WS_BEARER_PREFIX):]
+                break
+    return token, selected
 
 
 class Authenticator:

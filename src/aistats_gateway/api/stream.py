@@ -6,6 +6,8 @@ error envelope). Then `job.snapshot` at once, and `job.updated` whenever the bat
 the store's commit hook through the in-process bus, never by polling — coalesced to at most one per
 `interval_ms` (default 2500, clamped 1000..10000). Text `ping` → `pong`; text `refresh` → an immediate
 fresh `job.updated`. After a terminal update the socket closes with 1000 when `close_on_terminal`.
+The key comes from `Authorization: Bearer` or, for browsers, an offered `bearer.<key>` subprotocol
+(see api/auth.py); `aistats.v1` is selected when offered.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
-from aistats_gateway.api.auth import bearer_token
+from aistats_gateway.api.auth import websocket_credentials
 from aistats_gateway.api.deps import gateway
 from aistats_gateway.api.errors import request_id_of
 from aistats_gateway.api.responses import JSONResponse
@@ -63,8 +65,10 @@ async def upgrade_required(request: Request, kind: str, job_id: str) -> JSONResp
 @router.websocket("/v1/async/{kind}/{job_id}/ws")
 async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None:
     gw = gateway(websocket)
+    token, subprotocol = websocket_credentials(websocket.headers.get("authorization"),
+                                               websocket.scope.get("subprotocols") or [])
     try:
-        workspace = await gw.auth.workspace_for(bearer_token(websocket.headers.get("authorization")))
+        workspace = await gw.auth.workspace_for(token)
         if kind not in KINDS:
             raise InvalidRequest(f"Unknown job kind '{kind}'; supported: {', '.join(KINDS)}.",
                                  code="unknown_job_kind", param="kind")
@@ -98,7 +102,7 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
             closed.set()
             sub.changed.set()
 
-    await websocket.accept()
+    await websocket.accept(subprotocol=subprotocol)
     reader = asyncio.create_task(receive())
     try:
         await send("job.snapshot", await batch_view(gw, record, base))

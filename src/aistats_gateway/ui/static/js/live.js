@@ -1,0 +1,84 @@
+// Live batch objects: the lifecycle WebSocket (snapshot, then pushed updates), with reconnects and,
+// when sockets cannot be had at all, polling as a fallback. Nothing here touches the DOM.
+
+import { TERMINAL } from "./format.js";
+
+const POLL_MS = 3000;
+const MAX_SOCKET_FAILURES = 4;
+
+/**
+ * Calls `onBatch(batch)` with every new state of the batch until it is terminal or `stop()` is called.
+ * Returns `stop`.
+ */
+export function watchBatch(api, batchId, onBatch, { intervalMs = 1000 } = {}) {
+  let stopped = false;
+  let socket = null;
+  let timer = null;
+  let failures = 0;
+
+  const deliver = (batch) => {
+    if (stopped || !batch) return;
+    onBatch(batch);
+    if (TERMINAL.has(batch.status)) stop();
+  };
+
+  const poll = async () => {
+    if (stopped) return;
+    try {
+      deliver(await api.get(`batches/${encodeURIComponent(batchId)}`));
+    } catch (err) {
+      if (err && err.status === 404) return stop();
+    }
+    if (!stopped) timer = setTimeout(poll, POLL_MS);
+  };
+
+  const connect = () => {
+    if (stopped) return;
+    try {
+      socket = api.socket(batchId, intervalMs);
+    } catch {
+      return poll();
+    }
+    socket.addEventListener("message", (event) => {
+      let frame;
+      try { frame = JSON.parse(event.data); } catch { return; }
+      if (frame.type === "job.snapshot" || frame.type === "job.updated") {
+        failures = 0;
+        deliver(frame.data);
+      } else if (frame.type === "job.deleted") {
+        stop();
+      }
+    });
+    socket.addEventListener("close", (event) => {
+      socket = null;
+      if (stopped) return;
+      if (event.code === 1000) {
+        // The server closes after the terminal update; if we somehow missed it, read the batch once.
+        poll();
+        return;
+      }
+      failures += 1;
+      if (failures >= MAX_SOCKET_FAILURES) { poll(); return; }
+      timer = setTimeout(connect, Math.min(8000, 500 * 2 ** failures));
+    });
+  };
+
+  function stop() {
+    stopped = true;
+    clearTimeout(timer);
+    if (socket) {
+      const s = socket;
+      socket = null;
+      if (s.readyState === WebSocket.OPEN || s.readyState === WebSocket.CONNECTING) s.close(1000);
+    }
+  }
+
+  connect();
+  return stop;
+}
+
+/** Runs `fn` every `ms` while the page is visible; returns `stop`. */
+export function every(ms, fn) {
+  const id = setInterval(() => { if (document.visibilityState === "visible") fn(); }, ms);
+  return () => clearInterval(id);
+}
