@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, Proc, free_port, wait_for_batch
+from aistats_gateway.clock import FakeClock
+from tests.harness import Gateway, InProcessGateway, Proc, free_port, wait_for_batch
 
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-test"
@@ -180,15 +181,41 @@ def test_restarts_of_either_side_lose_nothing(stack: Stack) -> None:
     rows = [chat(f"r{i}", f"restart {i}") for i in range(40)]
     batch = create(api, rows)
     wait_native(api, batch["id"], stack.fake, 1)
-    stack.gw.stop(signal.SIGKILL)  # the gateway dies while the Message Batch runs
+    stack.fake.stop(signal.SIGKILL)  # the fake dies while the gateway polls it ...
+    time.sleep(0.5)
+    stack.gw.stop(signal.SIGKILL)  # ... and then the gateway dies too, while the Message Batch exists
     stack.gw = Gateway(stack.root / "data", config=config(stack.fake.url))
     api = stack.gw.client()
-    stack.fake.stop(signal.SIGKILL)  # then the fake dies while the gateway polls it
-    time.sleep(0.8)
-    assert api.get(f"/batches/{batch['id']}").json()["status"] == "in_progress"
+    time.sleep(0.5)
+    assert api.get(f"/batches/{batch['id']}").json()["status"] == "in_progress"  # it cannot end without them
     stack.fake = FakeAnthropic(stack.root, stack.fake.port)  # same port, same state file
     done = wait_for_batch(api, batch["id"], timeout=30)
     assert done["status"] == "completed" and done["request_counts"]["completed"] == 40
     assert sum(1 for b in stack.fake.batches() if b["request_counts"]["succeeded"] == 40) == 1  # reattached
     out, _err = files(api, done)
     assert sorted(out) == sorted(r["custom_id"] for r in rows)
+
+
+def test_our_own_window_running_out_cancels_the_provider_batch(stack: Stack) -> None:
+    """Anthropic has no window parameter: when OUR completion_window ends first, the gateway cancels the
+    Message Batch, keeps what it finished, and the rest is `batch_expired` (not `batch_cancelled`)."""
+    clock = FakeClock(start=time.time())
+    gw = InProcessGateway(stack.root / "clocked", clock, executor={"expiry_check_seconds": 0.05},
+                          native={"poll_interval_seconds": 0.1, "refresh_on_get_seconds": 0},
+                          providers=[{"name": "anthropic", "kind": "anthropic", "base_url": stack.fake.url,
+                                      "api_key": KEY, "models": ["claude-*"], "batch_api": True}])
+    try:
+        api = gw.client()
+        rows = [chat(f"w{i}", f"window {i}") for i in range(30)]
+        batch = create(api, rows, execution="native", completion_window="1h")
+        native_id = wait_native(api, batch["id"], stack.fake, 2)
+        clock.advance(3601)
+        done = wait_for_batch(api, batch["id"], timeout=30)
+        assert done["status"] == "expired"
+        out, err = files(api, done)
+        assert 2 <= len(out) < 30 and {x["error"]["code"] for x in err.values()} == {"batch_expired"}
+        assert sorted([*out, *err]) == sorted(r["custom_id"] for r in rows)
+        fake_view = next(b for b in stack.fake.batches() if b["id"] == native_id)
+        assert fake_view["cancel_initiated_at"] is not None and fake_view["request_counts"]["canceled"] == len(err)
+    finally:
+        gw.stop()

@@ -231,7 +231,7 @@ def test_restarts_and_crashes_never_lose_or_duplicate_a_provider_batch(tmp_path:
     stored); restarted, A reattaches the first by native_batch_id and finds the second by listing B's batches.
     Then B is killed while A polls, and restarted: A waits it out. Each provider batch exists exactly once."""
     b_port = free_port()
-    config = B_CONFIG.replace("slow_latency_ms = 250", "slow_latency_ms = 400")
+    config = B_CONFIG.replace("slow_latency_ms = 250", "slow_latency_ms = 600")  # B's batch outlives A's restart
     b = Gateway(tmp_path / "b", api_key=B_KEY, config=config, port=b_port)
     a = Gateway(tmp_path / "a", config=a_config(b.base_url), env={"AISTATS_FAILPOINTS": "native_after_create:2"})
     try:

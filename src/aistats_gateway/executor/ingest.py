@@ -38,6 +38,11 @@ async def ingest(
 
     Returns the updated batch, or None when someone else moved it meanwhile (a cancel).
     """
+    current = await store.get_batch(batch.id)
+    if current is None or current.status is not BatchStatus.VALIDATING:
+        # A stale request (the housekeeper's sweep read `validating` just before an earlier ingest finished):
+        # ingesting again would delete items that are already leased, sent or settled.
+        return None
     await store.delete_items(batch.id)
     validator = LineValidator(
         endpoint=batch.endpoint,
