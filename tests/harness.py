@@ -66,8 +66,8 @@ class Gateway(Proc):
     """`aistats serve` as a subprocess; `.client()` gives an authenticated httpx client."""
 
     def __init__(self, data_dir: Path, *, api_key: str = "sk-test-default", env: dict[str, str] | None = None,
-                 config: str | None = None, log_level: str | None = None) -> None:
-        self.port = free_port()
+                 config: str | None = None, log_level: str | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()  # a fixed port lets a test restart a gateway other processes point at
         self.data_dir = data_dir
         self.api_key = api_key
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

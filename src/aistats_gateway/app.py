@@ -27,6 +27,7 @@ from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -123,10 +124,14 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     pricer = Pricer(PriceCatalog.load(settings.prices))
     executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics)
                 if settings.run_worker else None)
+    if executor is not None and any(p.batch_api for p in settings.providers):
+        executor.native = NativeRunner(settings, store, blobs, router, clock, pricer.catalog,
+                                       executor.finalize_native, failpoints)
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
-                           max_errors=settings.limits.max_validation_errors)
+                           max_errors=settings.limits.max_validation_errors,
+                           batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
                  pricer, metrics, generated)
     metrics.watch_storage(lambda: gw.storage_counts)

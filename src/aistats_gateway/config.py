@@ -16,6 +16,15 @@ Environment variables (documented in the README):
     AISTATS_FAILPOINTS    crash points for durability tests (never in production)
     OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
     ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL   enable the `anthropic` provider (`claude-*` models)
+
+Execution mode of a batch (managed or native, issue #7): `[[providers]] batch_api = true` says a provider
+(kind `openai` or `anthropic`) offers its own batch API (OpenAI's Batch API, Anthropic's Message Batches) at
+the providers' batch price. A batch's `execution` (create body: "auto" | "managed" | "native", default
+"auto") then chooses: `managed` runs every line through our own executor; `native` hands the lines to the
+provider's batch API (400 at create when a line's provider has no `batch_api`); `auto` is native exactly when
+every line's provider has `batch_api = true` AND the batch's completion_window is at least 24h (the providers'
+own window), else managed. `[native]` tunes the provider-batch poller (poll interval, timeouts, how long an
+ambiguous create is reconciled before it may be sent again).
 """
 
 from __future__ import annotations
@@ -60,6 +69,9 @@ class ProviderConfig(BaseModel):
     tpm: int | None = Field(None, ge=1)
     limits: dict[str, LaneLimits] = Field(default_factory=dict)
     timeout_seconds: float | None = None
+    # The provider has a batch API we may use (kind openai: /v1/files + /v1/batches; kind anthropic:
+    # /v1/messages/batches): `auto` batches whose lines all go to such providers run natively.
+    batch_api: bool = False
 
     def lane_limits(self, model: str) -> LaneLimits:
         """This provider's limits for `model`: the per-model override where set, else the provider's."""
@@ -115,6 +127,18 @@ class WebhookConfig(BaseModel):
         return 1 + len(self.retry_schedule_seconds)
 
 
+class NativeConfig(BaseModel):
+    """The provider-batch poller (executor/native.py)."""
+
+    poll_interval_seconds: float = Field(30.0, gt=0)  # how often a running provider batch is polled
+    request_timeout_seconds: float = Field(120.0, gt=0)  # one call to the provider's batch/file API
+    # After an ambiguous create (timeout, 5xx, crash), the provider's batches are listed for ours; only when
+    # none is found this long after the last attempt may the create be sent again (with the same key).
+    reconcile_grace_seconds: float = Field(60.0, ge=0)
+    refresh_on_get_seconds: float = Field(5.0, ge=0)  # GET polls the provider when the last poll is older
+    list_pages: int = Field(5, ge=1, le=100)  # pages of the provider's batch list searched when reconciling
+
+
 class MockConfig(BaseModel):
     slow_latency_ms: int = Field(250, ge=0)
 
@@ -135,6 +159,7 @@ class Settings(BaseModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
+    native: NativeConfig = Field(default_factory=NativeConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     prices: list[dict[str, Any]] = Field(default_factory=list)  # [[prices]] entries override the shipped catalog
@@ -213,6 +238,10 @@ class Settings(BaseModel):
                 PriceCatalog.load(settings.prices)
             except ValueError as exc:
                 raise ConfigError(f"invalid [[prices]] entry: {exc}") from exc
+        for provider in settings.providers:
+            if provider.batch_api and provider.kind not in ("openai", "anthropic"):
+                raise ConfigError(f"provider '{provider.name}': batch_api = true needs kind 'openai' or "
+                                  f"'anthropic' (kind '{provider.kind}' has no batch API)")
         names = [p.name for p in settings.providers]
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
@@ -229,7 +258,7 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
     for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms"):
         if key in storage:
             out[key] = storage[key]
-    for section in ("executor", "limits", "mock", "webhooks"):
+    for section in ("executor", "limits", "mock", "webhooks", "native"):
         if section in toml:
             out[section] = toml[section]
     if "providers" in toml:

@@ -13,6 +13,8 @@ Points:
     before_publish          output/error files written, before the status change that publishes them
     after_publish           the terminal status (and its billing settlement) committed
     after_event_claimed     a webhook event claimed for delivery, before it is sent
+    native_before_create    a native job's create attempt is recorded, before the provider is called
+    native_after_create     the provider created the batch, before its id is stored
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import sys
 EXIT_CODE = 86
 log = logging.getLogger(__name__)
 KNOWN = frozenset({"after_lease", "after_upstream", "after_settle", "mid_output_write", "before_publish",
-                   "after_publish", "after_event_claimed"})
+                   "after_publish", "after_event_claimed",
+                   "native_before_create", "native_after_create"})
 
 
 class Failpoints:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aistats_gateway.api import wire
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
 
 
 async def batch_view(gw: Gateway, record: BatchRecord, base_url: str) -> dict[str, Any]:
+    native = gw.executor.native if gw.executor is not None else None
+    if native is not None and record.execution == "native" and not record.status.terminal:
+        await native.refresh(record.id)  # reconcile with the provider on GET (at most every few seconds)
+        record = await gw.store.get_batch(record.id) or record
     return await render_batch(gw.store, record, base_url)
 
 
@@ -21,7 +26,13 @@ async def render_batch(store: Store, record: BatchRecord, base_url: str) -> dict
     """The full batch object: the record, its pricing lines and its webhook delivery state."""
     state = await store.webhook_state(record.id) if record.webhook else None
     lines = await store.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
-    return wire.batch_object(record, base_url, state, lines)
+    native = None
+    if record.execution == "native":
+        native = [{"provider": j.provider, "model": None if j.model == "*" else j.model, "id": j.native_batch_id,
+                   "status": j.provider_status or ("creating" if j.state == "creating" else None),
+                   "request_counts": j.request_counts, "running": j.state in ("creating", "running")}
+                  for j in await NativeJobs(store).for_batch(record.id)]
+    return wire.batch_object(record, base_url, state, lines, native)
 
 
 def log_entry(row: dict[str, Any]) -> dict[str, Any]:

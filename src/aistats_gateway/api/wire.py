@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.storage.records import BatchRecord, FileRecord
@@ -60,9 +61,18 @@ def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | N
 
 def batch_object(
     b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | None = None,
-    pricing_lines: list[dict[str, Any]] | None = None,
+    pricing_lines: list[dict[str, Any]] | None = None, native_batches: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     counts = b.counts
+    if native_batches and not b.status.terminal:
+        # Lines of a running provider batch settle here only when it ends: show the provider's progress meanwhile.
+        running = [n["request_counts"] or {} for n in native_batches if n.pop("running")]
+        completed = min(counts.total, counts.completed + sum(c.get("completed", 0) for c in running))
+        counts = RequestCounts(counts.total, completed,
+                               min(counts.total - completed, counts.failed + sum(c.get("failed", 0) for c in running)))
+    else:
+        for n in native_batches or []:
+            n.pop("running", None)
     base = base_url.rstrip("/")
     ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")
     return {
@@ -89,6 +99,8 @@ def batch_object(
         "cancel_url": f"{base}/v1/batches/{b.id}/cancel" if b.status in CANCELLABLE else None,
         "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
         "pricing_lines": pricing_lines or [], "billing": _billing(b),
+        "execution": b.execution if b.execution in ("native", "managed", "auto") else "managed",
+        "native_batch_id": b.native_batch_id, "native_batches": native_batches,
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aistats_gateway.clock import Clock
@@ -30,12 +31,20 @@ CHUNK_ROWS = 1000
 
 async def ingest(
     batch: BatchRecord, *, store: Store, blobs: BlobStore, router: Router, limits: LimitsConfig, clock: Clock,
-    pricer: Pricer,
+    pricer: Pricer, execution: Callable[[BatchRecord, list[str]], str] | None = None,
 ) -> BatchRecord | None:
     """Validate and store the items; move the batch to in_progress or failed.
 
+    `execution(batch, providers)` resolves the batch's execution mode (managed | native) from the providers
+    its lines route to (executor/native.py); without it (no provider has a batch API) every batch runs managed.
+
     Returns the updated batch, or None when someone else moved it meanwhile (a cancel).
     """
+    current = await store.get_batch(batch.id)
+    if current is None or current.status is not BatchStatus.VALIDATING:
+        # A stale request (the housekeeper's sweep read `validating` just before an earlier ingest finished):
+        # ingesting again would delete items that are already leased, sent or settled.
+        return None
     await store.delete_items(batch.id)
     validator = LineValidator(
         endpoint=batch.endpoint,
@@ -107,6 +116,7 @@ async def ingest(
         providers = list(validator.providers)
         summary: dict[str, object] = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
                                       "provider": providers[0] if len(providers) == 1 else None}
+        summary["execution"] = execution(batch, providers) if execution is not None else "managed"
         if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
             summary["estimated_nanos"] = validator.estimated_nanos
         # Stored before the status moves, so a batch cancelled during validation still counts its lines.

@@ -36,6 +36,7 @@ from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.finalizer import finalize
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Circuit, Entry, Lane
+from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.pacing import LocalPermits, PermitSource
 from aistats_gateway.executor.retry import Decision, RetryPolicy
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
@@ -122,6 +123,7 @@ class Executor:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._running = False
         self._rng = random.Random()
+        self.native: NativeRunner | None = None  # native provider batches (executor/native.py), set by app.py
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -154,6 +156,8 @@ class Executor:
             if self._sending:
                 log.warning("stopping with %d request(s) still in flight after %.0fs", self._sending, grace)
         self._running = False
+        if self.native is not None:  # [native hook] provider batches keep running; their tasks just stop
+            await self.native.stop()
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
             tasks = [*self._tasks, *self._jobs.values(), *self._sends]
             for task in tasks:
@@ -179,6 +183,8 @@ class Executor:
             self.resume(batch)
 
     def resume(self, batch: BatchRecord) -> None:
+        if self.native is not None and self.native.adopt(batch):  # [native hook] a native batch runs there
+            return
         if batch.status is BatchStatus.VALIDATING:
             self._job(batch.id, lambda: self._ingest(batch))
         elif batch.status is BatchStatus.IN_PROGRESS:
@@ -197,6 +203,8 @@ class Executor:
             self._job(batch.id, lambda: self._ingest(batch))
 
     def activate(self, batch: BatchRecord) -> None:
+        if self.native is not None and self.native.adopt(batch):  # [native hook] not leased/sent from here
+            return
         state = self.batches.get(batch.id)
         if state is None:
             self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id,
@@ -208,6 +216,8 @@ class Executor:
 
     def halt(self, batch_id: str, target: BatchStatus, endpoint: str) -> None:
         """Stop sending a batch's items (cancel or expiry); finalize once in-flight ones settle."""
+        if self.native is not None and self.native.halt(batch_id, target):  # [native hook] provider cancel
+            return
         state = self.batches.setdefault(batch_id, BatchState(endpoint=endpoint))
         if state.halt is not None:
             self._maybe_finish_halt(batch_id)
@@ -227,7 +237,8 @@ class Executor:
     # ------------------------------------------------------------------ validation
     async def _ingest(self, batch: BatchRecord) -> None:
         result = await ingest(batch, store=self.store, blobs=self.blobs, router=self.router,
-                              limits=self.settings.limits, clock=self.clock, pricer=self.pricer)
+                              limits=self.settings.limits, clock=self.clock, pricer=self.pricer,
+                              execution=self.native.resolve if self.native is not None else None)  # [native hook]
         if result is None:
             current = await self.store.get_batch(batch.id)
             if current is not None and current.status is BatchStatus.CANCELLING:
@@ -601,6 +612,10 @@ class Executor:
         state = self.batches.get(batch_id)
         if state is not None and state.halt is not None and state.outstanding <= 0:
             self._finalize_soon(batch_id, state.halt)
+
+    def finalize_native(self, batch_id: str, target: BatchStatus) -> None:
+        """[native hook] A native batch's lines are all settled (or its provider batches are gone): finalize."""
+        self._finalize_soon(batch_id, target)
 
     def _finalize_soon(self, batch_id: str, target: BatchStatus) -> None:
         self._job(batch_id, lambda: self._finalize(batch_id, target))

@@ -31,16 +31,19 @@ from aistats_gateway.storage.store import Store
 
 CREATE_FIELDS = {
     "input_file_id", "endpoint", "completion_window", "metadata", "session_id", "webhook", "provider",
-    "requests", "output_expires_after", "dry_run",
+    "requests", "output_expires_after", "dry_run", "execution",
 }
+EXECUTION_MODES = ("auto", "managed", "native")
+DAY = 24 * 3600
 
 
 class BatchService:
     def __init__(
         self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int,
         *, allow_local_webhooks: bool = True, router: Router | None = None, pricer: Pricer | None = None,
-        max_errors: int = 100,
+        max_errors: int = 100, batch_api: set[str] | None = None,
     ) -> None:
+        self.batch_api = batch_api or set()  # providers whose own batch API may run native batches
         self.router = router
         self.pricer = pricer
         self.max_errors = max_errors
@@ -70,6 +73,12 @@ class BatchService:
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise InvalidRequest("'dry_run' must be true or false.", code="invalid_type", param="dry_run")
+        execution = body.get("execution", "auto")
+        if execution not in EXECUTION_MODES:
+            raise InvalidRequest(f"Invalid 'execution' {execution!r}: use \"auto\", \"managed\" or \"native\".",
+                                 code="invalid_value", param="execution")
+        if execution == "auto" and (window < DAY or not self.batch_api):
+            execution = "managed"  # auto needs a 24h window and providers with a batch API
         if input_file_id is not None and inline is not None:
             raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
                                  code="conflicting_parameters", param="requests")
@@ -89,6 +98,13 @@ class BatchService:
                 code="invalid_file_purpose", param="input_file_id")
         if dry_run:
             return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key))
+        if execution == "native":
+            try:
+                await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
+            except InvalidRequest:
+                if inline is not None:
+                    await self.files.delete(workspace_id, input_file_id)
+                raise
         hold: int | None = None
         balance, _held = await self.store.credit_account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
@@ -102,6 +118,7 @@ class BatchService:
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
+            "execution": execution,
         }
         try:
             record = await self.store.insert_batch(values, hold_nanos=hold)
@@ -112,6 +129,24 @@ class BatchService:
         if self.executor is not None:
             self.executor.submitted(record)
         return record
+
+    async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes]) -> None:
+        """`execution: "native"` needs every line's provider to have a batch API: else 400 naming one line's
+        model and provider (lines that fail validation are left to the batch's own validation)."""
+        assert self.router is not None
+        if not self.batch_api:
+            raise InvalidRequest("'execution' is \"native\" but no provider has a batch API enabled "
+                                 "(set batch_api = true on an openai or anthropic [[providers]] entry).",
+                                 code="native_unavailable", param="execution")
+        validator = await self._scan(endpoint, prefs, chunks)
+        for model in validator.models:
+            provider, _reason = self.router.route(model, prefs)
+            if provider is not None and provider not in self.batch_api:
+                raise InvalidRequest(
+                    f"'execution' is \"native\" but model '{model}' is served by provider '{provider}', which "
+                    f"has no batch API enabled (providers with one: {', '.join(sorted(self.batch_api))}). Use "
+                    "\"managed\" or \"auto\", or route the model to one of those.",
+                    code="native_unavailable", param="execution")
 
     def _inline_bytes(self, inline: Any) -> bytes:
         if not isinstance(inline, list):

@@ -63,6 +63,8 @@ class BatchRecord:
     cost_nanos: int | None = None
     billing_reason: str | None = None
     billed_at: int | None = None
+    execution: str | None = None  # managed | native | auto (until validated); None: managed (older rows)
+    native_batch_id: str | None = None
 
     @property
     def counts(self) -> RequestCounts:

@@ -106,6 +106,10 @@ batches = Table(
     Column("cost_nanos", BigInteger, nullable=True),
     Column("billing_reason", String(64), nullable=True),
     Column("billed_at", BigInteger, nullable=True),
+    # Execution mode (0006, issue #7): "managed" | "native", or "auto" until validation resolves it; NULL on
+    # batches created before it existed (managed). `native_batch_id`: the (first) provider batch of a native one.
+    Column("execution", String(16), nullable=True),
+    Column("native_batch_id", String(128), nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
 )
@@ -240,4 +244,36 @@ batch_pricing = Table(
     Column("unit_price_nanos", BigInteger, primary_key=True, autoincrement=False),
     Column("unit_size", BigInteger, nullable=False),
     Column("quantity", BigInteger, nullable=False),
+)
+
+# Native execution (issue #7): one provider batch per (batch, provider[, model]) — the job row is written (with
+# its idempotency key) BEFORE the provider is called, and the provider's batch id right after it answers, so a
+# crash at any point leaves enough to reattach (by native_batch_id) or reconcile (by listing the provider).
+native_jobs = Table(
+    "native_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(128), nullable=False),
+    Column("model", String(256), nullable=False),  # OpenAI batches take one model each; "*": any model
+    Column("kind", String(16), nullable=False),  # openai | anthropic
+    Column("state", String(16), nullable=False),  # creating | running | collecting | done
+    Column("idempotency_key", String(64), nullable=False),
+    Column("id_scheme", String(16), nullable=False),  # verbatim | line (custom_ids the provider cannot take)
+    Column("lines", Integer, nullable=False),
+    Column("input_key", String(1024), nullable=True),  # the provider input, built once into our blob store
+    Column("provider_file_id", String(128), nullable=True),
+    Column("native_batch_id", String(128), nullable=True),
+    Column("provider_status", String(32), nullable=True),
+    Column("request_counts", JSON, nullable=True),
+    Column("result_keys", JSON, nullable=True),  # downloaded result files in our blob store
+    Column("create_attempts", Integer, nullable=False, server_default="0"),
+    Column("create_attempted_at", Float, nullable=True),
+    Column("cancel_sent_at", Float, nullable=True),
+    Column("last_polled_at", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("batch_id", "provider", "model", name="uq_native_jobs_group"),
+    Index("ix_native_jobs_batch", "batch_id"),
 )

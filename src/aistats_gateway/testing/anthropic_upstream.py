@@ -27,6 +27,10 @@ gives the n-th attempt with that key `plan[n-1]`: an HTTP status (answered with 
 that status: 429 rate_limit_error, 529 overloaded_error, 500 api_error, ...), "ok", "reset", "hang",
 "badjson" or "truncated". GET /_ledger → {key: attempts}; GET /_stats → totals; GET /_requests → the last
 200 request bodies received; POST /_reset clears all three.
+
+Message Batches (`/v1/messages/batches`, testing/anthropic_batches.py) answer with this fake's `answer()`:
+`--batch-request-ms` paces them, `--state-file` keeps them across restarts, `--create-faults N` makes the
+first N creates ambiguous (stored, answered 500).
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ import hashlib
 import math
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from aistats_gateway.testing.anthropic_batches import MessageBatches
 
 FIELDS = frozenset({"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
                     "stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"})
@@ -121,7 +128,10 @@ def validate(body: dict[str, Any]) -> None:
 
 
 class AnthropicUpstream:
-    def __init__(self, latency_ms: float = 0.0, rpm: int = 0, api_key: str | None = None) -> None:
+    def __init__(self, latency_ms: float = 0.0, rpm: int = 0, api_key: str | None = None, *,
+                 batch_request_ms: float = 50.0, state_file: Path | None = None, create_faults: int = 0) -> None:
+        self.batches = MessageBatches(self, validate, error, request_ms=batch_request_ms, state_file=state_file,
+                                      create_faults=create_faults)
         self.latency = latency_ms / 1000.0
         self.rpm = rpm
         self.api_key = api_key
@@ -297,6 +307,7 @@ class AnthropicUpstream:
         app.router.add_get("/_stats", self.stats_view)
         app.router.add_get("/_requests", self.requests_view)
         app.router.add_post("/_reset", self.reset)
+        self.batches.mount(app)
         return app
 
 
@@ -314,8 +325,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rpm", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="accept only this x-api-key (default: any non-empty key)")
+    parser.add_argument("--batch-request-ms", type=float, default=50.0, help="Message Batches: time per request")
+    parser.add_argument("--state-file", type=Path, default=None, help="Message Batches: keep batches in this file")
+    parser.add_argument("--create-faults", type=int, default=0, help="Message Batches: first N creates answer 500")
     args = parser.parse_args(argv)
-    web.run_app(AnthropicUpstream(args.latency_ms, args.rpm, args.api_key).app(), host=args.host, port=args.port,
+    fake = AnthropicUpstream(args.latency_ms, args.rpm, args.api_key, batch_request_ms=args.batch_request_ms,
+                             state_file=args.state_file, create_faults=args.create_faults)
+    web.run_app(fake.app(), host=args.host, port=args.port,
                 access_log=None, shutdown_timeout=1.0, print=lambda *_: None)
 
 

@@ -1,0 +1,318 @@
+"""Native execution (issue #7): a batch's lines run as provider batches (OpenAI Batch API, Anthropic Message
+Batches) at the providers' batch price, while everything the user sees stays ours — ids, files, webhooks,
+the stream, billing.
+
+The NativeRunner takes over a batch after ingest (its items exist, as for managed batches) instead of the
+lease/send path. One task per batch runs rounds: plan jobs (one per provider, per model on OpenAI; items
+leased to the job), build each job's provider input into our blob store, create the provider batch, poll it,
+and when it ends download its result files into our blob store and settle our items from them
+(native_settle.py); when every job is done it hands the batch to the executor's normal finalize.
+
+Exactly-once against the provider:
+  * the job row (with its idempotency key) exists before any call; `create_attempts`/`create_attempted_at`
+    are written BEFORE the create is sent and the provider's id right after it answers;
+  * a create whose outcome is unknown (timeout, 5xx, a crash) is never re-sent blindly: the provider's
+    batches are listed for ours first (OpenAI: our job id in `metadata`; Anthropic: see native_anthropic.py),
+    and only when none shows up `reconcile_grace_seconds` after the last attempt is it sent again (same key);
+  * a restart resumes every job from the database: running ones reattach by `native_batch_id`.
+Cancel and expiry cancel the provider batch, then settle what it finished; the rest become
+`batch_cancelled` / `batch_expired`. Upstream failures while polling are logged and retried next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aistats_gateway.clock import Clock
+from aistats_gateway.config import Settings
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
+from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
+from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
+from aistats_gateway.pricing.pricer import Pricer
+from aistats_gateway.providers.native_anthropic import AnthropicBatches
+from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected
+from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.storage.blobs import BlobStore
+from aistats_gateway.storage.native_jobs import NativeJob, NativeJobs
+from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.store import Store
+
+log = logging.getLogger(__name__)
+DAY = 24 * 3600
+Finish = Callable[[str, BatchStatus], None]
+
+
+def choose_execution(requested: str | None, window_seconds: int, providers: list[str], batch_api: set[str]) -> str:
+    """The execution mode a validated batch runs in. `auto`: native exactly when every line's provider has a
+    batch API enabled and the completion window is at least the providers' 24h; else managed."""
+    if requested in (None, "managed"):
+        return "managed"
+    usable = bool(providers) and all(p in batch_api for p in providers)
+    if requested == "native":
+        return "native" if usable else "managed"  # a provider lost its batch_api since create: run it ourselves
+    return "native" if usable and window_seconds >= DAY else "managed"
+
+
+def build_client(cfg: Any, timeout: float) -> OpenAIBatches | AnthropicBatches:
+    if cfg.kind == "anthropic":
+        return AnthropicBatches(cfg.name, cfg.base_url, cfg.api_key, timeout_seconds=timeout)
+    return OpenAIBatches(cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key,
+                         timeout_seconds=timeout)
+
+
+class NativeRunner:
+    def __init__(self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
+                 catalog: PriceCatalog, finish: Finish, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+        self.cfg = settings.native
+        self.store = store
+        self.blobs = blobs
+        self.router = router
+        self.clock = clock
+        self.finish = finish
+        self.failpoints = failpoints
+        self.jobs = NativeJobs(store)
+        self.pricer = Pricer(catalog, BATCH)
+        self.clients = {p.name: build_client(p, self.cfg.request_timeout_seconds)
+                        for p in settings.providers if p.batch_api}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._rounds: dict[str, asyncio.Event] = {}
+        self._last_round: dict[str, float] = {}
+        self._halts: dict[str, BatchStatus] = {}
+        self._failures: dict[str, int] = {}  # consecutive failed rounds per batch (for backoff and quieter logs)
+        self._running = True
+
+    @property
+    def batch_api(self) -> set[str]:
+        return set(self.clients)
+
+    def resolve(self, batch: BatchRecord, providers: list[str]) -> str:
+        return choose_execution(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
+
+    # ------------------------------------------------------------------ executor hooks
+    def adopt(self, batch: BatchRecord) -> bool:
+        """Run `batch` here if it is native (True); the executor leaves it alone then."""
+        if batch.execution != "native" or batch.status is BatchStatus.VALIDATING:
+            return False
+        task = self._tasks.get(batch.id)
+        if task is None or task.done():
+            if self._running:
+                self._wake[batch.id] = asyncio.Event()
+                self._rounds[batch.id] = asyncio.Event()
+                self._tasks[batch.id] = asyncio.create_task(self._run(batch.id), name=f"native-{batch.id}")
+        else:
+            self._wake[batch.id].set()
+        return True
+
+    def halt(self, batch_id: str, target: BatchStatus) -> bool:
+        """Cancel or expire a native batch this runner holds (True); the provider batch is cancelled."""
+        task = self._tasks.get(batch_id)
+        if task is None or task.done():
+            return False
+        self._halts.setdefault(batch_id, target)
+        self._wake[batch_id].set()
+        return True
+
+    async def refresh(self, batch_id: str) -> None:
+        """On GET: poll the provider now when the last round is older than `refresh_on_get_seconds`."""
+        task = self._tasks.get(batch_id)
+        if task is None or task.done():
+            return
+        if self.clock.now() - self._last_round.get(batch_id, 0.0) < self.cfg.refresh_on_get_seconds:
+            return
+        done = self._rounds[batch_id]
+        done.clear()
+        self._wake[batch_id].set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 5.0)
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for client in self.clients.values():
+            await client.close()
+
+    # ------------------------------------------------------------------ rounds
+    async def _run(self, batch_id: str) -> None:
+        self._failures[batch_id] = 0
+        while self._running:
+            try:
+                finished = await self._round(batch_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("native round of %s failed; retrying", batch_id, extra={"batch_id": batch_id})
+                self._failures[batch_id] += 1
+                finished = False
+            self._last_round[batch_id] = self.clock.now()
+            self._rounds[batch_id].set()
+            if finished:
+                break
+            # A provider that keeps failing is polled less and less often (up to 16 intervals apart).
+            delay = self.cfg.poll_interval_seconds * 2 ** min(4, self._failures[batch_id])
+            wake = self._wake[batch_id]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+            wake.clear()
+        self._failures.pop(batch_id, None)
+        self._tasks.pop(batch_id, None)
+        self._halts.pop(batch_id, None)
+
+    def _halt_of(self, batch: BatchRecord) -> BatchStatus | None:
+        if batch.status is BatchStatus.CANCELLING:
+            return BatchStatus.CANCELLED
+        halt = self._halts.get(batch.id)
+        if halt is None and batch.expires_at <= self.clock.now():
+            halt = BatchStatus.EXPIRED
+        return halt
+
+    async def _round(self, batch_id: str) -> bool:
+        """One pass over a batch's jobs; True when the batch was handed to the finalizer (or is gone)."""
+        batch = await self.store.get_batch(batch_id)
+        if batch is None or batch.status.terminal:
+            return True
+        if batch.status is BatchStatus.FINALIZING:
+            self.finish(batch_id, BatchStatus.COMPLETED)
+            return True
+        halt = self._halt_of(batch)
+        jobs = await self.jobs.for_batch(batch_id)
+        if not jobs:
+            if halt is not None:  # nothing was sent anywhere: the finalizer settles every line
+                self.finish(batch_id, halt)
+                return True
+            jobs = await self.jobs.plan(batch_id, lambda p: self.clients[p].kind if p in self.clients else "openai",
+                                        self.clock.now())
+        failed = False
+        for job in jobs:
+            if job.state == "done":
+                continue
+            try:
+                await self._advance(batch, job, halt)
+            except NativeError as exc:
+                failed = True
+                level = logging.WARNING if self._failures.get(batch_id, 0) == 0 else logging.DEBUG
+                log.log(level, "native job %s (%s): %s; retrying", job.id, job.provider, exc.message,
+                        extra={"batch_id": batch_id})
+                if job.error != exc.message[:2000]:
+                    await self.jobs.update(job.id, error=exc.message[:2000])
+        self._failures[batch_id] = self._failures.get(batch_id, 0) + 1 if failed else 0
+        jobs = await self.jobs.for_batch(batch_id)
+        if any(job.state != "done" for job in jobs):
+            return False
+        target = halt or (BatchStatus.EXPIRED if any(j.provider_status == "expired" for j in jobs)
+                          else BatchStatus.COMPLETED)
+        self.finish(batch_id, target)
+        return True
+
+    async def _advance(self, batch: BatchRecord, job: NativeJob, halt: BatchStatus | None) -> None:
+        client = self.clients.get(job.provider)
+        if client is None:  # the provider lost batch_api (or was removed) while its batch ran
+            raise NativeError(f"provider '{job.provider}' has no batch_api configured any more")
+        if job.state == "creating":
+            if halt is not None and job.create_attempts == 0:  # nothing sent yet and nobody wants it any more
+                await self.jobs.update(job.id, state="done", provider_status="not_created")
+                return
+            if job.input_key is None:
+                job = await self._build(batch, job, client)
+                if job.state == "done":
+                    return
+            job = await self._create(batch, job, client, halt)
+        native_id = job.native_batch_id
+        if job.state == "running" and native_id is not None:
+            if halt is not None and job.cancel_sent_at is None:
+                with contextlib.suppress(Rejected):  # already ended: nothing to cancel
+                    await client.cancel(native_id)
+                job = await self.jobs.update(job.id, cancel_sent_at=self.clock.now())
+            found = await client.get(native_id)
+            if found.ended_as is None:
+                await self.jobs.update(job.id, provider_status=found.status, request_counts=found.counts,
+                                       last_polled_at=self.clock.now())
+                return
+            keys = await client.download(found, self.blobs, f"native/{job.id}")
+            job = await self.jobs.update(job.id, state="collecting", provider_status=found.ended_as,
+                                         request_counts=found.counts, result_keys=keys, error=found.error,
+                                         last_polled_at=self.clock.now())
+        if job.state == "collecting":
+            settler = Settler(self.store, self.pricer, self.clock, batch, job.provider)
+            await collect(self.jobs, job, client, batch, settler, self.blobs, halt)
+            await self.jobs.update(job.id, state="done")
+
+    async def _build(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches
+                     ) -> NativeJob:
+        """Write the provider input into our blob store; lines the provider cannot take fail here."""
+        scheme = "verbatim"
+        async for page in self.jobs.held_items(job, with_body=False):
+            if not all(client.custom_id_fits(item.custom_id) for item in page):
+                scheme = "line"
+                break
+        job = await self.jobs.update(job.id, id_scheme=scheme)
+        provider = self.router.by_name.get(job.provider)
+        key = f"native/{job.id}/input.jsonl"
+        writer = self.blobs.writer(key)
+        settler = Settler(self.store, self.pricer, self.clock, batch, job.provider)
+        sent = 0
+        try:
+            async for page in self.jobs.held_items(job):
+                for item in page:
+                    model = self.router.upstream_model(provider, item.model) if provider is not None else item.model
+                    line = client.input_line(batch.endpoint, provider_custom_id(job, item), model, item)
+                    if isinstance(line, Outcome):
+                        settler.add(item, line)
+                    else:
+                        await writer.write(line + b"\n")
+                        sent += 1
+        except BaseException:
+            await writer.abort()
+            raise
+        await settler.flush(force=True)
+        if sent == 0:
+            await writer.abort()
+            return await self.jobs.update(job.id, state="done", lines=0, provider_status="nothing_to_send")
+        await writer.commit()
+        return await self.jobs.update(job.id, input_key=key, lines=sent)
+
+    async def _create(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+                      halt: BatchStatus | None) -> NativeJob:
+        now = self.clock.now()
+        if job.create_attempts > 0:  # an earlier create's outcome is unknown: look for it before anything else
+            claimed = await self.jobs.claimed_ids(job.provider)
+            found = await client.find(job, claimed, self.cfg.list_pages)
+            if found is not None:
+                log.info("native job %s: found provider batch %s of an earlier create", job.id, found.id,
+                         extra={"batch_id": batch.id})
+                return await self.jobs.attach(job, found.id, found.status, found.counts)
+            if now - (job.create_attempted_at or 0.0) < self.cfg.reconcile_grace_seconds:
+                return job  # the provider may still be making it: look again next round
+            if halt is not None:
+                return await self.jobs.update(job.id, state="done", provider_status="not_created")
+        job = await self.jobs.update(job.id, create_attempts=job.create_attempts + 1, create_attempted_at=now)
+        self.failpoints.hit("native_before_create")
+        window = "24h" if batch.expires_at - batch.created_at >= DAY else batch.completion_window
+
+        async def on_file(file_id: str) -> None:
+            await self.jobs.update(job.id, provider_file_id=file_id)
+
+        try:
+            created = await client.submit(job, self.blobs, batch.endpoint, window,
+                                          {BATCH_TAG: batch.id, JOB_TAG: job.id}, on_file)
+        except Rejected as exc:
+            log.warning("native job %s: %s refused the batch: %s", job.id, job.provider, exc.message,
+                        extra={"batch_id": batch.id})
+            # collecting with no result files: every held line fails with native_batch_rejected
+            return await self.jobs.update(job.id, state="collecting", provider_status="rejected",
+                                          error=exc.message[:2000])
+        self.failpoints.hit("native_after_create")
+        return await self.jobs.attach(job, created.id, created.status, created.counts)

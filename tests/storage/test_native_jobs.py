@@ -1,0 +1,74 @@
+"""Native job storage on a real SQLite file: planning splits and holds a batch's items, the holds survive every
+lease sweep, the provider's id lands on the batch once; and ingest never re-runs over a validated batch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from sqlalchemy import update
+
+from aistats_gateway.clock import SystemClock
+from aistats_gateway.config import LimitsConfig
+from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.executor.ingest import ingest
+from aistats_gateway.pricing.catalog import PriceCatalog
+from aistats_gateway.pricing.pricer import Pricer
+from aistats_gateway.providers.mock import MockProvider
+from aistats_gateway.providers.routing import Router
+from aistats_gateway.storage.blobs import LocalBlobStore
+from aistats_gateway.storage.native_jobs import NativeJobs
+from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, items
+from aistats_gateway.storage.store import Store
+from tests.storage.test_store import run, seed
+
+
+async def _mixed(store: Store) -> None:
+    await seed(store, lines=6)
+    async with store._write() as conn:  # lines 1-2 → oa/gpt-a, 3-4 → oa/gpt-b, 5-6 → claude (anthropic)
+        for lines, provider, model in (((1, 2), "oa", "gpt-a"), ((3, 4), "oa", "gpt-b"), ((5, 6), "an", "claude")):
+            await conn.execute(update(items).where(items.c.line.in_(lines)).values(provider=provider, model=model))
+
+
+def test_plan_splits_and_holds_items_beyond_every_lease_sweep(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await _mixed(store)
+        jobs = NativeJobs(store)
+        kinds = {"oa": "openai", "an": "anthropic"}
+        planned = await jobs.plan("batch_1", kinds.__getitem__, 10.0)
+        assert sorted((j.provider, j.model, j.lines, j.state) for j in planned) == [
+            ("an", "*", 2, "creating"), ("oa", "gpt-a", 2, "creating"), ("oa", "gpt-b", 2, "creating")]
+        assert len({j.idempotency_key for j in planned}) == 3
+        assert [j.id for j in await jobs.plan("batch_1", kinds.__getitem__, 11.0)] == [j.id for j in planned]
+        # the managed executor's sweeps never take a native job's items
+        assert await store.release_earlier_incarnations("local:", "local:boot_x") == 0
+        assert await store.release_expired_leases(10.0**12, "local:boot_x") == 0
+        assert await store.lease_items("batch_1", "local:boot_x", 10, 100.0) == []
+        held = {j.model: [i.line async for page in jobs.held_items(j) for i in page] for j in planned}
+        assert held == {"*": [5, 6], "gpt-a": [1, 2], "gpt-b": [3, 4]}
+        first, second = planned[0], planned[1]
+        await jobs.attach(first, "nb_1", "in_progress", {"total": 2, "completed": 0, "failed": 0})
+        await jobs.attach(second, "nb_2", "in_progress", None)
+        batch = await store.get_batch("batch_1")
+        assert batch is not None and batch.native_batch_id == "nb_1"  # the first one, kept
+        assert await jobs.claimed_ids(first.provider) >= {"nb_1"}
+        assert await jobs.held_count(first) == 2
+    run(tmp_path / "db.sqlite", body)
+
+
+def test_ingest_never_runs_again_over_a_validated_batch(tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=4)
+        current = await store.get_batch("batch_1")
+        assert current is not None and current.status is BatchStatus.IN_PROGRESS
+        await store.lease_items("batch_1", "local:boot_1", 2, 10.0**9)
+        stale = dataclasses.replace(current, status=BatchStatus.VALIDATING)  # what a sweep read earlier
+        result = await ingest(stale, store=store, blobs=LocalBlobStore(tmp_path / "blobs"),
+                              router=Router([MockProvider()]), limits=LimitsConfig(), clock=SystemClock(),
+                              pricer=Pricer(PriceCatalog.load()))
+        assert result is None
+        async with store.engine.connect() as conn:
+            statuses = [r[0] for r in (await conn.execute(items.select().with_only_columns(items.c.status)
+                                                          .order_by(items.c.line))).all()]
+        assert statuses == [ITEM_LEASED, ITEM_LEASED, ITEM_PENDING, ITEM_PENDING]  # nothing deleted or reset
+    run(tmp_path / "db.sqlite", body)
