@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests import databases
+from tests import backends
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
-    if not databases.pg_available():
-        pytest.skip(databases.PG_SKIP)
+    if not backends.pg_available():
+        pytest.skip(backends.PG_SKIP)
     from aistats_gateway.config import database_url_for_sqlalchemy
     from aistats_gateway.storage.migrate import upgrade_to_head
     from aistats_gateway.storage.store import create_engine
 
-    url = databases.create_database()
+    url = backends.create_database()
 
     async def migrate() -> None:
         engine = create_engine(database_url_for_sqlalchemy(url))
@@ -36,7 +36,7 @@ def pg_template() -> Iterator[str]:
     try:
         yield url.rsplit("/", 1)[1]
     finally:
-        databases.drop_database(url)
+        backends.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,5 +48,5 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     from aistats_gateway.config import database_url_for_sqlalchemy
 
     template = request.getfixturevalue("pg_template")
-    with databases.pg_database(template) as url:
+    with backends.pg_database(template) as url:
         yield database_url_for_sqlalchemy(url)

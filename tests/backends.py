@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL databases and Redis key prefixes for tests, and why a test skips without them.
+"""Backends for tests: throwaway PostgreSQL databases, Redis key prefixes, an S3-compatible server
+process (moto's server mode, offline, on a free loopback port), and why a test skips without them.
 
 PostgreSQL: 127.0.0.1:5432, user postgres, trust auth (override with AISTATS_TEST_PG, a
 postgresql://USER@HOST:PORT base URL). Every test run gets its own `aistats_<random>` database (created
@@ -13,9 +14,13 @@ import asyncio
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.harness import Proc, free_port
 
 PG_BASE = os.environ.get("AISTATS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("AISTATS_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -87,3 +92,22 @@ def drop_redis_keys(prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+class S3Server(Proc):
+    """moto in server mode: a real S3-compatible HTTP server process (it accepts any credentials)."""
+
+    ACCESS_KEY = "test-access-key"
+    SECRET_KEY = "test-secret-key"
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        super().__init__([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                         env, log, f"{self.endpoint_url}/moto-api/")
+
+    def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """The gateway settings that point at this server."""
+        return {"AISTATS_BLOB_URL": f"s3://{bucket}/{prefix}".rstrip("/"), "AISTATS_S3_ENDPOINT_URL": self.endpoint_url,
+                "AISTATS_S3_ACCESS_KEY_ID": self.ACCESS_KEY, "AISTATS_S3_SECRET_ACCESS_KEY": self.SECRET_KEY}
