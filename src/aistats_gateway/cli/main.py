@@ -1,6 +1,7 @@
 """`aistats` — run the gateway and administer it.
 
     aistats serve [--host H] [--port P] [--no-worker]   run the API (and the executor)
+    aistats worker [--port P]                           run only the executor and webhook deliverer
     aistats keys create|list|revoke                     API keys of the local database
     aistats batch submit|watch|ls|show|cancel|results   work with batches on any gateway (via the SDK)
     aistats migrate                                     bring the database schema up to date
@@ -53,13 +54,48 @@ def serve(
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
-               f"(data: {settings.data_dir}; providers: {', '.join(p.name for p in settings.providers)})")
+               f"({'API only' if no_worker else 'API + executor'}; {_where(settings)}; "
+               f"providers: {', '.join(p.name for p in settings.providers)})")
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
                 access_log=access_log, loop="auto", http="auto", lifespan="on",
                 # open streams (WebSockets, results with follow=true) get this long before the executor drains
                 timeout_graceful_shutdown=5)
+
+
+def _where(settings: Settings) -> str:
+    """Where state lives, for the start line (never the password of a database URL)."""
+    from sqlalchemy.engine import make_url
+
+    db = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    blobs = settings.blob_url or str(settings.blob_dir)
+    return f"database {db}; blobs {blobs}" + (f"; redis {settings.redis.key_prefix}*" if settings.redis_url else "")
+
+
+@app.command()
+def worker(
+    host: str = typer.Option(None, help="Bind address of the probes (default AISTATS_HOST or 127.0.0.1)."),
+    port: int = typer.Option(8788, help="Port of the probes: GET /v1/health and /metrics."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    log_format: str = typer.Option("auto", help="json, text, or auto (text on a terminal, else JSON lines)."),
+) -> None:
+    """Run an executor process only (no API): it leases items of every batch from the shared database.
+
+    Run several, each with its own AISTATS_NODE_ID, against PostgreSQL + S3-compatible blobs (+ Redis
+    for shared rate limits and immediate cancels); see the README's Deployment section."""
+    from aistats_gateway.app import build_worker_app
+
+    settings = _settings(host=host, port=port)
+    configure_logging(log_level, log_format)
+    if settings.node_id == "local" and settings.is_postgresql:
+        typer.secho("warning: AISTATS_NODE_ID is 'local'; give every worker process its own node id",
+                    fg="yellow", err=True)
+    typer.echo(f"AI Stats Gateway {__version__} worker {settings.node_id} (probes on "
+               f"http://{settings.host}:{settings.port}/v1/health; {_where(settings)})")
+    gc.set_threshold(20_000, 20, 20)
+    uvicorn.run(build_worker_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
 
 
 def _with_store(fn: Any) -> Any:
@@ -184,7 +220,7 @@ def migrate() -> None:
             await engine.dispose()
 
     asyncio.run(run())
-    typer.echo(f"schema up to date at {settings.sqlalchemy_url}")
+    typer.echo(f"schema up to date ({_where(settings)})")
 
 
 @app.command()

@@ -169,6 +169,12 @@ class Store:
     # ---------------------------------------------------------------- workspaces and keys
     async def ensure_workspace(self, workspace_id: str, name: str) -> None:
         async with self._write() as conn:
+            if self.is_postgresql:  # processes starting together may both create it
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                await conn.execute(pg_insert(workspaces).values(id=workspace_id, name=name, created_at=int(time.time()))
+                                   .on_conflict_do_nothing())
+                return
             found = await conn.scalar(select(workspaces.c.id).where(workspaces.c.id == workspace_id))
             if found is None:
                 await conn.execute(
@@ -180,6 +186,13 @@ class Store:
     ) -> bool:
         """Store a key hash; False if that hash is already stored (same key)."""
         async with self._write() as conn:
+            if self.is_postgresql:  # API processes starting together with the same AISTATS_API_KEY
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                added = await conn.scalar(pg_insert(api_keys).values(
+                    id=key_id, workspace_id=workspace_id, key_hash=key_hash, prefix=prefix, name=name,
+                    created_at=int(time.time())).on_conflict_do_nothing().returning(api_keys.c.id))
+                return added is not None
             found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == key_hash))
             if found is not None:
                 return False
