@@ -11,8 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
+from sqlalchemy import update
+
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.storage.migrate import upgrade_to_head
+from aistats_gateway.storage.schema import batches
 from aistats_gateway.storage.store import Settlement, Store, create_engine
 from tests.storage.test_store import seed
 
@@ -101,5 +105,36 @@ def test_a_second_ingest_cannot_touch_a_batch_that_moved_on(db_url: str) -> None
             assert len(await first.item_results("batch_1", 0, 100)) == 5
         batch = await first.get_batch("batch_1")
         assert batch is not None and batch.status is BatchStatus.IN_PROGRESS and batch.completed == 1
+
+    run_many(db_url, 2, body)
+
+
+def test_a_batch_starts_only_with_every_item_stored_when_two_ingests_race(db_url: str) -> None:
+    """PostgreSQL: ingest A stored every item, then ingest B started over (deleting them) before A moved the
+    batch on: A must not start a batch with missing items; B, once it stored them all again, does."""
+    from aistats_gateway.errors import StaleTransition
+
+    def rows(n: int) -> list[dict[str, object]]:
+        return [{"batch_id": "batch_1", "line": i, "custom_id": f"c{i}", "model": "mock/echo", "provider": "mock",
+                 "body": b"{}", "status": 0, "attempts": 0, "input_tokens": 0, "output_tokens": 0}
+                for i in range(1, n + 1)]
+
+    async def body(stores: list[Store]) -> None:
+        a, b = stores
+        if not a.is_postgresql:
+            return  # one ingest per batch at a time in the single SQLite process
+        await seed(a, lines=0)
+        async with a.engine.begin() as conn:  # seed() moved it on: back to validating, 4 lines found so far
+            await conn.execute(update(batches).values(status="validating", total=4))
+        await a.delete_items("batch_1")
+        await a.insert_items(rows(4))
+        await b.delete_items("batch_1")  # B starts over
+        with pytest.raises(StaleTransition):
+            await a.transition("batch_1", BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 2.0)
+        await b.insert_items(rows(2))
+        await a.insert_items(rows(4)[2:])  # A's late chunk and B's own overlap: stored once
+        await b.insert_items(rows(4))
+        started = await b.transition("batch_1", BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 3.0)
+        assert started.status is BatchStatus.IN_PROGRESS and await b.unsettled_count("batch_1") == 4
 
     run_many(db_url, 2, body)

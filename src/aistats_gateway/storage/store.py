@@ -358,9 +358,21 @@ class Store:
     ) -> BatchRecord:
         """Compare-and-set the status; raises StaleTransition if the batch is no longer `current`."""
         async with self._write() as conn:
+            if self.is_postgresql and current is BatchStatus.VALIDATING and target is BatchStatus.IN_PROGRESS:
+                await self._check_ingested(conn, batch_id)
             record, queued = await self._transition(conn, batch_id, current, target, now, **values)
         self._emit(record, queued)
         return record
+
+    async def _check_ingested(self, conn: AsyncConnection, batch_id: str) -> None:
+        """PostgreSQL: workers may validate one batch side by side (a sweep finds it while another worker is
+        still at it); one of them starting over deletes the items the other stored. So a batch starts only
+        with every item stored: checked under its row lock, which a deleting ingest needs too."""
+        total = await conn.scalar(select(batches.c.total).where(batches.c.id == batch_id).with_for_update())
+        stored = await conn.scalar(select(func.count()).select_from(items).where(items.c.batch_id == batch_id))
+        if total is not None and int(stored or 0) < int(total):
+            raise StaleTransition(f"{batch_id}: only {stored} of {total} items are stored (another ingest of this "
+                                  "batch is rewriting them; the last one to finish starts it)")
 
     async def _transition(
         self, conn: Any, batch_id: str, current: BatchStatus, target: BatchStatus, now: float,
