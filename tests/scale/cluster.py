@@ -8,6 +8,7 @@ deleted, the processes stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -132,11 +133,20 @@ class Cluster:
         proc.stop(signal.SIGKILL)
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-        for peer in (self.upstream, self.s3):
-            if peer is not None:
-                peer.stop()
+        """Stop every process (each on its own: one that fails to stop must not leave the others running),
+        then drop the database and the Redis keys."""
+        errors: list[BaseException] = []
+        for proc in [*reversed(self.procs), self.upstream, self.s3]:
+            if proc is None:
+                continue
+            try:
+                proc.stop(timeout=20)
+            except BaseException as exc:
+                errors.append(exc)
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.proc.pid, signal.SIGKILL)
         backends.drop_database(self.db_url)
         if backends.redis_available():
             backends.drop_redis_keys(self.prefix)
+        if errors:
+            raise errors[0]

@@ -4,7 +4,8 @@
     aistats worker [--port P]                           run only the executor and webhook deliverer
     aistats keys create|list|revoke                     API keys of the local database
     aistats batch submit|watch|ls|show|cancel|results   work with batches on any gateway (via the SDK)
-    aistats migrate                                     bring the database schema up to date
+    aistats migrate [--from-sqlite PATH]                bring the database schema up to date (and copy a
+                                                        stopped SQLite gateway into an empty PostgreSQL one)
 Settings come from the environment and AISTATS_CONFIG (see the README); flags override them.
 """
 
@@ -204,23 +205,52 @@ def credits_show(workspace: str = typer.Option("default"), as_json: bool = typer
 
 
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema, then exit."""
+def migrate(
+    from_sqlite: str = typer.Option(None, "--from-sqlite", metavar="PATH",
+                                    help="Also copy a stopped gateway's SQLite database (its gateway.db) into "
+                                         "the configured, empty database, with its blobs."),
+    from_blobs: str = typer.Option(None, "--from-blobs", metavar="DIR",
+                                   help="The source gateway's blob directory (default: blobs/ beside PATH)."),
+) -> None:
+    """Create or upgrade the database schema, then exit (optionally copying a SQLite gateway into it)."""
+    from pathlib import Path
+
+    from aistats_gateway.storage.blobs import LocalBlobStore, open_blob_store
+    from aistats_gateway.storage.copy import CopyRefused, copy_gateway, source_engine_url
     from aistats_gateway.storage.migrate import upgrade_to_head
     from aistats_gateway.storage.store import create_engine
 
     settings = _settings()
+    path = Path(from_sqlite).expanduser() if from_sqlite else None
+    blob_dir = Path(from_blobs).expanduser() if from_blobs else (path.parent / "blobs" if path else None)
 
-    async def run() -> None:
+    async def run() -> dict[str, int] | None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.sqlalchemy_url)
         try:
             await upgrade_to_head(engine)
+            if path is None or blob_dir is None:
+                return None
+            source = create_engine(source_engine_url(path))
+            blobs = await open_blob_store(settings)
+            try:
+                await upgrade_to_head(source)  # an older source is brought to the same schema first
+                source_blobs = LocalBlobStore(blob_dir)
+                return await copy_gateway(source, engine, source_blobs, blobs, progress=typer.echo)
+            finally:
+                await blobs.close()
+                await source.dispose()
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    try:
+        copied = asyncio.run(run())
+    except CopyRefused as exc:
+        typer.secho(f"migrate: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"schema up to date ({_where(settings)})")
+    if copied is not None:
+        typer.echo(f"copied {sum(v for k, v in copied.items() if k != 'blobs')} row(s) and {copied['blobs']} blob(s)")
 
 
 @app.command()
