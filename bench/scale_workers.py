@@ -135,17 +135,17 @@ def main() -> int:
     gateway_cores = rate * (cost["workers"] + cost["api"]) / 1e6
     pg_cores = rate * cost["postgres"] / 1e6
     redis_cores = rate * cost["redis"] / 1e6
-    in_flight = rate * args.latency_ms / 1000.0
     per_worker = min(ceiling, max(r["items_per_s"] / r["workers"] for r in results))
-    print(f"\nestimate for {args.target_per_hour:,} lines/hour = {rate:.0f} lines/s at {args.latency_ms:.0f} ms upstream "
-          f"latency (from the {last['workers']}-worker run's per-item CPU):")
-    print(f"  requests on the wire at once: {in_flight:.0f} → executor.concurrency summed over workers ≥ {in_flight:.0f} "
-          f"(× latency/50 ms for slower upstreams)")
-    print(f"  gateway CPU (workers + API): {gateway_cores:.2f} cores; PostgreSQL: {pg_cores:.2f} cores; "
-          f"Redis: {redis_cores:.3f} cores")
-    print(f"  workers at the measured {per_worker:.0f} lines/s each (concurrency {args.concurrency}): "
-          f"{math.ceil(rate / per_worker)}; or fewer with a higher concurrency each, one core per ~"
-          f"{1e6 / max(1.0, cost['workers']):.0f} lines/s")
+    print(f"\nestimate for {args.target_per_hour:,} lines/hour = {rate:.0f} lines/s "
+          f"(per-item CPU from the {last['workers']}-worker run):")
+    print(f"  CPU: gateway workers + API {gateway_cores:.2f} cores, PostgreSQL {pg_cores:.2f} cores, "
+          f"Redis {redis_cores:.3f} cores")
+    for latency in (args.latency_ms / 1000.0, 2.0, 10.0):
+        in_flight = rate * latency
+        print(f"  upstream latency {latency:>5.2f} s: {in_flight:>6.0f} requests on the wire → executor.concurrency "
+              f"summed over workers >= {in_flight:.0f} (e.g. {math.ceil(in_flight / 256)} worker(s) at 256)")
+    print(f"  measured here: {per_worker:.0f} lines/s per worker at concurrency {args.concurrency}; one core of worker "
+          f"CPU carries ~{1e6 / max(1.0, cost['workers']):.0f} lines/s")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     return 0 if all(r["correct"] for r in results) else 1

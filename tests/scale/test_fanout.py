@@ -38,8 +38,8 @@ def record(status: BatchStatus = BatchStatus.IN_PROGRESS, completed: int = 0, ba
         errors=None, status_reason=None, updated_at=1.0)
 
 
-async def until(check: object, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(check: object, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not check():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.01)
