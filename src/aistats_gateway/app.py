@@ -2,6 +2,11 @@
 
 The FastAPI lifespan opens everything in order (migrate → keys → providers → executor) and closes
 it in reverse; nothing is created at import time, so tests can build as many apps as they like.
+Roles: `build_app` serves the API (and runs the executor unless `run_worker` is off: `serve
+--no-worker`); `build_worker_app` runs only the executor and the webhook deliverer (`aistats worker`),
+answering just /v1/health and /metrics. Storage comes from settings: SQLite or PostgreSQL, local or
+S3-compatible blobs; with `redis_url`, batch changes and cancels fan out across processes and
+`Gateway.permits` is the shared rate-limit PermitSource.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from aistats_gateway import __version__, ids
 from aistats_gateway.api import batches as batch_routes
@@ -23,13 +28,17 @@ from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
 from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
 from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.service import Executor
+from aistats_gateway.executor.shared_limits import RedisPermitSource
 from aistats_gateway.failpoints import Failpoints
+from aistats_gateway.fanout import RedisFanout
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
@@ -41,7 +50,7 @@ from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
-from aistats_gateway.storage.blobs import LocalBlobStore
+from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store, create_engine
@@ -55,7 +64,7 @@ log = logging.getLogger("aistats_gateway")
 class Gateway:
     settings: Settings
     store: Store
-    blobs: LocalBlobStore
+    blobs: BlobStore
     router: Router
     executor: Executor | None
     files: FileService
@@ -67,6 +76,9 @@ class Gateway:
     metrics: Metrics
     generated_key: str | None
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
+    redis: Any = None  # redis.asyncio.Redis when redis_url is set
+    fanout: RedisFanout | None = None
+    permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
 
 
 def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
@@ -89,13 +101,14 @@ def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
     )
 
 
-async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
+    """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
-    generated = await ensure_default_keys(store, settings.api_key)
+    generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
     metrics = Metrics()
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
@@ -119,7 +132,14 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
                               owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = await open_blob_store(settings)
+    redis_client: Any = None
+    permits = None
+    if settings.redis_url:
+        import redis.asyncio as aredis
+
+        redis_client = aredis.Redis.from_url(settings.redis_url)
+        permits = RedisPermitSource(redis_client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
     executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics)
@@ -127,13 +147,26 @@ async def open_gateway(settings: Settings, clock: Clock | None = None) -> Gatewa
     if executor is not None and any(p.batch_api for p in settings.providers):
         executor.native = NativeRunner(settings, store, blobs, router, clock, pricer.catalog,
                                        executor.finalize_native, failpoints)
+    fanout = None
+    if redis_client is not None:
+
+        def on_cancel(record: BatchRecord) -> None:
+            # another process moved this batch to cancelling: stop sending its items now (the housekeeper's
+            # database sweep would find it too, seconds later)
+            if executor is not None:
+                executor.halt(record.id, BatchStatus.CANCELLED, record.endpoint)
+
+        fanout = RedisFanout(redis_client, settings.redis.key_prefix, bus, f"{settings.node_id}:{ids.ulid()}",
+                             on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
+                             announce_submits=executor is None)
+        store.listeners.append(fanout.publish)
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated)
+                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits)
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 
@@ -143,9 +176,28 @@ async def close_gateway(gw: Gateway) -> None:
         await gw.executor.stop()
     if gw.deliverer is not None:
         await gw.deliverer.stop()
+    if gw.fanout is not None:
+        await gw.fanout.stop()
     for provider in gw.router.providers:
         await provider.close()
+    await gw.blobs.close()
+    if gw.redis is not None:
+        await gw.redis.aclose()
     await gw.store.close()
+
+
+async def start_services(gw: Gateway) -> None:
+    """Background services, after everything is open: executor, deliverer, cross-process fan-out."""
+    if gw.executor is not None:
+        await gw.executor.start()
+    if gw.deliverer is not None:
+        await gw.deliverer.start()
+    if gw.fanout is not None:
+        await gw.fanout.start()
+    # Everything built so far lives as long as the process: keep the collector from rescanning it
+    # (measured: garbage collection was ~10 % of the executor's CPU before this).
+    gc.collect()
+    gc.freeze()
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -160,14 +212,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                 "It is shown only this once (only its hash is stored). Keep it, or set AISTATS_API_KEY.\n",
                 flush=True,
             )
-        if gw.executor is not None:
-            await gw.executor.start()
-        if gw.deliverer is not None:
-            await gw.deliverer.start()
-        # Everything built so far lives as long as the process: keep the collector from rescanning it
-        # (measured: garbage collection was ~10 % of the executor's CPU before this).
-        gc.collect()
-        gc.freeze()
+        await start_services(gw)
         try:
             yield
         finally:
@@ -181,6 +226,35 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
     app.include_router(build_ui_router())  # the dashboard at /ui/
+    return app
+
+
+def build_worker_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    """A worker process (`aistats worker`): executor and deliverer only; /v1/health and /metrics for probes."""
+    settings = settings.model_copy(update={"run_worker": True})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = await open_gateway(settings, clock, serve_api=False)
+        app.state.gateway = gw
+        await start_services(gw)
+        try:
+            yield
+        finally:
+            await close_gateway(gw)
+
+    probes = APIRouter()
+
+    @probes.get("/v1/health")
+    async def health(request: Request) -> JSONResponse:
+        gw: Gateway = request.app.state.gateway
+        return JSONResponse({"status": "ok", "version": __version__, "role": "worker", "worker": True,
+                             "node_id": settings.node_id, "providers": [p.name for p in gw.router.providers]})
+
+    app = FastAPI(title="AI Stats Gateway worker", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.include_router(probes)
+    app.include_router(meta_routes.metrics_router)
     return app
 
 

@@ -9,7 +9,14 @@ Environment variables (documented in the README):
     AISTATS_PORT          port (default 8787)
     AISTATS_API_KEY       static API key of the default workspace
     AISTATS_CONFIG        path of an optional TOML file
-    AISTATS_DATABASE_URL  SQLAlchemy URL (default: SQLite in the data dir)
+    AISTATS_DATABASE_URL  database URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: SQLite in
+                          the data dir); postgresql:// and postgres:// mean the asyncpg driver
+    AISTATS_BLOB_URL      where files live: unset = `blobs/` in the data dir; s3://BUCKET[/PREFIX] = S3-compatible
+    AISTATS_S3_ENDPOINT_URL, AISTATS_S3_REGION, AISTATS_S3_ACCESS_KEY_ID, AISTATS_S3_SECRET_ACCESS_KEY
+                          the S3 endpoint (unset = AWS) and credentials (unset = botocore's usual chain)
+    AISTATS_REDIS_URL     redis://HOST:PORT/DB: shared rate limits, cross-process events, cancel signals
+    AISTATS_REDIS_PREFIX  prefix of every Redis key and channel (default "aistats:")
+    AISTATS_LEASE_SECONDS how long an item lease lasts without a heartbeat (executor.lease_seconds)
     AISTATS_PUBLIC_URL    base URL used in polling/cancel/websocket URLs (default: from the request)
     AISTATS_CONCURRENCY   executor concurrency (default 64)
     AISTATS_NODE_ID       this process's lease-owner prefix (default "local")
@@ -106,6 +113,23 @@ class ExecutorConfig(BaseModel):
     max_lane_concurrency: int = Field(1024, ge=1, le=100_000)
 
 
+class S3Config(BaseModel):
+    """The S3-compatible endpoint behind `blob_url = "s3://bucket/prefix"`; unset credentials mean botocore's
+    usual chain (AWS_* variables, ~/.aws, instance roles)."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    part_size_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)  # multipart part size (S3's minimum: 5 MiB)
+    addressing_style: Literal["auto", "path", "virtual"] = "path"
+
+
+class RedisConfig(BaseModel):
+    key_prefix: str = "aistats:"
+    limiter_ttl_seconds: int = Field(3600, ge=60)  # idle rate-limit state expires after this long
+
+
 class LimitsConfig(BaseModel):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     max_batch_lines: int = Field(50_000, ge=1)
@@ -151,7 +175,11 @@ class Settings(BaseModel):
     database_url: str | None = None
     public_url: str | None = None
     config_file: Path | None = None
-    run_worker: bool = True
+    run_worker: bool = True  # False: `aistats serve --no-worker` (API only)
+    blob_url: str | None = None  # None: local files under data_dir/blobs; "s3://bucket/prefix": S3-compatible
+    redis_url: str | None = None  # shared rate limits, cross-process lifecycle events and cancel signals
+    s3: S3Config = Field(default_factory=S3Config)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
     node_id: str = "local"  # leases are owned by "<node_id>:<boot id>"; give each worker process its own
     shutdown_grace_seconds: float = Field(60.0, ge=0)  # SIGTERM: let in-flight requests finish this long
     failpoints: str | None = None  # AISTATS_FAILPOINTS, for durability tests only (see failpoints.py)
@@ -167,11 +195,12 @@ class Settings(BaseModel):
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
-            url = self.database_url
-            if url.startswith("sqlite:///"):
-                url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
-            return url
+            return database_url_for_sqlalchemy(self.database_url)
         return f"sqlite+aiosqlite:///{self.data_dir / 'gateway.db'}"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.sqlalchemy_url.startswith("postgresql")
 
     @property
     def allow_local_webhooks(self) -> bool:
@@ -209,11 +238,22 @@ class Settings(BaseModel):
             ("AISTATS_PUBLIC_URL", "public_url"),
             ("AISTATS_NODE_ID", "node_id"),
             ("AISTATS_FAILPOINTS", "failpoints"),
+            ("AISTATS_BLOB_URL", "blob_url"),
+            ("AISTATS_REDIS_URL", "redis_url"),
         ):
             if env.get(var):
                 raw[key] = env[var]
-        if env.get("AISTATS_CONCURRENCY"):
-            raw.setdefault("executor", {})["concurrency"] = env["AISTATS_CONCURRENCY"]
+        for var, section, key in (
+            ("AISTATS_CONCURRENCY", "executor", "concurrency"),
+            ("AISTATS_LEASE_SECONDS", "executor", "lease_seconds"),
+            ("AISTATS_S3_ENDPOINT_URL", "s3", "endpoint_url"),
+            ("AISTATS_S3_REGION", "s3", "region"),
+            ("AISTATS_S3_ACCESS_KEY_ID", "s3", "access_key_id"),
+            ("AISTATS_S3_SECRET_ACCESS_KEY", "s3", "secret_access_key"),
+            ("AISTATS_REDIS_PREFIX", "redis", "key_prefix"),
+        ):
+            if env.get(var):
+                raw.setdefault(section, {})[key] = env[var]
         if "data_dir" not in raw:
             xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
             raw["data_dir"] = str(Path(xdg) / "aistats")
@@ -228,6 +268,7 @@ class Settings(BaseModel):
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"invalid setting '{where}': {first['msg']}") from exc
         settings.data_dir = settings.data_dir.expanduser()
+        _check_urls(settings)
         for provider in settings.providers:
             if provider.api_key is None and provider.api_key_env:
                 provider.api_key = env.get(provider.api_key_env)
@@ -248,6 +289,32 @@ class Settings(BaseModel):
         return settings
 
 
+def database_url_for_sqlalchemy(url: str) -> str:
+    """`sqlite:///PATH` → aiosqlite; `postgresql://…` / `postgres://…` → asyncpg; explicit drivers kept."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain):]
+    return url
+
+
+def _check_urls(settings: Settings) -> None:
+    """Refuse URLs the gateway cannot use, naming the setting (at start, not at the first request)."""
+    if settings.database_url is not None:
+        url = settings.sqlalchemy_url
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ConfigError(f"database_url (AISTATS_DATABASE_URL) must be sqlite:///PATH or "
+                              f"postgresql://USER@HOST:PORT/DB, got {settings.database_url!r}")
+    if settings.blob_url is not None:
+        if not settings.blob_url.startswith("s3://") or not settings.blob_url[5:].split("/", 1)[0]:
+            raise ConfigError(f"blob_url (AISTATS_BLOB_URL) must be s3://BUCKET[/PREFIX] (unset for local files), "
+                              f"got {settings.blob_url!r}")
+    if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis_url (AISTATS_REDIS_URL) must be redis://HOST:PORT[/DB], rediss://… or unix://PATH, "
+                          f"got {settings.redis_url!r}")
+
+
 def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     server = toml.get("server", {})
@@ -255,10 +322,10 @@ def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
         if key in server:
             out[key] = server[key]
     storage = toml.get("storage", {})
-    for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms"):
+    for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms", "blob_url", "redis_url"):
         if key in storage:
             out[key] = storage[key]
-    for section in ("executor", "limits", "mock", "webhooks", "native"):
+    for section in ("executor", "limits", "mock", "webhooks", "native", "s3", "redis"):
         if section in toml:
             out[section] = toml[section]
     if "providers" in toml:

@@ -1,13 +1,11 @@
-"""The Store on a real SQLite file: migrations, compare-and-set, leasing, settling, finalization data.
-
-Written against the Store interface only, so the same tests can run on PostgreSQL (scale-out issue).
+"""The Store on a real SQLite file and on PostgreSQL (see conftest.py): migrations, compare-and-set,
+leasing, settling, finalization data. Written against the Store interface only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -24,9 +22,9 @@ from aistats_gateway.storage.store import Settlement, Store, create_engine
 T = TypeVar("T")
 
 
-def run(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T:
+def run(db_url: str, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def main() -> T:
-        engine = create_engine(f"sqlite+aiosqlite:///{db}")
+        engine = create_engine(db_url)
         await upgrade_to_head(engine)
         store = Store(engine)
         try:
@@ -55,17 +53,17 @@ async def seed(store: Store, batch_id: str = "batch_1", lines: int = 10, workspa
     await store.transition(batch_id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 2.0, total=lines)
 
 
-def test_migrations_create_exactly_the_declared_schema(tmp_path: Path) -> None:
+def test_migrations_create_exactly_the_declared_schema(db_url: str) -> None:
     async def diff(store: Store) -> list[Any]:
         async with store.engine.connect() as conn:
             return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
 
-    assert run(tmp_path / "g.db", diff) == []
+    assert run(db_url, diff) == []
     # and running them again is a no-op
-    assert run(tmp_path / "g.db", diff) == []
+    assert run(db_url, diff) == []
 
 
-def test_transition_is_compare_and_set(tmp_path: Path) -> None:
+def test_transition_is_compare_and_set(db_url: str) -> None:
     async def body(store: Store) -> None:
         await seed(store)
         rec = await store.transition("batch_1", BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, 3.0)
@@ -73,10 +71,10 @@ def test_transition_is_compare_and_set(tmp_path: Path) -> None:
         with pytest.raises(StaleTransition):
             await store.transition("batch_1", BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, 4.0)
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)
 
 
-def test_lease_settle_and_counts(tmp_path: Path) -> None:
+def test_lease_settle_and_counts(db_url: str) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=10)
         first = await store.lease_items("batch_1", "boot_a", 4, 100.0)
@@ -93,10 +91,10 @@ def test_lease_settle_and_counts(tmp_path: Path) -> None:
         assert (again["batch_1"].completed, again["batch_1"].failed) == (3, 1)
         assert await store.unsettled_count("batch_1") == 6
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)
 
 
-def test_release_leases_of_earlier_incarnations_and_expired_ones(tmp_path: Path) -> None:
+def test_release_leases_of_earlier_incarnations_and_expired_ones(db_url: str) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=9)
         await store.lease_items("batch_1", "n1:boot_old", 3, 100.0)
@@ -112,10 +110,10 @@ def test_release_leases_of_earlier_incarnations_and_expired_ones(tmp_path: Path)
         assert [i.line for i in await store.lease_items("batch_1", "n1:boot_new", 10, 500.0)] == [7, 8, 9]
         assert await store.release_leases("n1:boot_new") == 9
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)
 
 
-def test_fail_unfinished_is_idempotent_and_recounts(tmp_path: Path) -> None:
+def test_fail_unfinished_is_idempotent_and_recounts(db_url: str) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=5)
         leased = await store.lease_items("batch_1", "boot", 2, 100.0)
@@ -128,10 +126,10 @@ def test_fail_unfinished_is_idempotent_and_recounts(tmp_path: Path) -> None:
         assert [r.error_code for r in rows] == [None] + ["batch_cancelled"] * 4
         assert all(r.status not in (ITEM_PENDING, ITEM_LEASED) for r in rows)
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)
 
 
-def test_batches_list_newest_first_with_cursor(tmp_path: Path) -> None:
+def test_batches_list_newest_first_with_cursor(db_url: str) -> None:
     async def body(store: Store) -> None:
         for i in range(5):
             await seed(store, f"batch_{i}", lines=1)
@@ -143,10 +141,10 @@ def test_batches_list_newest_first_with_cursor(tmp_path: Path) -> None:
         assert more1 and not more3
         assert await store.get_batch("batch_x", "ws_a") is None  # another workspace's batch is invisible
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)
 
 
-def test_usage_is_priced_once_even_when_a_group_is_applied_twice(tmp_path: Path) -> None:
+def test_usage_is_priced_once_even_when_a_group_is_applied_twice(db_url: str) -> None:
     from aistats_gateway.pricing.calculator import PricingRow
 
     def usage(n: int) -> tuple[PricingRow, ...]:
@@ -164,4 +162,4 @@ def test_usage_is_priced_once_even_when_a_group_is_applied_twice(tmp_path: Path)
         lines = await store.pricing_lines("batch_1")
         assert [(p["dimension"], p["quantity"], p["line_nanos"]) for p in lines] == [("input_text_tokens", 40, 6000)]
 
-    run(tmp_path / "g.db", body)
+    run(db_url, body)

@@ -1,9 +1,11 @@
 """`aistats` — run the gateway and administer it.
 
     aistats serve [--host H] [--port P] [--no-worker]   run the API (and the executor)
+    aistats worker [--port P]                           run only the executor and webhook deliverer
     aistats keys create|list|revoke                     API keys of the local database
     aistats batch submit|watch|ls|show|cancel|results   work with batches on any gateway (via the SDK)
-    aistats migrate                                     bring the database schema up to date
+    aistats migrate [--from-sqlite PATH]                bring the database schema up to date (and copy a
+                                                        stopped SQLite gateway into an empty PostgreSQL one)
 Settings come from the environment and AISTATS_CONFIG (see the README); flags override them.
 """
 
@@ -53,13 +55,48 @@ def serve(
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
-               f"(data: {settings.data_dir}; providers: {', '.join(p.name for p in settings.providers)})")
+               f"({'API only' if no_worker else 'API + executor'}; {_where(settings)}; "
+               f"providers: {', '.join(p.name for p in settings.providers)})")
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
                 access_log=access_log, loop="auto", http="auto", lifespan="on",
                 # open streams (WebSockets, results with follow=true) get this long before the executor drains
                 timeout_graceful_shutdown=5)
+
+
+def _where(settings: Settings) -> str:
+    """Where state lives, for the start line (never the password of a database URL)."""
+    from sqlalchemy.engine import make_url
+
+    db = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    blobs = settings.blob_url or str(settings.blob_dir)
+    return f"database {db}; blobs {blobs}" + (f"; redis {settings.redis.key_prefix}*" if settings.redis_url else "")
+
+
+@app.command()
+def worker(
+    host: str = typer.Option(None, help="Bind address of the probes (default AISTATS_HOST or 127.0.0.1)."),
+    port: int = typer.Option(8788, help="Port of the probes: GET /v1/health and /metrics."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    log_format: str = typer.Option("auto", help="json, text, or auto (text on a terminal, else JSON lines)."),
+) -> None:
+    """Run an executor process only (no API): it leases items of every batch from the shared database.
+
+    Run several, each with its own AISTATS_NODE_ID, against PostgreSQL + S3-compatible blobs (+ Redis
+    for shared rate limits and immediate cancels); see the README's Deployment section."""
+    from aistats_gateway.app import build_worker_app
+
+    settings = _settings(host=host, port=port)
+    configure_logging(log_level, log_format)
+    if settings.node_id == "local" and settings.is_postgresql:
+        typer.secho("warning: AISTATS_NODE_ID is 'local'; give every worker process its own node id",
+                    fg="yellow", err=True)
+    typer.echo(f"AI Stats Gateway {__version__} worker {settings.node_id} (probes on "
+               f"http://{settings.host}:{settings.port}/v1/health; {_where(settings)})")
+    gc.set_threshold(20_000, 20, 20)
+    uvicorn.run(build_worker_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
 
 
 def _with_store(fn: Any) -> Any:
@@ -168,23 +205,52 @@ def credits_show(workspace: str = typer.Option("default"), as_json: bool = typer
 
 
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema, then exit."""
+def migrate(
+    from_sqlite: str = typer.Option(None, "--from-sqlite", metavar="PATH",
+                                    help="Also copy a stopped gateway's SQLite database (its gateway.db) into "
+                                         "the configured, empty database, with its blobs."),
+    from_blobs: str = typer.Option(None, "--from-blobs", metavar="DIR",
+                                   help="The source gateway's blob directory (default: blobs/ beside PATH)."),
+) -> None:
+    """Create or upgrade the database schema, then exit (optionally copying a SQLite gateway into it)."""
+    from pathlib import Path
+
+    from aistats_gateway.storage.blobs import LocalBlobStore, open_blob_store
+    from aistats_gateway.storage.copy import CopyRefused, copy_gateway, source_engine_url
     from aistats_gateway.storage.migrate import upgrade_to_head
     from aistats_gateway.storage.store import create_engine
 
     settings = _settings()
+    path = Path(from_sqlite).expanduser() if from_sqlite else None
+    blob_dir = Path(from_blobs).expanduser() if from_blobs else (path.parent / "blobs" if path else None)
 
-    async def run() -> None:
+    async def run() -> dict[str, int] | None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.sqlalchemy_url)
         try:
             await upgrade_to_head(engine)
+            if path is None or blob_dir is None:
+                return None
+            source = create_engine(source_engine_url(path))
+            blobs = await open_blob_store(settings)
+            try:
+                await upgrade_to_head(source)  # an older source is brought to the same schema first
+                source_blobs = LocalBlobStore(blob_dir)
+                return await copy_gateway(source, engine, source_blobs, blobs, progress=typer.echo)
+            finally:
+                await blobs.close()
+                await source.dispose()
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
-    typer.echo(f"schema up to date at {settings.sqlalchemy_url}")
+    try:
+        copied = asyncio.run(run())
+    except CopyRefused as exc:
+        typer.secho(f"migrate: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"schema up to date ({_where(settings)})")
+    if copied is not None:
+        typer.echo(f"copied {sum(v for k, v in copied.items() if k != 'blobs')} row(s) and {copied['blobs']} blob(s)")
 
 
 @app.command()

@@ -3,7 +3,8 @@
 A writer publishes atomically: bytes go to a temporary object and become visible under their key
 only at `commit()` (write-to-temp + fsync + rename locally), so a reader never sees a torn file and
 a crashed writer leaves only a temporary that the next write of the same key replaces.
-`LocalBlobStore` keeps blobs under a directory; an S3 store implements the same protocol later.
+`LocalBlobStore` keeps blobs under a directory; `s3blobs.S3BlobStore` on S3-compatible storage;
+`open_blob_store(settings)` picks one from `blob_url`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aistats_gateway.config import Settings
 
 
 class BlobWriter(Protocol):
@@ -27,9 +31,23 @@ class BlobWriter(Protocol):
 
 class BlobStore(Protocol):
     def writer(self, key: str) -> BlobWriter: ...
-    def read(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]: ...
+    def read(self, key: str, chunk_size: int = 256 * 1024, *, offset: int = 0,
+             length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream the blob, or `length` bytes of it from `offset` (a ranged read)."""
+        ...
     async def delete(self, key: str) -> None: ...
     async def exists(self, key: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+async def open_blob_store(settings: Settings) -> BlobStore:
+    """Local files under the data dir, or S3-compatible storage when `blob_url` is s3://bucket/prefix."""
+    if settings.blob_url:
+        from aistats_gateway.storage.s3blobs import S3BlobStore
+
+        return await S3BlobStore.open(settings.blob_url, settings.s3,
+                                      max_connections=max(32, settings.webhooks.max_concurrent_deliveries))
+    return LocalBlobStore(settings.blob_dir)
 
 
 class LocalBlobWriter:
@@ -91,10 +109,22 @@ class LocalBlobStore:
     def writer(self, key: str) -> LocalBlobWriter:
         return LocalBlobWriter(self._path(key))
 
-    async def read(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    async def read(self, key: str, chunk_size: int = 256 * 1024, *, offset: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        left = length
         with self._path(key).open("rb") as fh:
-            while chunk := fh.read(chunk_size):
+            if offset:
+                fh.seek(offset)
+            while left is None or left > 0:
+                chunk = fh.read(chunk_size if left is None else min(chunk_size, left))
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
+
+    async def close(self) -> None:
+        return None
 
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

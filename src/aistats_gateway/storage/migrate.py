@@ -1,7 +1,9 @@
 """Run Alembic migrations to head on an (async) engine; called at every start.
 
 Alembic is driven programmatically (no alembic.ini): the script location is this package's
-`migrations` folder, so an installed wheel migrates the same way a checkout does.
+`migrations` folder, so an installed wheel migrates the same way a checkout does. The same history
+runs on SQLite and PostgreSQL; on PostgreSQL an advisory lock makes processes that start together
+(an API process and its workers) migrate one after another instead of racing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aistats_gateway.storage.dialects import lock_migrations
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,4 +36,5 @@ def _upgrade(connection: Connection) -> None:
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
+        await lock_migrations(conn)
         await conn.run_sync(_upgrade)

@@ -3,8 +3,10 @@
 Owns transactions and their boundaries. Statuses change only through `transition()`, a
 compare-and-set on the current status checked against `domain.transitions`; an item's outcome and
 its batch's counters change in the same transaction, so a counted result is always a stored one.
-Portable SQL only (UPDATE … RETURNING works on SQLite ≥ 3.35 and PostgreSQL); nothing here knows
-which database it runs on except `create_engine()`.
+Portable SQL (UPDATE … RETURNING works on SQLite ≥ 3.35 and PostgreSQL). On PostgreSQL several
+processes share the database: leases are taken with `FOR UPDATE SKIP LOCKED`, rows are locked in one
+order (see `dialects.py`), and the few statements that differ live there; the SQLite paths are the
+single-process ones, unchanged (one in-process writer lock, prebuilt statements, INSERT OR IGNORE).
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, bindparam, delete, event, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
@@ -26,6 +27,8 @@ from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key, progres
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.pricing import ledger
 from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.storage import dialects
+from aistats_gateway.storage.dialects import create_engine
 from aistats_gateway.storage.records import (
     BatchRecord,
     FileRecord,
@@ -41,6 +44,7 @@ from aistats_gateway.storage.schema import (
     ITEM_SUCCEEDED,
     api_keys,
     batches,
+    credits,
     files,
     items,
     request_log,
@@ -48,30 +52,7 @@ from aistats_gateway.storage.schema import (
 )
 from aistats_gateway.webhooks import outbox
 
-
-def create_engine(url: str, *, busy_timeout_ms: int = 30_000) -> AsyncEngine:
-    """An async engine; on SQLite, WAL journal and a busy timeout so writers wait instead of failing."""
-    kwargs: dict[str, Any] = {
-        "json_serializer": lambda v: orjson.dumps(v).decode(),
-        "json_deserializer": orjson.loads,
-    }
-    is_sqlite = url.startswith("sqlite")
-    if is_sqlite:
-        kwargs["pool_size"] = 4
-        kwargs["max_overflow"] = 4
-    engine = create_async_engine(url, **kwargs)
-    if is_sqlite:
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-    return engine
+__all__ = ["BatchListener", "ItemResult", "Settlement", "Store", "create_engine"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,8 @@ class ItemResult:
 BatchListener = Callable[[BatchRecord, bool], None]
 
 # The executor's hot statements, built once (SQLAlchemy then reuses their compiled form from its cache
-# without re-walking a freshly built statement per call).
+# without re-walking a freshly built statement per call). PostgreSQL leases with dialects.LEASE instead
+# (FOR UPDATE SKIP LOCKED, so workers lease one batch side by side).
 _LEASE = (
     update(items)
     .where(and_(
@@ -164,6 +146,8 @@ class Store:
         # SQLite has one writer at a time; queueing writers here (instead of letting them collide and
         # sleep in SQLite's busy handler for 1-25 ms) keeps the executor's commits steady.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self.is_postgresql = engine.dialect.name == "postgresql"
+        self._lease = dialects.LEASE if self.is_postgresql else _LEASE
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -185,6 +169,12 @@ class Store:
     # ---------------------------------------------------------------- workspaces and keys
     async def ensure_workspace(self, workspace_id: str, name: str) -> None:
         async with self._write() as conn:
+            if self.is_postgresql:  # processes starting together may both create it
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                await conn.execute(pg_insert(workspaces).values(id=workspace_id, name=name, created_at=int(time.time()))
+                                   .on_conflict_do_nothing())
+                return
             found = await conn.scalar(select(workspaces.c.id).where(workspaces.c.id == workspace_id))
             if found is None:
                 await conn.execute(
@@ -196,6 +186,13 @@ class Store:
     ) -> bool:
         """Store a key hash; False if that hash is already stored (same key)."""
         async with self._write() as conn:
+            if self.is_postgresql:  # API processes starting together with the same AISTATS_API_KEY
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                added = await conn.scalar(pg_insert(api_keys).values(
+                    id=key_id, workspace_id=workspace_id, key_hash=key_hash, prefix=prefix, name=name,
+                    created_at=int(time.time())).on_conflict_do_nothing().returning(api_keys.c.id))
+                return added is not None
             found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == key_hash))
             if found is not None:
                 return False
@@ -281,6 +278,7 @@ class Store:
         workspace cannot cover it — and then nothing is stored)."""
         async with self._write() as conn:
             if hold_nanos is not None:
+                await self._lock_credit(conn, values["workspace_id"])
                 reservation = await ledger.hold(conn, values["workspace_id"], values["id"], hold_nanos,
                                                 values["updated_at"])
                 if reservation is not None:
@@ -360,9 +358,21 @@ class Store:
     ) -> BatchRecord:
         """Compare-and-set the status; raises StaleTransition if the batch is no longer `current`."""
         async with self._write() as conn:
+            if self.is_postgresql and current is BatchStatus.VALIDATING and target is BatchStatus.IN_PROGRESS:
+                await self._check_ingested(conn, batch_id)
             record, queued = await self._transition(conn, batch_id, current, target, now, **values)
         self._emit(record, queued)
         return record
+
+    async def _check_ingested(self, conn: AsyncConnection, batch_id: str) -> None:
+        """PostgreSQL: workers may validate one batch side by side (a sweep finds it while another worker is
+        still at it); one of them starting over deletes the items the other stored. So a batch starts only
+        with every item stored: checked under its row lock, which a deleting ingest needs too."""
+        total = await conn.scalar(select(batches.c.total).where(batches.c.id == batch_id).with_for_update())
+        stored = await conn.scalar(select(func.count()).select_from(items).where(items.c.batch_id == batch_id))
+        if total is not None and int(stored or 0) < int(total):
+            raise StaleTransition(f"{batch_id}: only {stored} of {total} items are stored (another ingest of this "
+                                  "batch is rewriting them; the last one to finish starts it)")
 
     async def _transition(
         self, conn: Any, batch_id: str, current: BatchStatus, target: BatchStatus, now: float,
@@ -409,21 +419,39 @@ class Store:
 
     # ---------------------------------------------------------------- items
     async def delete_items(self, batch_id: str) -> None:
+        """Drop the items an interrupted ingest left; only while the batch is still validating (under its row
+        lock on PostgreSQL), so a second ingest of the same batch by another worker can never delete items
+        that a finished ingest already handed to the executor."""
         async with self._write() as conn:
-            await conn.execute(delete(items).where(items.c.batch_id == batch_id))
+            status = await conn.scalar(select(batches.c.status).where(batches.c.id == batch_id).with_for_update())
+            if status == BatchStatus.VALIDATING.value:
+                await conn.execute(delete(items).where(items.c.batch_id == batch_id))
 
     async def insert_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store validated items. On PostgreSQL (workers may ingest one batch side by side until one of them
+        moves it on) rows already stored are skipped and nothing is added once the batch left `validating`."""
         if not rows:
             return
         async with self._write() as conn:
-            await conn.execute(insert(items), list(rows))
+            if not self.is_postgresql:
+                await conn.execute(insert(items), list(rows))
+                return
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            batch_ids = sorted({r["batch_id"] for r in rows})
+            open_ids = set((await conn.execute(select(batches.c.id).where(and_(
+                batches.c.id.in_(batch_ids), batches.c.status == BatchStatus.VALIDATING.value))
+                .with_for_update(read=True))).scalars())
+            keep = [r for r in rows if r["batch_id"] in open_ids]
+            if keep:
+                await conn.execute(pg_insert(items).on_conflict_do_nothing(), keep)
 
     async def lease_items(
         self, batch_id: str, owner: str, limit: int, lease_until: float
     ) -> list[ItemRecord]:
         """Atomically take up to `limit` pending items of a batch, lowest lines first."""
         async with self._write() as conn:
-            rows = (await conn.execute(_LEASE, {"l_batch": batch_id, "l_owner": owner, "l_limit": limit,
+            rows = (await conn.execute(self._lease, {"l_batch": batch_id, "l_owner": owner, "l_limit": limit,
                                                 "l_until": lease_until})).all()
         return sorted((item_record(r) for r in rows), key=lambda r: r.line)
 
@@ -439,20 +467,21 @@ class Store:
     async def release_expired_leases(self, now: float, me: str) -> int:
         """Leases whose owner stopped heart-beating (another node died) go back to pending."""
         return await self._release(and_(items.c.status == ITEM_LEASED, items.c.lease_expires_at < now,
-                                        items.c.lease_owner != me))
+                                        items.c.lease_owner != me), skip_locked=True)
 
     async def heartbeat_leases(self, owner: str, until: float) -> int:
+        cond = and_(items.c.status == ITEM_LEASED, items.c.lease_owner == owner)
+        # PostgreSQL: an item locked right now is being settled (or reclaimed): it needs no heartbeat.
+        target = dialects.locked_items(cond, skip_locked=True) if self.is_postgresql else update(items).where(cond)
         async with self._write() as conn:
-            result = await conn.execute(update(items).where(and_(items.c.status == ITEM_LEASED,
-                                                                 items.c.lease_owner == owner))
-                                        .values(lease_expires_at=until))
+            result = await conn.execute(target.values(lease_expires_at=until))
         return int(result.rowcount or 0)
 
-    async def _release(self, cond: Any) -> int:
+    async def _release(self, cond: Any, *, skip_locked: bool = False) -> int:
+        target = (dialects.locked_items(cond, skip_locked=skip_locked) if self.is_postgresql
+                  else update(items).where(cond))
         async with self._write() as conn:
-            result = await conn.execute(
-                update(items).where(cond).values(status=ITEM_PENDING, lease_owner=None, lease_expires_at=None)
-            )
+            result = await conn.execute(target.values(status=ITEM_PENDING, lease_owner=None, lease_expires_at=None))
         return int(result.rowcount or 0)
 
     async def settle(
@@ -498,18 +527,26 @@ class Store:
                     "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
                     "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
                 })
-            result = await conn.execute(_SETTLE_ITEM, params)
+            if self.is_postgresql:
+                done = await dialects.settle_items(conn, params, now)
+                applied_count = len(done)
+            else:
+                result = await conn.execute(_SETTLE_ITEM, params)
+                applied_count = result.rowcount
             if logs:
                 await _insert_many(conn, request_log, logs)
             applied = settlements
-            if result.rowcount != len(settlements):
+            if applied_count != len(settlements):
                 # Only items that were still leased took this group's seq: price exactly those.
-                applied = await self._applied(conn, settlements, params)
+                if self.is_postgresql:
+                    applied = [s for s in settlements if (s.batch_id, s.line) in done]
+                else:
+                    applied = await self._applied(conn, settlements, params)
             for batch_id in touched:
                 usage = [row for s in applied if s.batch_id == batch_id for row in s.usage_rows]
                 if usage:
                     await ledger.add_usage(conn, batch_id, usage)
-            if result.rowcount != len(settlements):
+            if applied_count != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.
                 for batch_id in touched:
@@ -570,11 +607,14 @@ class Store:
 
     async def fail_unfinished(self, batch_id: str, code: str, now: float) -> BatchRecord:
         """Settle every pending or leased item as failed with `code`, and recount; idempotent."""
+        cond = and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_PENDING, ITEM_LEASED]))
+        target = dialects.locked_items(cond, skip_locked=False) if self.is_postgresql else update(items).where(cond)
         async with self._write() as conn:
-            base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id))).scalar_one()
+            # The batch row first (as settle does): concurrent settles of this batch wait, and `base` is current.
+            base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id)
+                                       .with_for_update())).scalar_one()
             changed = await conn.execute(
-                update(items)
-                .where(and_(items.c.batch_id == batch_id, items.c.status.in_([ITEM_PENDING, ITEM_LEASED])))
+                target
                 .values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now, seq=items.c.line + base,
                         lease_owner=None, lease_expires_at=None)
             )
@@ -675,8 +715,16 @@ class Store:
 
     async def grant_credit(self, workspace_id: str, amount_nanos: int | None, now: float) -> tuple[int | None, int]:
         async with self._write() as conn:
+            await self._lock_credit(conn, workspace_id)
             await ledger.grant(conn, workspace_id, amount_nanos, now)
             return await ledger.account(conn, workspace_id)
+
+    async def _lock_credit(self, conn: AsyncConnection, workspace_id: str) -> None:
+        """Several API processes may hold or grant credit for one workspace at once: on PostgreSQL take its
+        credits row lock first, so the read-check-write in the ledger cannot over-commit (SQLite: one writer)."""
+        if self.is_postgresql:
+            await conn.execute(select(credits.c.workspace_id).where(credits.c.workspace_id == workspace_id)
+                               .with_for_update())
 
     async def webhook_state(self, batch_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:

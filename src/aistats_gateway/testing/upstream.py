@@ -15,7 +15,9 @@ answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a c
 "quota" (429 `insufficient_quota`, which no retry can fix),
 "big:<n>" (200 with n bytes of padding in the answer).
 `--rpm` rejects requests beyond that many per minute with 429 (a rolling one-second window of
-rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears both.
+rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears them.
+`GET /_accepts` returns what was answered 2xx: {"per_second": {unix second: count}, "by_key": {key: count}}
+(the per-second accept log that multi-process tests hold against the limit).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Upstream:
         self.ledger: dict[str, int] = defaultdict(int)
         self.stats: dict[str, int] = defaultdict(int)
         self._window: deque[float] = deque()
+        self.accepted: dict[str, int] = defaultdict(int)
+        self.per_second: dict[int, int] = defaultdict(int)
 
     def _throttled(self) -> bool:
         if self.rpm <= 0:
@@ -75,6 +79,8 @@ class Upstream:
         action = plan[attempt - 1] if attempt <= len(plan) else "ok"
         self.stats[f"action:{action}"] += 1
         if action == "ok":
+            self.accepted[key] += 1
+            self.per_second[int(time.time())] += 1
             answer = respond(endpoint, str(body.get("model", "unknown")), body)
             return web.Response(body=orjson.dumps(answer), content_type="application/json",
                                 headers={"x-request-id": f"req_up_{key}_{attempt}"})
@@ -116,9 +122,15 @@ class Upstream:
     async def stats_view(self, _request: web.Request) -> web.Response:
         return web.json_response(dict(self.stats), dumps=lambda v: orjson.dumps(v).decode())
 
+    async def accepts_view(self, _request: web.Request) -> web.Response:
+        return web.json_response({"per_second": dict(self.per_second), "by_key": dict(self.accepted)},
+                                 dumps=lambda v: orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode())
+
     async def reset(self, _request: web.Request) -> web.Response:
         self.ledger.clear()
         self.stats.clear()
+        self.accepted.clear()
+        self.per_second.clear()
         return web.json_response({"ok": True})
 
     def app(self) -> web.Application:
@@ -126,6 +138,7 @@ class Upstream:
         app.router.add_post("/v1/{endpoint:(" + "|".join(ENDPOINTS) + ")}", self.handle)
         app.router.add_get("/_ledger", self.ledger_view)
         app.router.add_get("/_stats", self.stats_view)
+        app.router.add_get("/_accepts", self.accepts_view)
         app.router.add_post("/_reset", self.reset)
         return app
 
