@@ -367,13 +367,14 @@ def test_ratelimit_headers_pick_the_tightest_token_budget() -> None:
 
 @pytest.mark.parametrize("endpoint", ["/v1/messages", "/v1/chat/completions", "/v1/responses"])
 def test_translated_usage_prices_like_the_catalog_says(endpoint: str) -> None:
-    """claude-sonnet-4-5 standard: $3 input, $0.30 cache read, $15 output per 1M tokens (prices.toml);
-    cache writes are billed at the input price (pricing/calculator.py)."""
+    """claude-sonnet-4-5 standard: $3 input, $0.30 cache read, $3.75 cache write (5 minutes), $15 output per
+    1M tokens (prices.toml), whichever shape the answer was translated to."""
     rows, cost = Pricer(PriceCatalog.load()).usage_rows("anthropic", M, endpoint, normalized_usage(answer([])))
     meters = {r.meter: (r.quantity, r.unit_price_nanos) for r in rows}
-    assert meters == {"input_text_tokens": (600, 3_000_000_000), "cached_read_text_tokens": (2000, 300_000_000),
-                      "output_text_tokens": (30, 15_000_000_000), "requests": (1, 0)}
-    assert cost == 600 * 3000 + 2000 * 300 + 30 * 15000  # nanos per token = USD per 1M tokens × 1000
+    assert meters == {"input_text_tokens": (100, 3_000_000_000), "cached_read_text_tokens": (2000, 300_000_000),
+                      "cached_write_text_tokens": (500, 3_750_000_000), "output_text_tokens": (30, 15_000_000_000),
+                      "requests": (1, 0)}
+    assert cost == 100 * 3000 + 2000 * 300 + 500 * 3750 + 30 * 15000  # nanos per token = USD per 1M tokens × 1000
 
 
 # ------------------------------------------------------------------------------------------- configuration
