@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck pytest chromium bench clean
+.PHONY: serve test lint typecheck pytest chromium bench bench-workloads clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/batch_throughput.py --lines 20000 --also-mock
+
+# Workloads W1-W4 of the benchmark issue at 10 % size (gateway and baselines on the mock upstream);
+# full size: $(BIN)/python bench/workloads.py --workload all
+bench-workloads: $(VENV)/.installed
+	$(BIN)/python bench/workloads.py --workload all --scale 0.1
 
 clean:
 	rm -rf $(VENV) .venv312* .mypy_cache .ruff_cache .pytest_cache
