@@ -34,10 +34,10 @@ class Mock(Proc):
         httpx.post(f"{self.url}/_reset")
 
 
-def gateway(root: Path, mock: Mock, limits: str = "") -> Gateway:
+def gateway(root: Path, mock: Mock, limits: str = "", concurrency: int = 64) -> Gateway:
     return Gateway(root, config=f"""
 [executor]
-concurrency = 64
+concurrency = {concurrency}
 
 [[providers]]
 name = "openai"
@@ -122,3 +122,26 @@ def test_tpm_paces_by_estimated_tokens_reconciled_with_usage(mock: Mock, tmp_pat
     assert stats["throttled"] <= 2, stats
     # 4,000 tokens at 1,000/s after a 1,000-token bucket: at least 3 s, whatever the machine's speed.
     assert elapsed >= 2.5
+
+
+def test_a_slow_model_does_not_hold_back_the_fast_one_in_a_mixed_batch(mock: Mock, tmp_path: Path) -> None:
+    mock.reset()
+    # 60 lines of a model paced at 10/s first, then 100 lines of an unlimited one: leasing in line order
+    # would fill every leased slot with slow lines waiting in their lane.
+    gw = gateway(tmp_path / "gw", mock, '[providers.limits."slow-model"]\nrpm = 600', concurrency=8)
+    slow = rows(60, prefix="s")
+    fast = rows(100, prefix="f")
+    for line in slow:
+        line["body"]["model"] = "slow-model"
+    try:
+        done, _, _ = run_batch(gw, slow + fast)
+        with gw.client() as client:
+            log = client.get(f"/batches/{done['id']}/requests", params={"limit": 1000}).json()["data"]
+    finally:
+        gw.stop()
+    assert done["request_counts"]["completed"] == 160
+    slow_times = sorted(row["created_at"] for row in log if row["model"] == "slow-model")
+    fast_times = sorted(row["created_at"] for row in log if row["model"] == "gpt-4o-mini")
+    assert len(slow_times) == 60 and len(fast_times) == 100
+    # every fast line was answered while the slow lane still had most of its 6 seconds of work ahead
+    assert fast_times[-1] < slow_times[30], (fast_times[-1] - slow_times[0], slow_times[30] - slow_times[0])

@@ -70,7 +70,7 @@ class Cluster:
                          aws_secret_access_key=self.s3.SECRET_KEY).create_bucket(Bucket=bucket)
             self.upstream = Upstream(tmp / "upstream.log", latency_ms=latency_ms, rpm=rpm)
             config_path = tmp / "cluster.toml"
-            config_path.write_text(config)
+            config_path.write_text(config.replace("{upstream}", self.upstream.base_url))  # where providers go
             base = {k: v for k, v in os.environ.items() if not k.startswith(("AISTATS_", "OPENAI_", "AWS_"))}
             self.env = {**base, **self.s3.env(bucket, "gw"), "AISTATS_DATABASE_URL": self.db_url,
                         "AISTATS_API_KEY": API_KEY, "AISTATS_CONFIG": str(config_path),

@@ -1,5 +1,6 @@
-"""Native job storage on a real SQLite file: planning splits and holds a batch's items, the holds survive every
-lease sweep, the provider's id lands on the batch once; and ingest never re-runs over a validated batch."""
+"""Native job storage on SQLite and on PostgreSQL (where reachable): planning splits and holds a batch's
+items, the holds survive every lease sweep, the provider's id lands on the batch once; and ingest never
+re-runs over a validated batch."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ async def _mixed(store: Store) -> None:
             await conn.execute(update(items).where(items.c.line.in_(lines)).values(provider=provider, model=model))
 
 
-def test_plan_splits_and_holds_items_beyond_every_lease_sweep(tmp_path: Path) -> None:
+def test_plan_splits_and_holds_items_beyond_every_lease_sweep(db_url: str) -> None:
     async def body(store: Store) -> None:
         await _mixed(store)
         jobs = NativeJobs(store)
@@ -53,10 +54,10 @@ def test_plan_splits_and_holds_items_beyond_every_lease_sweep(tmp_path: Path) ->
         assert batch is not None and batch.native_batch_id == "nb_1"  # the first one, kept
         assert await jobs.claimed_ids(first.provider) >= {"nb_1"}
         assert await jobs.held_count(first) == 2
-    run(tmp_path / "db.sqlite", body)
+    run(db_url, body)
 
 
-def test_ingest_never_runs_again_over_a_validated_batch(tmp_path: Path) -> None:
+def test_ingest_never_runs_again_over_a_validated_batch(db_url: str, tmp_path: Path) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=4)
         current = await store.get_batch("batch_1")
@@ -71,4 +72,4 @@ def test_ingest_never_runs_again_over_a_validated_batch(tmp_path: Path) -> None:
             statuses = [r[0] for r in (await conn.execute(items.select().with_only_columns(items.c.status)
                                                           .order_by(items.c.line))).all()]
         assert statuses == [ITEM_LEASED, ITEM_LEASED, ITEM_PENDING, ITEM_PENDING]  # nothing deleted or reset
-    run(tmp_path / "db.sqlite", body)
+    run(db_url, body)

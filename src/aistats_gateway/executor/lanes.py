@@ -121,6 +121,11 @@ class Lane:
     def tpm(self) -> int | None:
         return _tighter(self.limits.tpm, self.learned_tpm)
 
+    @property
+    def saturated(self) -> bool:
+        """Holding its share of leased lines already (twice its window): lease no more of its model now."""
+        return self.queued + self.in_flight >= 2 * self.concurrency()
+
     def concurrency(self) -> int:
         window = max(1, int(self.window))
         if not self.aimd or self.stats.latency is None:

@@ -80,6 +80,7 @@ class BatchState:
     timers: set[asyncio.TimerHandle] = field(default_factory=set)
     prefs: dict[str, Any] | None = None  # the batch's `provider` routing preferences
     routes: dict[str, tuple[float, list[Provider]]] = field(default_factory=dict)  # model -> (when, candidates)
+    lanes: dict[str, Lane] = field(default_factory=dict)  # model -> the lane its lines went to last
 
 
 class Executor:
@@ -277,9 +278,12 @@ class Executor:
                 share = min(LEASE_CHUNK, room // max(1, len(self.order)), fair - state.outstanding)
                 if share <= 0:
                     continue
+                # Lines of models whose lanes are full stay pending, so a mixed batch's fast models are not
+                # held to the pace of its slowest one (every leased slot would end up waiting in that lane).
+                skip = [model for model, lane in state.lanes.items() if lane.saturated]
                 leased = await self.store.lease_items(
-                    batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds)
-                if len(leased) < share:
+                    batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds, skip_models=skip)
+                if len(leased) < share and not skip:
                     state.exhausted = True
                 if leased:
                     self.failpoints.hit("after_lease")
@@ -295,9 +299,10 @@ class Executor:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
 
     def _memory_target(self) -> int:
-        """Lines to hold leased here: enough to keep every busy lane's window full twice over."""
+        """Lines to hold leased here: enough to keep every busy lane's window full twice over, plus room
+        for lanes that are not busy yet (the other models of a batch whose slow model fills its lane)."""
         want = sum(2 * lane.concurrency() for lane in self.lanes.values() if lane.queued or lane.in_flight)
-        return max(self.cfg.concurrency * 2, min(want, self.cfg.max_lane_concurrency * 4))
+        return self.cfg.concurrency * 2 + min(want, self.cfg.max_lane_concurrency * 4)
 
     def _forget_idle(self) -> None:
         for batch_id in list(self.order):
@@ -398,6 +403,7 @@ class Executor:
                                    f"No configured provider serves model '{work.item.model}' any more.")
             return
         lane = self._lane(provider, self.router.upstream_model(provider, work.item.model))
+        state.lanes[work.item.model] = lane
         lane.put(work, work.item.batch_id, work.item.body)
 
     # ------------------------------------------------------------------ sending
@@ -630,6 +636,15 @@ class Executor:
             target = BatchStatus.CANCELLED
         elif batch.status is BatchStatus.FINALIZING:
             target = BatchStatus.COMPLETED
+        if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED) and batch.execution != "native":
+            # Several processes may hold lines of this batch: hand back ours that were never sent, and wait
+            # while another process still has lines on the wire (the sweep comes back), so an answer that is
+            # on its way is kept rather than overwritten by `batch_cancelled`.
+            await self.store.release_batch_leases(batch_id, self.boot_id)
+            if await self.store.leased_by_others(batch_id, self.boot_id, self.clock.now()):
+                log.info("batch %s: other processes still have lines in flight; finalizing later", batch_id,
+                         extra={"batch_id": batch_id})
+                return
         try:
             if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
                 batch = await self.store.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
@@ -680,7 +695,8 @@ class Executor:
     async def _housekeeper(self) -> None:
         last_beat = 0.0
         while True:
-            await asyncio.sleep(self.cfg.expiry_check_seconds)
+            # Heartbeats must come well within a lease, however long the sweep interval is.
+            await asyncio.sleep(min(self.cfg.expiry_check_seconds, self.cfg.lease_seconds / 3))
             try:
                 now = self.clock.now()
                 if now - last_beat >= self.cfg.lease_seconds / 3:
@@ -697,12 +713,19 @@ class Executor:
         """Expire batches past their window; pick up cancels and batches this process does not hold."""
         now = self.clock.now()
         for batch in await self.store.batches_in(
-            [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING]
+            [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING]
         ):
             state = self.batches.get(batch.id)
             if batch.status is BatchStatus.CANCELLING:
                 if state is None or state.halt is None:
                     self.halt(batch.id, BatchStatus.CANCELLED, batch.endpoint)
+                elif batch.id not in self._jobs:  # an earlier finalize waited for another process: try again
+                    self._maybe_finish_halt(batch.id)
+            elif batch.status is BatchStatus.FINALIZING:
+                # Its finalizer died with its process (another worker's, or a stalled job): finalizing is
+                # idempotent, so after a lease's length without progress any process may finish it.
+                if batch.id not in self._jobs and now - batch.updated_at > self.cfg.lease_seconds:
+                    self._finalize_soon(batch.id, BatchStatus.COMPLETED)
             elif batch.expires_at <= now:
                 if batch.status is BatchStatus.VALIDATING:
                     job = self._jobs.pop(batch.id, None)
@@ -714,7 +737,10 @@ class Executor:
                 else:
                     self.halt(batch.id, BatchStatus.EXPIRED, batch.endpoint)
             elif batch.status is BatchStatus.IN_PROGRESS and state is None:
-                self.activate(batch)
+                if batch.counts.settled >= batch.total and batch.id not in self._jobs:
+                    self._finalize_soon(batch.id, BatchStatus.COMPLETED)  # settled by a process that died since
+                else:
+                    self.activate(batch)
             elif batch.status is BatchStatus.VALIDATING and batch.id not in self._jobs:
                 self._job(batch.id, lambda b=batch: self._ingest(b))  # type: ignore[misc]
 

@@ -101,18 +101,25 @@ def locked_items(cond: Any, *, skip_locked: bool) -> Any:
     return update(items).where(and_(items.c.batch_id == keys.c.batch_id, items.c.line == keys.c.line))
 
 
-# Leasing on PostgreSQL: the lowest pending lines of a batch that no other worker has locked right now.
-_PICK = (select(items.c.line)
-         .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.status == ITEM_PENDING))
-         .order_by(items.c.line).limit(bindparam("l_limit"))
-         .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
-LEASE = (
-    update(items)
-    .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.line == _PICK.c.line))
-    .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
-    .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
-               items.c.attempts)
-)
+def _lease(skip_models: bool) -> Any:
+    """Leasing on PostgreSQL: the lowest pending lines of a batch that no other worker has locked right now
+    (with `skip_models`: of models other than the bound list `l_skip`)."""
+    cond = and_(items.c.batch_id == bindparam("l_batch"), items.c.status == ITEM_PENDING)
+    if skip_models:
+        cond = and_(cond, items.c.model.not_in(bindparam("l_skip", expanding=True)))
+    pick = (select(items.c.line).where(cond).order_by(items.c.line).limit(bindparam("l_limit"))
+            .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
+    return (
+        update(items)
+        .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.line == pick.c.line))
+        .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
+        .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
+                   items.c.attempts)
+    )
+
+
+LEASE = _lease(False)
+LEASE_SKIPPING = _lease(True)
 
 
 async def lock_migrations(conn: AsyncConnection) -> None:

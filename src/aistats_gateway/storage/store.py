@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aistats_gateway.domain import transitions
@@ -83,22 +83,26 @@ BatchListener = Callable[[BatchRecord, bool], None]
 # The executor's hot statements, built once (SQLAlchemy then reuses their compiled form from its cache
 # without re-walking a freshly built statement per call). PostgreSQL leases with dialects.LEASE instead
 # (FOR UPDATE SKIP LOCKED, so workers lease one batch side by side).
-_LEASE = (
-    update(items)
-    .where(and_(
-        items.c.batch_id == bindparam("l_batch"),
-        items.c.line.in_(
-            select(items.c.line)
-            .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.status == ITEM_PENDING))
-            .order_by(items.c.line)
-            .limit(bindparam("l_limit"))
-            .scalar_subquery()
-        ),
-    ))
-    .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
-    .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
-               items.c.attempts)
-)
+def _lease_statement(skip_models: bool) -> Any:
+    """The lowest pending lines of a batch (with `skip_models`: of models other than the list `l_skip`)."""
+    cond = and_(items.c.batch_id == bindparam("l_batch"), items.c.status == ITEM_PENDING)
+    if skip_models:
+        cond = and_(cond, items.c.model.not_in(bindparam("l_skip", expanding=True)))
+    return (
+        update(items)
+        .where(and_(
+            items.c.batch_id == bindparam("l_batch"),
+            items.c.line.in_(select(items.c.line).where(cond).order_by(items.c.line).limit(bindparam("l_limit"))
+                             .scalar_subquery()),
+        ))
+        .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
+        .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
+                   items.c.attempts)
+    )
+
+
+_LEASE = _lease_statement(False)
+_LEASE_SKIPPING = _lease_statement(True)
 _SETTLE_ITEM = (
     update(items)
     .where(and_(items.c.batch_id == bindparam("b_id"), items.c.line == bindparam("b_line"),
@@ -148,6 +152,7 @@ class Store:
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self.is_postgresql = engine.dialect.name == "postgresql"
         self._lease = dialects.LEASE if self.is_postgresql else _LEASE
+        self._lease_skipping = dialects.LEASE_SKIPPING if self.is_postgresql else _LEASE_SKIPPING
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -447,13 +452,32 @@ class Store:
                 await conn.execute(pg_insert(items).on_conflict_do_nothing(), keep)
 
     async def lease_items(
-        self, batch_id: str, owner: str, limit: int, lease_until: float
+        self, batch_id: str, owner: str, limit: int, lease_until: float, skip_models: Sequence[str] = ()
     ) -> list[ItemRecord]:
-        """Atomically take up to `limit` pending items of a batch, lowest lines first."""
+        """Atomically take up to `limit` pending items of a batch, lowest lines first; `skip_models` leaves
+        the lines of those models pending (the executor's lanes for them are full)."""
+        params: dict[str, Any] = {"l_batch": batch_id, "l_owner": owner, "l_limit": limit, "l_until": lease_until}
+        statement = self._lease
+        if skip_models:
+            statement = self._lease_skipping
+            params["l_skip"] = list(skip_models)
         async with self._write() as conn:
-            rows = (await conn.execute(self._lease, {"l_batch": batch_id, "l_owner": owner, "l_limit": limit,
-                                                "l_until": lease_until})).all()
+            rows = (await conn.execute(statement, params)).all()
         return sorted((item_record(r) for r in rows), key=lambda r: r.line)
+
+    async def release_batch_leases(self, batch_id: str, owner: str) -> int:
+        """Put one owner's leased items of one batch back to pending (its unsent lines after a halt)."""
+        return await self._release(and_(items.c.batch_id == batch_id, items.c.status == ITEM_LEASED,
+                                        items.c.lease_owner == owner))
+
+    async def leased_by_others(self, batch_id: str, owner: str, now: float) -> int:
+        """Lines of a batch that another live process holds (unexpired leases; native jobs excluded): while
+        there are any, a cancel or expiry must not settle them as unfinished — their answers may be coming."""
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(func.count()).select_from(items).where(and_(
+                items.c.batch_id == batch_id, items.c.status == ITEM_LEASED, items.c.lease_owner != owner,
+                items.c.lease_expires_at >= now, not_(items.c.lease_owner.startswith("native:")))))).scalar_one()
+        return int(value)
 
     async def release_leases(self, owner: str) -> int:
         """Put one owner's leased items back to pending (a graceful stop)."""
