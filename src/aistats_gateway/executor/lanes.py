@@ -225,6 +225,8 @@ class Lane:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
+                if not self.queued or self._peek() is not entry:
+                    continue  # a shared budget answers over the network: a halt may have taken the entry meanwhile
                 entry.charged = tokens
                 if tokens:
                     self._tokens_per_request += 0.1 * (tokens - self._tokens_per_request) \
