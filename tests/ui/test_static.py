@@ -49,6 +49,8 @@ def ui(gw: Gateway) -> str:
 def test_page_headers_and_no_inline_script(gateway: Gateway) -> None:
     redirect = httpx.get(ui(gateway))
     assert redirect.status_code == 308 and redirect.headers["location"] == "ui/"
+    root = httpx.get(gateway.base_url.removesuffix("/v1") + "/")
+    assert root.status_code == 307 and root.headers["location"] == "ui/"
     page = httpx.get(ui(gateway) + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]

@@ -104,6 +104,11 @@ def build_router(bundle: Bundle | None = None) -> APIRouter:
             response.headers["content-length"] = str(len(asset.body))
         return response
 
+    @router.api_route("/", methods=["GET", "HEAD"])
+    async def root_redirect() -> Response:
+        # A browser pointed at the gateway itself lands on the dashboard (API clients never ask for /).
+        return RedirectResponse("ui/", status_code=307)
+
     @router.api_route("/ui", methods=["GET", "HEAD"])
     async def ui_redirect() -> Response:
         # Relative, so the page also works behind a proxy that mounts the gateway under a path prefix.
