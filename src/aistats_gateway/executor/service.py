@@ -81,6 +81,8 @@ class BatchState:
     prefs: dict[str, Any] | None = None  # the batch's `provider` routing preferences
     routes: dict[str, tuple[float, list[Provider]]] = field(default_factory=dict)  # model -> (when, candidates)
     lanes: dict[str, Lane] = field(default_factory=dict)  # model -> the lane its lines went to last
+    single_model: bool = False  # every line has the same model (the batch record says which)
+    last_discovery: float = 0.0  # when a lease last looked past every full lane for lines of other models
 
 
 class Executor:
@@ -209,7 +211,8 @@ class Executor:
         state = self.batches.get(batch.id)
         if state is None:
             self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id,
-                                                prefs=batch.provider_prefs)
+                                                prefs=batch.provider_prefs,
+                                                single_model=batch.model is not None)
             self.order.append(batch.id)
         elif state.halt is None:
             state.exhausted = False
@@ -281,6 +284,13 @@ class Executor:
                 # Lines of models whose lanes are full stay pending, so a mixed batch's fast models are not
                 # held to the pace of its slowest one (every leased slot would end up waiting in that lane).
                 skip = [model for model, lane in state.lanes.items() if lane.saturated]
+                if skip and len(skip) == len(state.lanes):
+                    # Every lane this batch has used is full. Leasing past all of them scans every pending line,
+                    # so do it only to find models not seen yet, and at most once a second.
+                    now = time.monotonic()
+                    if state.single_model or now - state.last_discovery < 1.0:
+                        continue
+                    state.last_discovery = now
                 leased = await self.store.lease_items(
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds, skip_models=skip)
                 if len(leased) < share and not skip:
