@@ -9,7 +9,7 @@ from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
-from aistats_gateway.api.views import batch_view, log_entry
+from aistats_gateway.api.views import batch_page, batch_view, log_entry
 from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -39,7 +39,7 @@ async def list_batches(
     records, has_more = await gw.batches.list(workspace, after=after, limit=limit, status=status,
                                               session_id=session_id)
     base = base_url(request)
-    return JSONResponse(wire.page([await batch_view(gw, r, base) for r in records], has_more))
+    return JSONResponse(wire.page(await batch_page(gw, records, base), has_more))
 
 
 @router.get("/{batch_id}")

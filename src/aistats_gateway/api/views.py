@@ -22,10 +22,30 @@ async def batch_view(gw: Gateway, record: BatchRecord, base_url: str) -> dict[st
     return await render_batch(gw.store, record, base_url)
 
 
-async def render_batch(store: Store, record: BatchRecord, base_url: str) -> dict[str, Any]:
-    """The full batch object: the record, its pricing lines and its webhook delivery state."""
-    state = await store.webhook_state(record.id) if record.webhook else None
-    lines = await store.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
+async def batch_page(gw: Gateway, records: list[BatchRecord], base_url: str) -> list[dict[str, Any]]:
+    """A page of batch objects, each exactly as `batch_view` renders it, with the webhook states and pricing
+    lines of the whole page fetched in three queries instead of two or three per batch."""
+    native = gw.executor.native if gw.executor is not None else None
+    fresh: list[BatchRecord] = []
+    for record in records:
+        if native is not None and record.execution == "native" and not record.status.terminal:
+            await native.refresh(record.id)
+            record = await gw.store.get_batch(record.id) or record
+        fresh.append(record)
+    states, lines = await gw.store.batch_details(
+        [r.id for r in fresh if r.webhook], [r.id for r in fresh if r.status is not BatchStatus.VALIDATING])
+    return [await render_batch(gw.store, r, base_url, (states.get(r.id), lines.get(r.id, []))) for r in fresh]
+
+
+async def render_batch(store: Store, record: BatchRecord, base_url: str,
+                       details: tuple[dict[str, Any] | None, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The full batch object: the record, its pricing lines and its webhook delivery state (`details`:
+    those two, when the caller fetched them already)."""
+    if details is None:
+        state = await store.webhook_state(record.id) if record.webhook else None
+        lines = await store.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
+    else:
+        state, lines = details
     native = None
     if record.execution == "native":
         native = [{"provider": j.provider, "model": None if j.model == "*" else j.model, "id": j.native_batch_id,

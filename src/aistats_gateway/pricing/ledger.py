@@ -85,6 +85,20 @@ async def add_usage(conn: AsyncConnection, batch_id: str, rows: Sequence[Pricing
                 unit_price_nanos=row.unit_price_nanos, unit_size=row.unit_size, quantity=row.quantity))
 
 
+async def lines_of(conn: AsyncConnection, batch_ids: list[str]) -> dict[str, PricingLines]:
+    """`lines` of many batches in one query (a page of the batch list)."""
+    if not batch_ids:
+        return {}
+    rows = (await conn.execute(select(batch_pricing.c.batch_id, batch_pricing.c.provider, batch_pricing.c.model,
+                                      batch_pricing.c.plan, batch_pricing.c.meter, batch_pricing.c.unit_size,
+                                      batch_pricing.c.unit_price_nanos, batch_pricing.c.quantity)
+                               .where(batch_pricing.c.batch_id.in_(batch_ids)))).all()
+    grouped: dict[str, list[Any]] = {b: [] for b in batch_ids}
+    for row in rows:
+        grouped[row[0]].append(tuple(row)[1:])
+    return {b: PricingLines.from_rows(group) for b, group in grouped.items()}
+
+
 async def lines(conn: AsyncConnection, batch_id: str) -> PricingLines:
     rows = (await conn.execute(select(batch_pricing.c.provider, batch_pricing.c.model, batch_pricing.c.plan,
                                       batch_pricing.c.meter, batch_pricing.c.unit_size,

@@ -753,3 +753,12 @@ class Store:
     async def webhook_state(self, batch_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:
             return await outbox.state(conn, batch_id)
+
+    async def batch_details(
+        self, with_webhook: list[str], priced: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """Webhook states and pricing lines of a page of batches in three queries (not three per batch)."""
+        async with self.engine.connect() as conn:
+            states = await outbox.states(conn, with_webhook)
+            lines = {b: p.to_wire() for b, p in (await ledger.lines_of(conn, priced)).items()}
+        return states, lines

@@ -9,10 +9,11 @@ attempt, and a crashed one's claim simply expires.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway import ids
@@ -139,19 +140,41 @@ async def spread_overdue(
     return len(ids_due)
 
 
+def _attempts_query() -> Any:
+    return (select(webhook_attempts, webhook_events.c.type, webhook_events.c.delivery_key,
+                   webhook_events.c.max_attempts, webhook_events.c.delivered_at)
+            .join(webhook_events, webhook_events.c.id == webhook_attempts.c.event_id))
+
+
 async def state(conn: AsyncConnection, batch_id: str) -> dict[str, Any]:
     """The delivery summary and the last ten attempts, in the shapes the AI Stats SDK declares."""
     events = (await conn.execute(select(webhook_events).where(webhook_events.c.batch_id == batch_id))).all()
-    attempts = (
-        await conn.execute(
-            select(webhook_attempts, webhook_events.c.type, webhook_events.c.delivery_key,
-                   webhook_events.c.max_attempts, webhook_events.c.delivered_at)
-            .join(webhook_events, webhook_events.c.id == webhook_attempts.c.event_id)
-            .where(webhook_attempts.c.batch_id == batch_id)
-            .order_by(webhook_attempts.c.id.desc())
-            .limit(10)
-        )
-    ).all()
+    attempts = (await conn.execute(_attempts_query().where(webhook_attempts.c.batch_id == batch_id)
+                                   .order_by(webhook_attempts.c.id.desc()).limit(10))).all()
+    return summarize(events, attempts)
+
+
+async def states(conn: AsyncConnection, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """`state` of many batches in two queries (a page of the batch list), each exactly as `state` says."""
+    if not batch_ids:
+        return {}
+    events = (await conn.execute(select(webhook_events).where(webhook_events.c.batch_id.in_(batch_ids)))).all()
+    ranked = _attempts_query().add_columns(
+        func.row_number().over(partition_by=webhook_attempts.c.batch_id,
+                               order_by=webhook_attempts.c.id.desc()).label("recent_rank")
+    ).where(webhook_attempts.c.batch_id.in_(batch_ids)).subquery()
+    attempts = (await conn.execute(select(ranked).where(ranked.c.recent_rank <= 10)
+                                   .order_by(ranked.c.batch_id, ranked.c.id.desc()))).all()
+    by_batch: dict[str, tuple[list[Any], list[Any]]] = {b: ([], []) for b in batch_ids}
+    for row in events:
+        by_batch[row._mapping["batch_id"]][0].append(row)
+    for row in attempts:
+        by_batch[row._mapping["batch_id"]][1].append(row)
+    return {b: summarize(ev, at) for b, (ev, at) in by_batch.items()}
+
+
+def summarize(events: Sequence[Any], attempts: Sequence[Any]) -> dict[str, Any]:
+    """The wire shape from a batch's event rows and its last ten attempt rows (newest first)."""
     total_attempts = sum(e._mapping["attempts"] for e in events)
     delivered = [e._mapping for e in events if e._mapping["status"] == DELIVERED]
     pending = [e._mapping for e in events if e._mapping["status"] == PENDING]
