@@ -5,8 +5,8 @@
 the OpenAI shape (anthropic_answers.py), errors included; a line that cannot be translated gets a 400 with
 an OpenAI error naming the field, without a request to Anthropic. Other endpoints get a 400 too.
 
-HTTP follows openai_compat.py: one shared aiohttp session per provider, bounded body reads, timeouts and
-transport failures raised as `UpstreamUnavailable`. `base_url` is the API root without the version
+HTTP goes through providers/http.py (one pooled session per provider, bounded body reads, timeouts and
+transport failures raised as `UpstreamUnavailable`). `base_url` is the API root without the version
 (`https://api.anthropic.com`); a trailing `/v1` is tolerated. Rate-limit headers
 (`anthropic-ratelimit-*`, RFC 3339 resets) become `RateLimitInfo`. Pricing gets Anthropic's own usage
 object (with cache reads and writes) whatever the line's endpoint.
@@ -14,13 +14,11 @@ object (with cache reads and writes) whatever the line's endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from aistats_gateway.providers.anthropic_answers import (
@@ -45,7 +43,7 @@ from aistats_gateway.providers.base import (
     matches,
     parse_retry_after,
 )
-from aistats_gateway.providers.openai_compat import MAX_RESPONSE_BYTES, _read_bounded
+from aistats_gateway.providers.http import MAX_RESPONSE_BYTES, UpstreamHTTP
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -117,43 +115,19 @@ class AnthropicProvider:
         self.base_url = root[:-3] if root.endswith("/v1") else root
         self.url = self.base_url + MESSAGES
         self.patterns = models
-        self.max_response_bytes = max_response_bytes
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=connect_timeout_seconds)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
-                         "user-agent": "aistats-gateway/0.1"}
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
+                   "user-agent": "aistats-gateway/0.1"}
         if api_key:
-            self._headers["x-api-key"] = api_key
+            headers["x-api-key"] = api_key
+        self.http = UpstreamHTTP(name, headers, timeout_seconds=timeout_seconds,
+                                 connect_timeout_seconds=connect_timeout_seconds, max_connections=max_connections,
+                                 max_response_bytes=max_response_bytes)
 
     def serves(self, model: str) -> bool:
         return matches(self.patterns, model)
 
     def listed_models(self) -> list[str]:
         return [p for p in self.patterns if "*" not in p]
-
-    def _session_or_new(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers,
-                                                  cookie_jar=aiohttp.DummyCookieJar())
-        return self._session
-
-    async def _post(self, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
-        try:
-            async with self._session_or_new().post(self.url, data=body, allow_redirects=False) as resp:
-                declared = resp.content_length
-                if declared is not None and declared > self.max_response_bytes:
-                    raise UpstreamUnavailable("too_large", f"upstream answer exceeds {self.max_response_bytes} bytes")
-                raw = await resp.read() if declared is not None else await _read_bounded(
-                    resp, self.max_response_bytes)
-                return resp.status, raw, resp.headers
-        except TimeoutError as exc:
-            raise UpstreamUnavailable("timeout", f"{self.name} did not answer in time") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamUnavailable("invalid_response", f"{self.name} sent a broken body: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable("connection", f"cannot reach {self.name}: {exc}") from exc
 
     async def send(self, endpoint: str, model: str, body: bytes) -> ProviderResult:
         request: dict[str, Any] | None = None
@@ -173,7 +147,7 @@ class AnthropicProvider:
             return ProviderResult(400, openai_error(
                 f"Provider '{self.name}' (Anthropic) does not serve {endpoint}; it serves /v1/messages, "
                 "/v1/chat/completions and /v1/responses.", code="unsupported_endpoint"))
-        status, raw, headers = await self._post(payload)
+        status, raw, headers = await self.http.post(self.url, payload)
         retry_after = parse_retry_after(headers)
         upstream_id = headers.get("request-id") or headers.get("x-request-id")
         limits = parse_anthropic_ratelimit(headers)
@@ -199,6 +173,4 @@ class AnthropicProvider:
                               usage, limits)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-            await asyncio.sleep(0)
+        await self.http.close()
