@@ -19,11 +19,7 @@ PHONE = {"width": 390, "height": 844}
 # Two lines on the wire at a time, 200 ms each: 30 lines take ~3 s, long enough for the page to see
 # the progress bar between 0 and 100 (the stream pushes at most once a second). mock/echo gets prices
 # (USD per 1M tokens) so the overview has spend to chart.
-CONFIG = """
-[executor]
-concurrency = 2
-[mock]
-slow_latency_ms = 200
+MOCK_PRICES = """
 [[prices]]
 provider = "mock"
 model = "mock/echo"
@@ -33,6 +29,12 @@ input_text_tokens = "3"
 output_text_tokens = "7"
 requests = "0"
 """
+CONFIG = """
+[executor]
+concurrency = 2
+[mock]
+slow_latency_ms = 200
+""" + MOCK_PRICES
 RECORDER = """
 window.__uiErrors = [];
 document.addEventListener("securitypolicyviolation",

@@ -16,18 +16,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from aistats_gateway.services.usage import DAY_SECONDS, day_number
 from aistats_gateway.storage.schema import request_log
 from tests.harness import Gateway, chat_line, jsonl, wait_for_batch
+from tests.ui.conftest import MOCK_PRICES
 
 # Non-zero prices for mock/echo so spend is something to add up (USD per 1M tokens).
-CONFIG = """
-[[prices]]
-provider = "mock"
-model = "mock/echo"
-default_max_output_tokens = 4096
-[prices.plans.standard]
-input_text_tokens = "3"
-output_text_tokens = "7"
-requests = "0"
-"""
+CONFIG = MOCK_PRICES
 
 
 @pytest.fixture(scope="module")
