@@ -39,9 +39,6 @@ class LaneStats:
     """What routing by `sort` needs to know about a lane."""
 
     latency: float | None = None  # EWMA of answer latency, seconds
-    succeeded: int = 0
-    failed: int = 0
-    throttled: int = 0
 
 
 @dataclass
@@ -92,6 +89,7 @@ class Lane:
     in_flight: int = 0
     paused_until: float = 0.0
     stats: LaneStats = field(default_factory=LaneStats)
+    circuit: Circuit = field(default_factory=Circuit)  # the provider's, shared by all its lanes
     ratio: PromptRatio = field(default_factory=PromptRatio)
 
     def __post_init__(self) -> None:
@@ -106,11 +104,6 @@ class Lane:
         self._wake = asyncio.Event()
         self._closed = False
         self._tokens_per_request = 0.0  # EWMA of the tokens charged per request (for rate x latency)
-        self.circuit = Circuit()  # replaced by the provider's shared circuit when the executor builds the lane
-
-    @property
-    def circuit_open(self) -> bool:
-        return self.circuit.is_open()
 
     # ------------------------------------------------------------------ limits
     @property
@@ -250,7 +243,6 @@ class Lane:
         if limits is not None:
             self._learn(limits)
         if status is not None and 200 <= status < 300:
-            self.stats.succeeded += 1
             self.stats.latency = latency if self.stats.latency is None else \
                 self.stats.latency + 0.1 * (latency - self.stats.latency)
             if self.aimd and self.window < self.cap:
@@ -264,10 +256,7 @@ class Lane:
                     if delta:
                         self._adjust(delta)
         elif status == 429 or status in (503, 529):
-            self.stats.throttled += 1
             self._decrease()
-        else:
-            self.stats.failed += 1
 
     def _adjust(self, delta: int) -> None:
         tpm = _paced(self.tpm, self.headroom)

@@ -351,7 +351,7 @@ class Executor:
                     cfg = self.provider_configs.get(provider.name)
                     rpm = cfg.lane_limits(model).rpm if cfg is not None else None
                     return -float(rpm or 1e12)
-                return -float(lane.rpm or 1e12) * (0.0 if lane.circuit_open else 1.0)
+                return -float(lane.rpm or 1e12) * (0.0 if lane.circuit.is_open() else 1.0)
             return by_throughput
         return None
 
@@ -394,8 +394,8 @@ class Executor:
             lane = Lane(f"{provider.name}/{upstream_model}", provider.name, upstream_model,
                         limits if limits is not None else LaneLimits(), self.cfg.concurrency, self.permits,
                         headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds,
-                        hard_cap=self.cfg.max_lane_concurrency)
-            lane.circuit = self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds))
+                        hard_cap=self.cfg.max_lane_concurrency,
+                        circuit=self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds)))
             self.lanes[key] = lane
             task = asyncio.create_task(lane.pump(self._launch), name=f"lane-{lane.key}")
             self._tasks.append(task)
