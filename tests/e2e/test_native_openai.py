@@ -113,8 +113,10 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("native_openai")
     clock = FakeClock(start=time.time())
+    # C runs one line at a time, 0.5 s each: its 20-line batch needs 10 s, far more than the expiry sweep
+    # (every 0.05 s) needs to notice the moved clock even on a loaded machine.
     c = InProcessGateway(root / "c", clock, executor={"concurrency": 1, "expiry_check_seconds": 0.05},
-                         mock={"slow_latency_ms": 200})
+                         mock={"slow_latency_ms": 500})
     b = Gateway(root / "b", api_key=B_KEY, config=B_CONFIG)
     a = Gateway(root / "a", config=a_config(b.base_url, c.base_url, c.api_key))
     yield Stack(a, b, c, clock)
@@ -219,7 +221,7 @@ def test_provider_side_expiry_keeps_finished_lines(stack: Stack) -> None:
         time.sleep(0.05)
     stack.clock.advance(3601)  # C's copy of the window runs out (A's own clock has not moved)
     done = wait_for_batch(api, batch["id"], timeout=30)
-    assert done["status"] == "expired"
+    assert done["status"] == "expired", (done, up.get(f"/batches/{native_id}").json())
     out, err = lines_of(api, done["output_file_id"]), lines_of(api, done["error_file_id"])
     assert 2 <= len(out) < 20 and {x["error"]["code"] for x in err} == {"batch_expired"}
     assert sorted(x["custom_id"] for x in out + err) == sorted(r["custom_id"] for r in rows)
