@@ -159,8 +159,9 @@ def test_messages_lines_pass_through(stack: Stack) -> None:
 
 def test_cancel_and_provider_expiry(stack: Stack) -> None:
     api = stack.gw.client()
-    cancel_rows = [chat(f"c{i}", f"cancel {i}") for i in range(30)]
-    expire_rows = [chat(f"e{i}", f"expire {i}") for i in range(30)]
+    # 80 lines at 100 ms each: far more than the fake finishes before the cancel and the expiry reach it
+    cancel_rows = [chat(f"c{i}", f"cancel {i}") for i in range(80)]
+    expire_rows = [chat(f"e{i}", f"expire {i}") for i in range(80)]
     cancelled = create(api, cancel_rows)
     expiring = create(api, expire_rows)
     wait_native(api, cancelled["id"], stack.fake, 2)
@@ -172,7 +173,7 @@ def test_cancel_and_provider_expiry(stack: Stack) -> None:
         done = wait_for_batch(api, batch["id"], timeout=30)
         assert done["status"] == status
         out, err = files(api, done)
-        assert 2 <= len(out) < 30 and {x["error"]["code"] for x in err.values()} == {code}
+        assert 2 <= len(out) < 80 and {x["error"]["code"] for x in err.values()} == {code}
         assert sorted([*out, *err]) == sorted(r["custom_id"] for r in rows)
 
 
@@ -206,14 +207,14 @@ def test_our_own_window_running_out_cancels_the_provider_batch(stack: Stack) -> 
                                       "api_key": KEY, "models": ["claude-*"], "batch_api": True}])
     try:
         api = gw.client()
-        rows = [chat(f"w{i}", f"window {i}") for i in range(30)]
+        rows = [chat(f"w{i}", f"window {i}") for i in range(80)]
         batch = create(api, rows, execution="native", completion_window="1h")
         native_id = wait_native(api, batch["id"], stack.fake, 2)
         clock.advance(3601)
         done = wait_for_batch(api, batch["id"], timeout=30)
         assert done["status"] == "expired"
         out, err = files(api, done)
-        assert 2 <= len(out) < 30 and {x["error"]["code"] for x in err.values()} == {"batch_expired"}
+        assert 2 <= len(out) < 80 and {x["error"]["code"] for x in err.values()} == {"batch_expired"}
         assert sorted([*out, *err]) == sorted(r["custom_id"] for r in rows)
         fake_view = next(b for b in stack.fake.batches() if b["id"] == native_id)
         assert fake_view["cancel_initiated_at"] is not None and fake_view["request_counts"]["canceled"] == len(err)

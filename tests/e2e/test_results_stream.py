@@ -16,7 +16,7 @@ from tests.harness import Gateway, chat_line, wait_for_batch
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = Gateway(tmp_path_factory.mktemp("results") / "data",
-                config="[executor]\nconcurrency = 8\n[mock]\nslow_latency_ms = 30\n")
+                config="[executor]\nconcurrency = 4\n[mock]\nslow_latency_ms = 100\n")  # 300 slow lines: 7.5 s
     yield g
     g.stop()
 
