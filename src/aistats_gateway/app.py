@@ -50,6 +50,7 @@ from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
+from aistats_gateway.services.retention import RetentionSweeper
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
@@ -79,6 +80,7 @@ class Gateway:
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
+    retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
 
 
 def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
@@ -160,13 +162,14 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store, blobs, clock, settings.limits.max_file_bytes)
+    files = FileService(store, blobs, clock, settings.limits.max_file_bytes, settings.retention)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits)
+                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits,
+                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 
@@ -176,6 +179,8 @@ async def close_gateway(gw: Gateway) -> None:
         await gw.executor.stop()
     if gw.deliverer is not None:
         await gw.deliverer.stop()
+    if gw.retention is not None:
+        await gw.retention.stop()
     if gw.fanout is not None:
         await gw.fanout.stop()
     for provider in gw.router.providers:
@@ -194,6 +199,8 @@ async def start_services(gw: Gateway) -> None:
         await gw.deliverer.start()
     if gw.fanout is not None:
         await gw.fanout.start()
+    if gw.retention is not None:
+        await gw.retention.start()
     # Everything built so far lives as long as the process: keep the collector from rescanning it
     # (measured: garbage collection was ~10 % of the executor's CPU before this).
     gc.collect()

@@ -163,6 +163,15 @@ class NativeConfig(BaseModel):
     list_pages: int = Field(5, ge=1, le=100)  # pages of the provider's batch list searched when reconciling
 
 
+class RetentionConfig(BaseModel):
+    """How long files live when their uploader or batch creator did not say (`expires_after`,
+    `output_expires_after`), and how often expired ones are removed. Unset: kept until deleted."""
+
+    input_files_seconds: int | None = Field(None, ge=3600)  # uploads of purpose "batch"
+    output_files_seconds: int | None = Field(None, ge=3600)  # a batch's output and error files
+    sweep_seconds: float = Field(60.0, gt=0)
+
+
 class MockConfig(BaseModel):
     slow_latency_ms: int = Field(250, ge=0)
 
@@ -188,6 +197,7 @@ class Settings(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
     native: NativeConfig = Field(default_factory=NativeConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     prices: list[dict[str, Any]] = Field(default_factory=list)  # [[prices]] entries override the shipped catalog

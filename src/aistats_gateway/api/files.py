@@ -11,6 +11,7 @@ from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
+from aistats_gateway.domain import batch as rules
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
 from aistats_gateway.services.files import check_purpose
 
@@ -35,24 +36,35 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
                 raise InvalidRequest("Missing required parameter 'file' (a multipart file part).",
                                      code="missing_required_parameter", param="file")
             purpose = check_purpose(form.fields.get("purpose"))
+            expires_after = rules.parse_expires_after(_bracketed(form.fields, "expires_after"), "expires_after")
         except BaseException:
             await writer.writer.abort()
             raise
         record = await files.finish_upload(workspace, file_id, key, writer,
-                                           filename=form.filename or "upload.jsonl", purpose=purpose)
+                                           filename=form.filename or "upload.jsonl", purpose=purpose,
+                                           expires_after=expires_after)
     elif content_type.startswith("application/json") or not content_type:
         body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
         purpose = check_purpose(body.get("purpose"))
+        expires_after = rules.parse_expires_after(body.get("expires_after"), "expires_after")
         data = json_upload_content(body)
         filename = body.get("filename")
         record = await files.create_from_bytes(
             workspace, data, filename=filename if isinstance(filename, str) and filename else "upload.jsonl",
-            purpose=purpose)
+            purpose=purpose, expires_after=expires_after)
     else:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
             "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
     return JSONResponse(wire.file_object(record))
+
+
+def _bracketed(fields: dict[str, str], name: str) -> dict[str, str] | None:
+    """A nested form field as multipart clients send it (`expires_after[anchor]`, `expires_after[seconds]`)."""
+    prefix = f"{name}["
+    found = {key[len(prefix):-1]: value for key, value in fields.items()
+             if key.startswith(prefix) and key.endswith("]")}
+    return found or None
 
 
 @router.get("")
@@ -64,8 +76,9 @@ async def list_files(
     purpose: str | None = None,
     order: str = Query("desc", pattern="^(asc|desc)$"),
 ) -> JSONResponse:
-    records, has_more = await gateway(request).store.list_files(
-        workspace, after=after, limit=limit, purpose=purpose, ascending=order == "asc")
+    gw = gateway(request)
+    records, has_more = await gw.store.list_files(
+        workspace, after=after, limit=limit, purpose=purpose, ascending=order == "asc", now=int(gw.files.clock.now()))
     return JSONResponse(wire.page([wire.file_object(r) for r in records], has_more))
 
 

@@ -141,6 +141,40 @@ def parse_completion_window(value: Any) -> int:
     return seconds
 
 
+# OpenAI's bounds for `expires_after` (files) and `output_expires_after` (batches): 1 hour to 30 days.
+EXPIRES_AFTER_MIN_SECONDS = 3600
+EXPIRES_AFTER_MAX_SECONDS = 30 * 86400
+
+
+def parse_expires_after(value: Any, param: str) -> int | None:
+    """OpenAI's file expiration policy `{"anchor": "created_at", "seconds": N}`: the seconds, or None when absent.
+
+    Multipart uploads send the fields as strings (`expires_after[seconds]=3600`), so digit strings count."""
+    if value is None:
+        return None
+    shape = f"'{param}' must be an object {{\"anchor\": \"created_at\", \"seconds\": N}}"
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{shape}, got {type(value).__name__}.", code="invalid_type", param=param)
+    unknown = sorted(set(value) - {"anchor", "seconds"})
+    if unknown:
+        raise InvalidRequest(f"Unknown parameter '{param}.{unknown[0]}'; {shape}.", code="unknown_parameter",
+                             param=f"{param}.{unknown[0]}")
+    if value.get("anchor") != "created_at":
+        raise InvalidRequest(f"'{param}.anchor' must be 'created_at' (the only anchor), got {value.get('anchor')!r}.",
+                             code="invalid_value", param=f"{param}.anchor")
+    seconds = value.get("seconds")
+    if isinstance(seconds, str) and seconds.strip().isdigit():
+        seconds = int(seconds)
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise InvalidRequest(f"'{param}.seconds' must be an integer number of seconds, got {seconds!r}.",
+                             code="invalid_type", param=f"{param}.seconds")
+    if not EXPIRES_AFTER_MIN_SECONDS <= seconds <= EXPIRES_AFTER_MAX_SECONDS:
+        raise InvalidRequest(f"'{param}.seconds' is {seconds}; it must be between {EXPIRES_AFTER_MIN_SECONDS} "
+                             f"(1 hour) and {EXPIRES_AFTER_MAX_SECONDS} (30 days).", code="invalid_value",
+                             param=f"{param}.seconds")
+    return seconds
+
+
 def parse_metadata(value: Any) -> dict[str, str] | None:
     """OpenAI's rules: at most 16 pairs, string keys ≤ 64 chars, string values ≤ 512 chars."""
     if value is None:

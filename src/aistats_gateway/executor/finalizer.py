@@ -67,7 +67,8 @@ async def finalize(
             record = FileRecord(
                 id=ids.file_id(), workspace_id=batch.workspace_id, filename=f"{batch.id}_{name}.jsonl",
                 purpose="batch_output", bytes=size, status="processed", blob_key=key,
-                created_at=now, expires_at=None,
+                created_at=now,
+                expires_at=now + batch.output_expires_after if batch.output_expires_after is not None else None,
             )
             new_files.append(record)
             values[field] = record.id

@@ -73,6 +73,9 @@ class BatchService:
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise InvalidRequest("'dry_run' must be true or false.", code="invalid_type", param="dry_run")
+        output_expires_after = rules.parse_expires_after(body.get("output_expires_after"), "output_expires_after")
+        if output_expires_after is None:
+            output_expires_after = self.files.retention.output_files_seconds
         execution = body.get("execution", "auto")
         if execution not in EXECUTION_MODES:
             raise InvalidRequest(f"Invalid 'execution' {execution!r}: use \"auto\", \"managed\" or \"native\".",
@@ -118,7 +121,7 @@ class BatchService:
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
-            "execution": execution,
+            "execution": execution, "output_expires_after": output_expires_after,
         }
         try:
             record = await self.store.insert_batch(values, hold_nanos=hold)

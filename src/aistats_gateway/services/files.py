@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
+from aistats_gateway.config import RetentionConfig
 from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import FileRecord
@@ -48,7 +49,9 @@ class LimitedWriter:
 
 
 class FileService:
-    def __init__(self, store: Store, blobs: BlobStore, clock: Clock, max_bytes: int) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, clock: Clock, max_bytes: int,
+                 retention: RetentionConfig | None = None) -> None:
+        self.retention = retention or RetentionConfig()
         self.store = store
         self.blobs = blobs
         self.clock = clock
@@ -60,12 +63,19 @@ class FileService:
         return file_id, key, LimitedWriter(self.blobs.writer(key), self.max_bytes)
 
     async def finish_upload(
-        self, workspace_id: str, file_id: str, key: str, writer: LimitedWriter, *, filename: str, purpose: str
+        self, workspace_id: str, file_id: str, key: str, writer: LimitedWriter, *, filename: str, purpose: str,
+        expires_after: int | None = None,
     ) -> FileRecord:
+        """Publish the upload. `expires_after` (seconds, from the uploader's policy) defaults for batch input
+        files to `[retention] input_files_seconds`; the retention sweep removes the file once it has passed."""
         size = await writer.writer.commit()
+        if expires_after is None and purpose == "batch":
+            expires_after = self.retention.input_files_seconds
+        created = int(self.clock.now())
         record = FileRecord(
             id=file_id, workspace_id=workspace_id, filename=filename[:1024] or "upload.jsonl", purpose=purpose,
-            bytes=size, status="processed", blob_key=key, created_at=int(self.clock.now()), expires_at=None,
+            bytes=size, status="processed", blob_key=key, created_at=created,
+            expires_at=created + expires_after if expires_after is not None else None,
         )
         try:
             await self.store.insert_file(record)
@@ -75,7 +85,7 @@ class FileService:
         return record
 
     async def create_from_bytes(
-        self, workspace_id: str, data: bytes, *, filename: str, purpose: str
+        self, workspace_id: str, data: bytes, *, filename: str, purpose: str, expires_after: int | None = None
     ) -> FileRecord:
         file_id, key, writer = self.new_upload()
         try:
@@ -83,13 +93,18 @@ class FileService:
         except BaseException:
             await writer.writer.abort()
             raise
-        return await self.finish_upload(workspace_id, file_id, key, writer, filename=filename, purpose=purpose)
+        return await self.finish_upload(workspace_id, file_id, key, writer, filename=filename, purpose=purpose,
+                                        expires_after=expires_after)
 
     async def get(self, workspace_id: str, file_id: str, param: str = "file_id") -> FileRecord:
         record = await self.store.get_file(workspace_id, file_id)
         if record is None:
             raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
                            param=param)
+        if record.expires_at is not None and record.expires_at <= self.clock.now():
+            # Gone for its owner the moment it expires, even before the retention sweep removes it.
+            raise NotFound(f"File '{file_id}' expired at {record.expires_at} (its expires_after policy).",
+                           code="file_expired", param=param)
         return record
 
     async def content(self, workspace_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:

@@ -65,6 +65,7 @@ class BatchRecord:
     billed_at: int | None = None
     execution: str | None = None  # managed | native | auto (until validated); None: managed (older rows)
     native_batch_id: str | None = None
+    output_expires_after: int | None = None  # seconds the output/error files live
 
     @property
     def counts(self) -> RequestCounts:

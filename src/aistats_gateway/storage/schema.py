@@ -58,6 +58,7 @@ files = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=True),
     Index("ix_files_workspace_id", "workspace_id", "id"),
+    Index("ix_files_expires_at", "expires_at"),  # the retention sweep (0008)
 )
 
 batches = Table(
@@ -110,6 +111,8 @@ batches = Table(
     # batches created before it existed (managed). `native_batch_id`: the (first) provider batch of a native one.
     Column("execution", String(16), nullable=True),
     Column("native_batch_id", String(128), nullable=True),
+    # OpenAI's `output_expires_after` (0008): seconds the output and error files live after they are written.
+    Column("output_expires_after", Integer, nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
 )

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aistats_gateway.domain import transitions
@@ -254,9 +254,13 @@ class Store:
         return file_record(row) if row else None
 
     async def list_files(
-        self, workspace_id: str, *, after: str | None, limit: int, purpose: str | None, ascending: bool
+        self, workspace_id: str, *, after: str | None, limit: int, purpose: str | None, ascending: bool,
+        now: int | None = None,
     ) -> tuple[list[FileRecord], bool]:
+        """A page of the workspace's files; with `now`, without those expired by then."""
         query = select(files).where(files.c.workspace_id == workspace_id)
+        if now is not None:
+            query = query.where(or_(files.c.expires_at.is_(None), files.c.expires_at > now))
         if purpose:
             query = query.where(files.c.purpose == purpose)
         if after:
@@ -265,6 +269,14 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [file_record(r) for r in rows[:limit]], len(rows) > limit
+
+    async def expired_files(self, now: int, limit: int) -> list[tuple[str, str]]:
+        """(workspace_id, file_id) of files whose expires_at has passed, oldest first."""
+        query = (select(files.c.workspace_id, files.c.id)
+                 .where(and_(files.c.expires_at.is_not(None), files.c.expires_at <= now))
+                 .order_by(files.c.expires_at).limit(limit))
+        async with self.engine.connect() as conn:
+            return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
 
     async def delete_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
         async with self._write() as conn:

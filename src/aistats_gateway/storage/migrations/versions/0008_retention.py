@@ -1,0 +1,28 @@
+"""file retention: batches.output_expires_after and an index on files.expires_at for the expiry sweep
+
+Revision ID: 0008_retention
+Revises: 0006_native
+Create Date: 2026-11-29 12:00:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008_retention"
+down_revision = "0006_native"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("batches") as batch_op:
+        batch_op.add_column(sa.Column("output_expires_after", sa.Integer(), nullable=True))
+    op.create_index("ix_files_expires_at", "files", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_files_expires_at", table_name="files")
+    with op.batch_alter_table("batches") as batch_op:
+        batch_op.drop_column("output_expires_after")
