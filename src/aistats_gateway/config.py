@@ -161,6 +161,9 @@ class NativeConfig(BaseModel):
     reconcile_grace_seconds: float = Field(60.0, ge=0)
     refresh_on_get_seconds: float = Field(5.0, ge=0)  # GET polls the provider when the last poll is older
     list_pages: int = Field(5, ge=1, le=100)  # pages of the provider's batch list searched when reconciling
+    # Once a provider batch's results are stored here, delete the provider's copies (OpenAI: the uploaded input
+    # file and the output/error files; Anthropic: the ended Message Batch).
+    delete_provider_files: bool = True
 
 
 class RetentionConfig(BaseModel):

@@ -124,6 +124,7 @@ def test_completion_with_translation_id_mapping_failures_and_an_ambiguous_create
     assert done["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
     # the first create was answered 500 but stored: found again by listing, never sent twice
     assert [b["id"] for b in stack.fake.batches()] == [done["native_batch_id"]]
+    assert stack.fake.batches()[0]["deleted"]  # deleted at Anthropic once its results were stored here
     assert done["native_batches"][0]["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
     out, err = files(api, done)
     assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from line-<n>

@@ -163,6 +163,16 @@ def test_completion_and_partial_failure_run_as_provider_batches_at_batch_prices(
     usage_out = sum(x["response"]["body"]["usage"]["completion_tokens"] for x in out)
     assert inp["quantity"] == usage_in
     assert done["billing"]["cost_nanos"] == usage_in * 1000 + usage_out * 4000
+    # Once the results are ours, the provider's copies are deleted (the input we uploaded, its output and
+    # error files) and so are our intermediate copies; the provider batches themselves stay, as on OpenAI.
+    for provider_batch in (up.get(f"/batches/{x['id']}").json() for x in new):
+        assert provider_batch["status"] == "completed"
+        for ref in ("input_file_id", "output_file_id", "error_file_id"):
+            if provider_batch[ref]:
+                assert up.get(f"/files/{provider_batch[ref]}").status_code == 404, (ref, provider_batch)
+    assert (a.data_dir / "blobs" / "files").is_dir()
+    native_blobs = a.data_dir / "blobs" / "native"
+    assert not native_blobs.exists() or not [p for p in native_blobs.rglob("*") if p.is_file()]
 
 
 def test_execution_is_chosen_per_batch(stack: Stack) -> None:

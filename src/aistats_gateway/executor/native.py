@@ -36,7 +36,7 @@ from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
-from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected
+from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected, RemoteBatch
 from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -245,10 +245,26 @@ class NativeRunner:
             job = await self.jobs.update(job.id, state="collecting", provider_status=found.ended_as,
                                          request_counts=found.counts, result_keys=keys, error=found.error,
                                          last_polled_at=self.clock.now())
+            if self.cfg.delete_provider_files:
+                await self._discard(batch, job, client, found)
         if job.state == "collecting":
             settler = Settler(self.store, self.pricer, self.clock, batch, job.provider)
             await collect(self.jobs, job, client, batch, settler, self.blobs, halt)
             await self.jobs.update(job.id, state="done")
+            # Every line is settled in our database now: our copies of the provider input and results go too.
+            for key in [k for k in (job.input_key, *(job.result_keys or ())) if k]:
+                await self.blobs.delete(key)
+
+    async def _discard(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+                       found: RemoteBatch) -> None:
+        """Best effort: the provider's copies of our requests and results are deleted once ours are stored
+        (they hold users' prompts, and providers cap storage). A failure is logged, never retried: the lines
+        are safe either way."""
+        try:
+            await client.discard(found, job.provider_file_id)
+        except NativeError as exc:
+            log.warning("native job %s (%s): could not delete the provider's copies: %s", job.id, job.provider,
+                        exc.message, extra={"batch_id": batch.id})
 
     async def _build(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches
                      ) -> NativeJob:

@@ -41,6 +41,7 @@ from aistats_gateway.providers.native_base import (
     EXPIRED,
     HttpClient,
     Outcome,
+    Rejected,
     RemoteBatch,
     blob_lines,
 )
@@ -160,6 +161,14 @@ class AnthropicBatches:
         key = f"{prefix}/results.jsonl"
         await self.http.download(url, blobs, key, what="message batch results")
         return [key]
+
+    async def discard(self, found: RemoteBatch, provider_file_id: str | None) -> None:
+        """Delete the ended Message Batch (and its results) once our copy of the results is stored."""
+        try:
+            await self.http.call("DELETE", f"{self.base_url}/{found.id}", what="message batch delete")
+        except Rejected as exc:
+            if exc.status != 404:  # 404: already gone
+                raise
 
     def result_custom_id(self, record: dict[str, Any]) -> str | None:
         value = record.get("custom_id")

@@ -25,6 +25,7 @@ from aistats_gateway.providers.native_base import (
     FAILED,
     HttpClient,
     Outcome,
+    Rejected,
     RemoteBatch,
 )
 from aistats_gateway.storage.blobs import BlobStore
@@ -129,6 +130,16 @@ class OpenAIBatches:
             await self.http.download(f"{self.base_url}/files/{file_id}/content", blobs, key, what="result download")
             keys.append(key)
         return keys
+
+    async def discard(self, found: RemoteBatch, provider_file_id: str | None) -> None:
+        """Delete what we left on the provider once our copies are stored: the input file we uploaded and the
+        batch's output and error files (OpenAI keeps batches themselves; they cannot be deleted)."""
+        for file_id in [f for f in (provider_file_id, *found.result_refs) if f]:
+            try:
+                await self.http.call("DELETE", f"{self.base_url}/files/{file_id}", what="file delete")
+            except Rejected as exc:
+                if exc.status != 404:  # 404: already gone
+                    raise
 
     def result_custom_id(self, record: dict[str, Any]) -> str | None:
         value = record.get("custom_id")

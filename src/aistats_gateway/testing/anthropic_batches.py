@@ -115,7 +115,8 @@ class MessageBatches:
         return None
 
     def _find(self, request: web.Request) -> dict[str, Any] | None:
-        return self.batches.get(request.match_info["batch_id"])
+        found = self.batches.get(request.match_info["batch_id"])
+        return None if found is None or found.get("deleted_at") else found
 
     async def create(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:
@@ -164,7 +165,8 @@ class MessageBatches:
         if (denied := self._auth(request)) is not None:
             return denied
         now = time.time()
-        ordered = sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
+        ordered = sorted((b for b in self.batches.values() if not b.get("deleted_at")),
+                         key=lambda b: b["created_at"], reverse=True)
         after = request.query.get("after_id")
         if after:
             ids = [b["id"] for b in ordered]
@@ -204,6 +206,20 @@ class MessageBatches:
         body = b"".join(orjson.dumps(r) + b"\n" for r in self._results(b))
         return web.Response(body=body, content_type="application/binary")
 
+    async def delete(self, request: web.Request) -> web.Response:
+        """Anthropic's rule: only an ended batch can be deleted (its results go with it). The fake keeps the
+        record, marked, so tests can still see it through /_batches."""
+        if (denied := self._auth(request)) is not None:
+            return denied
+        b = self._find(request)
+        if b is None:
+            return self.error(404, "message batch not found")
+        if self._view(b, time.time())["processing_status"] != "ended":
+            return self.error(400, "Message batches can only be deleted once they have ended (cancel it first)")
+        b["deleted_at"] = time.time()
+        self._save()
+        return web.json_response({"id": b["id"], "type": "message_batch_deleted"})
+
     async def expire(self, request: web.Request) -> web.Response:
         b = self._find(request)
         if b is None:
@@ -214,7 +230,8 @@ class MessageBatches:
 
     async def all(self, _request: web.Request) -> web.Response:
         now = time.time()
-        return web.json_response([self._view(b, now) for b in self.batches.values()])
+        return web.json_response([{**self._view(b, now), "deleted": bool(b.get("deleted_at"))}
+                                  for b in self.batches.values()])
 
     def mount(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages/batches", self.create)
@@ -222,5 +239,6 @@ class MessageBatches:
         app.router.add_get("/v1/messages/batches/{batch_id}", self.get)
         app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self.results)
+        app.router.add_delete("/v1/messages/batches/{batch_id}", self.delete)
         app.router.add_post("/_batches/{batch_id}/expire", self.expire)
         app.router.add_get("/_batches", self.all)
