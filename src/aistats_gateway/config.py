@@ -164,6 +164,12 @@ class NativeConfig(BaseModel):
     # Once a provider batch's results are stored here, delete the provider's copies (OpenAI: the uploaded input
     # file and the output/error files; Anthropic: the ended Message Batch).
     delete_provider_files: bool = True
+    # The providers' per-batch limits; a larger part of a batch runs as several provider batches. OpenAI: 50,000
+    # requests and a 200 MB input file; Anthropic: 100,000 requests or 256 MB. Byte limits keep 5 % headroom.
+    openai_max_lines: int = Field(50_000, ge=1)
+    openai_max_bytes: int = Field(190_000_000, ge=1024)
+    anthropic_max_lines: int = Field(100_000, ge=1)
+    anthropic_max_bytes: int = Field(243_000_000, ge=1024)
 
 
 class RetentionConfig(BaseModel):

@@ -175,6 +175,29 @@ def test_completion_and_partial_failure_run_as_provider_batches_at_batch_prices(
     assert not native_blobs.exists() or not [p for p in native_blobs.rglob("*") if p.is_file()]
 
 
+def test_a_part_over_the_providers_limits_runs_as_several_provider_batches(stack: Stack, tmp_path: Path) -> None:
+    """OpenAI takes at most 50,000 lines (200 MB) per batch: a gateway told the limit is 3 lines sends a 7-line
+    part as three provider batches and merges their results into one output file in input order."""
+    config = a_config(stack.b.base_url).replace("[native]\n", "[native]\nopenai_max_lines = 3\n")
+    a2 = Gateway(tmp_path / "a2", config=config)
+    try:
+        api, up = a2.client(), stack.b.client()
+        rows = [chat_line(f"s{i}", f"split {i}") for i in range(7)]
+        before = {x["id"] for x in b_batches(up)}
+        done = wait_for_batch(api, create(api, rows, execution="native")["id"], timeout=30)
+        assert done["status"] == "completed" and done["request_counts"] == {"total": 7, "completed": 7, "failed": 0}
+        new = [x for x in b_batches(up) if x["id"] not in before]
+        assert sorted(x["request_counts"]["total"] for x in new) == [1, 3, 3]
+        assert {x["metadata"]["aistats_batch_id"] for x in new} == {done["id"]}
+        assert sorted(n["request_counts"]["total"] for n in done["native_batches"]) == [1, 3, 3]
+        out = lines_of(api, done["output_file_id"])
+        assert [x["custom_id"] for x in out] == [r["custom_id"] for r in rows]
+        assert [x["response"]["body"]["choices"][0]["message"]["content"] for x in out] == \
+            [f"echo: split {i}" for i in range(7)]
+    finally:
+        a2.stop()
+
+
 def test_execution_is_chosen_per_batch(stack: Stack) -> None:
     a, b = stack.a, stack.b
     api, up = a.client(), b.client()

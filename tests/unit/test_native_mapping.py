@@ -159,3 +159,16 @@ def test_batch_api_config(tmp_path: Any) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[native]\nreconcile_grace_seconds = 7\n")
     assert Settings.load({**env, "AISTATS_CONFIG": str(config)}).native.reconcile_grace_seconds == 7
+
+
+def test_runs_cut_parts_at_the_providers_line_and_byte_limits() -> None:
+    from aistats_gateway.storage.native_jobs import _runs
+
+    sizes = [(line, 100) for line in range(1, 11)]
+    assert _runs(sizes, 0, 0) == [(1, 10, 10)]  # no limits: one run
+    assert _runs(sizes, 4, 0) == [(1, 4, 4), (5, 8, 4), (9, 10, 2)]
+    assert _runs(sizes, 0, 350) == [(1, 3, 3), (4, 6, 3), (7, 9, 3), (10, 10, 1)]
+    assert _runs(sizes, 2, 350) == [(1, 2, 2), (3, 4, 2), (5, 6, 2), (7, 8, 2), (9, 10, 2)]
+    # gaps in line numbers (lines that failed or were settled before) and a line bigger than the byte limit
+    assert _runs([(2, 100), (5, 900), (9, 100), (12, 100)], 0, 300) == [(2, 2, 1), (5, 5, 1), (9, 12, 2)]
+    assert _runs([], 5, 500) == []

@@ -194,7 +194,7 @@ class NativeRunner:
                 self.finish(batch_id, halt)
                 return True
             jobs = await self.jobs.plan(batch_id, lambda p: self.clients[p].kind if p in self.clients else "openai",
-                                        self.clock.now())
+                                        self.clock.now(), self._limits)
         failed = False
         for job in jobs:
             if job.state == "done":
@@ -254,6 +254,12 @@ class NativeRunner:
             # Every line is settled in our database now: our copies of the provider input and results go too.
             for key in [k for k in (job.input_key, *(job.result_keys or ())) if k]:
                 await self.blobs.delete(key)
+
+    def _limits(self, kind: str) -> tuple[int, int]:
+        """The provider's (max lines, max input bytes) per batch, from [native]."""
+        if kind == "anthropic":
+            return self.cfg.anthropic_max_lines, self.cfg.anthropic_max_bytes
+        return self.cfg.openai_max_lines, self.cfg.openai_max_bytes
 
     async def _discard(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
                        found: RemoteBatch) -> None:

@@ -2,7 +2,8 @@
 
 A native batch keeps its item rows (ingest made them) so counts, results streaming, cancel/expiry and the
 finalizer work unchanged; what changes is who holds the items. `plan()` splits a batch's pending items into
-jobs — one per provider (per model on OpenAI, whose batches take one model each) — and leases each job's
+jobs — one per provider (per model on OpenAI, whose batches take one model each), cut into several where a
+part would exceed the provider's per-batch limits (lines, input bytes) — and leases each job's
 items to the owner `native:<job id>` with a lease that never expires, in ONE transaction, so the managed
 scheduler and the lease sweeps never touch them. Settling goes through `Store.settle()` like every result.
 
@@ -66,6 +67,33 @@ class JobItem:
     body: bytes
 
 
+# What a provider input line adds around a body and custom_id ({"custom_id", "method", "url", "body"} on OpenAI,
+# {"custom_id", "params"} on Anthropic, whose translated params may also grow a little): generous on purpose.
+LINE_ENVELOPE_BYTES = 256
+
+
+def _runs(sizes: list[tuple[int, int]], max_lines: int, max_bytes: int) -> list[tuple[int | None, int | None, int]]:
+    """Cut (line, bytes) pairs, in line order, into consecutive runs of at most `max_lines` lines and
+    `max_bytes` bytes (0: no limit); a single line over `max_bytes` gets a run of its own (the provider judges
+    it). Returns (first line, last line, lines) per run."""
+    runs: list[tuple[int | None, int | None, int]] = []
+    first: int | None = None
+    last: int | None = None
+    count = size = 0
+    for line, line_bytes in sizes:
+        if count and ((max_lines and count + 1 > max_lines) or (max_bytes and size + line_bytes > max_bytes)):
+            runs.append((first, last, count))
+            first, count, size = None, 0, 0
+        if first is None:
+            first = line
+        last = line
+        count += 1
+        size += line_bytes
+    if count:
+        runs.append((first, last, count))
+    return runs
+
+
 def _job(row: Any) -> NativeJob:
     mapping = row._mapping
     return NativeJob(**{f.name: mapping[f.name] for f in fields(NativeJob)})
@@ -80,8 +108,13 @@ class NativeJobs:
         async with self.store.engine.connect() as conn:
             return [_job(r) for r in (await conn.execute(query)).all()]
 
-    async def plan(self, batch_id: str, kind_of: Callable[[str], str], now: float) -> list[NativeJob]:
-        """The batch's jobs; made on first call from its pending items (idempotent: existing jobs win)."""
+    async def plan(self, batch_id: str, kind_of: Callable[[str], str], now: float,
+                   limits: Callable[[str], tuple[int, int]] | None = None) -> list[NativeJob]:
+        """The batch's jobs; made on first call from its pending items (idempotent: existing jobs win).
+
+        `limits(kind)` is the provider's (max lines, max input bytes) per batch: a larger part is cut into
+        consecutive runs of lines that each fit (a line's size is estimated as its body + custom_id + the
+        envelope around them)."""
         async with self.store._write() as conn:
             existing = (await conn.execute(select(native_jobs).where(native_jobs.c.batch_id == batch_id)
                                            .order_by(native_jobs.c.id))).all()
@@ -96,16 +129,29 @@ class NativeJobs:
                 key = (provider, model if kind_of(provider) == "openai" else ANY_MODEL)
                 counts[key] = counts.get(key, 0) + int(n)
             for (provider, model), n in sorted(counts.items()):
-                job_id = "nj_" + ids.ulid()
-                await conn.execute(insert(native_jobs).values(
-                    id=job_id, batch_id=batch_id, provider=provider, model=model, kind=kind_of(provider),
-                    state="creating", idempotency_key="aistats-" + job_id, id_scheme="verbatim", lines=n,
-                    create_attempts=0, created_at=now, updated_at=now))
+                kind = kind_of(provider)
                 cond = [items.c.batch_id == batch_id, items.c.provider == provider, items.c.status == ITEM_PENDING]
                 if model != ANY_MODEL:
                     cond.append(items.c.model == model)
-                await conn.execute(update(items).where(and_(*cond)).values(
-                    status=ITEM_LEASED, lease_owner=OWNER_PREFIX + job_id, lease_expires_at=NEVER))
+                max_lines, max_bytes = limits(kind) if limits is not None else (0, 0)
+                runs: list[tuple[int | None, int | None, int]] = [(None, None, n)]  # (first line, last line, lines)
+                if (max_lines and n > max_lines) or max_bytes:
+                    sizes = (await conn.execute(
+                        select(items.c.line, func.length(items.c.body) + func.length(items.c.custom_id))
+                        .where(and_(*cond)).order_by(items.c.line))).all()
+                    runs = _runs([(int(line), int(size or 0) + LINE_ENVELOPE_BYTES) for line, size in sizes],
+                                 max_lines, max_bytes)
+                for part, (first, last, lines) in enumerate(runs):
+                    job_id = "nj_" + ids.ulid()
+                    await conn.execute(insert(native_jobs).values(
+                        id=job_id, batch_id=batch_id, provider=provider, model=model, kind=kind, part=part,
+                        state="creating", idempotency_key="aistats-" + job_id, id_scheme="verbatim", lines=lines,
+                        create_attempts=0, created_at=now, updated_at=now))
+                    where = list(cond)
+                    if first is not None and last is not None:
+                        where.append(items.c.line.between(first, last))
+                    await conn.execute(update(items).where(and_(*where)).values(
+                        status=ITEM_LEASED, lease_owner=OWNER_PREFIX + job_id, lease_expires_at=NEVER))
             rows = (await conn.execute(select(native_jobs).where(native_jobs.c.batch_id == batch_id)
                                        .order_by(native_jobs.c.id))).all()
         return [_job(r) for r in rows]

@@ -277,6 +277,8 @@ native_jobs = Table(
     Column("error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
-    UniqueConstraint("batch_id", "provider", "model", name="uq_native_jobs_group"),
+    # A group too big for one provider batch is cut into parts 0, 1, … (0008).
+    Column("part", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("batch_id", "provider", "model", "part", name="uq_native_jobs_part"),
     Index("ix_native_jobs_batch", "batch_id"),
 )

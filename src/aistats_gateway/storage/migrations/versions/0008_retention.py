@@ -1,4 +1,5 @@
-"""file retention: batches.output_expires_after and an index on files.expires_at for the expiry sweep
+"""file retention (batches.output_expires_after, an index on files.expires_at for the expiry sweep) and
+native jobs cut into parts (native_jobs.part, unique per batch/provider/model/part)
 
 Revision ID: 0008_retention
 Revises: 0006_native
@@ -20,9 +21,17 @@ def upgrade() -> None:
     with op.batch_alter_table("batches") as batch_op:
         batch_op.add_column(sa.Column("output_expires_after", sa.Integer(), nullable=True))
     op.create_index("ix_files_expires_at", "files", ["expires_at"])
+    with op.batch_alter_table("native_jobs") as batch_op:
+        batch_op.add_column(sa.Column("part", sa.Integer(), server_default="0", nullable=False))
+        batch_op.drop_constraint("uq_native_jobs_group", type_="unique")
+        batch_op.create_unique_constraint("uq_native_jobs_part", ["batch_id", "provider", "model", "part"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("native_jobs") as batch_op:
+        batch_op.drop_constraint("uq_native_jobs_part", type_="unique")
+        batch_op.create_unique_constraint("uq_native_jobs_group", ["batch_id", "provider", "model"])
+        batch_op.drop_column("part")
     op.drop_index("ix_files_expires_at", table_name="files")
     with op.batch_alter_table("batches") as batch_op:
         batch_op.drop_column("output_expires_after")
