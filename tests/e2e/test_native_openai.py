@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from aistats_gateway.clock import FakeClock
-from tests.harness import Gateway, InProcessGateway, chat_line, free_port, wait_for_batch
+from tests.harness import Gateway, InProcessGateway, Receiver, chat_line, free_port, wait_for_batch
 
 B_KEY = "sk-test-upstream-b"
 B_CONFIG = "[executor]\nconcurrency = 1\nexpiry_check_seconds = 0.2\n[mock]\nslow_latency_ms = 250\n"
@@ -196,6 +197,39 @@ def test_a_part_over_the_providers_limits_runs_as_several_provider_batches(stack
             [f"echo: split {i}" for i in range(7)]
     finally:
         a2.stop()
+
+
+def test_progress_of_a_running_provider_batch_reaches_webhooks_and_the_stream(stack: Stack, tmp_path: Path) -> None:
+    """Lines of a provider batch settle here only when it ends; meanwhile the provider's counts move the batch's
+    progress: `batch.progress` webhooks (each 10 % bucket once) and `job.updated` frames on the WebSocket."""
+    receiver = Receiver(tmp_path / "rx.log")
+    try:
+        api = stack.a.client()
+        rows = [chat_line(f"g{i}", f"slow {i}", model="mock/slow") for i in range(10)]  # B: 250 ms each, one at a time
+        batch = create(api, rows, execution="native",
+                       webhook={"url": receiver.url, "events": ["batch.progress", "batch.completed"]})
+        seen: list[int] = []
+        with connect(batch["websocket_url"] + "?interval_ms=1000",
+                     additional_headers={"Authorization": f"Bearer {stack.a.api_key}"}, open_timeout=10) as ws:
+            while True:
+                frame = json.loads(ws.recv(timeout=30))
+                if frame["type"] in ("job.snapshot", "job.updated"):
+                    seen.append(frame["data"]["request_counts"]["completed"])
+                    if frame["data"]["status"] == "completed":
+                        break
+        assert any(0 < n < 10 for n in seen), seen  # the provider's progress, before its batch ended
+        assert seen == sorted(seen) and seen[-1] == 10
+        deadline = time.monotonic() + 15
+        while not any('"batch.completed"' in d["body"] for d in receiver.received()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        bodies = [json.loads(d["body"]) for d in receiver.received()]
+        keys = [b["delivery"]["key"] for b in bodies if b["type"] == "batch.progress"]
+        assert len(keys) == len(set(keys)) >= 3, keys  # each bucket once, several while B ran
+        progress = [b["data"] for b in bodies if b["type"] == "batch.progress"]
+        assert all(0 < d["request_counts"]["completed"] < 10 and d["status"] == "in_progress" for d in progress)
+    finally:
+        receiver.stop()
 
 
 def test_execution_is_chosen_per_batch(stack: Stack) -> None:

@@ -238,8 +238,7 @@ class NativeRunner:
                 job = await self.jobs.update(job.id, cancel_sent_at=self.clock.now())
             found = await client.get(native_id)
             if found.ended_as is None:
-                await self.jobs.update(job.id, provider_status=found.status, request_counts=found.counts,
-                                       last_polled_at=self.clock.now())
+                await self.jobs.polled(job, found.status, found.counts, self.clock.now())
                 return
             keys = await client.download(found, self.blobs, f"native/{job.id}")
             job = await self.jobs.update(job.id, state="collecting", provider_status=found.ended_as,

@@ -21,8 +21,12 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, update
 
 from aistats_gateway import ids
+from aistats_gateway.domain.batch import RequestCounts
+from aistats_gateway.domain.events import delivery_key, progress_crossed
+from aistats_gateway.storage.records import batch_record
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, batches, items, native_jobs
 from aistats_gateway.storage.store import Store
+from aistats_gateway.webhooks import outbox
 
 NEVER = 1e15  # a native job's item leases: far beyond any clock, so no sweep reclaims them
 ANY_MODEL = "*"
@@ -162,6 +166,37 @@ class NativeJobs:
             row = (await conn.execute(update(native_jobs).where(native_jobs.c.id == job_id).values(**values)
                                       .returning(*native_jobs.c))).one()
         return _job(row)
+
+    async def polled(self, job: NativeJob, status: str, counts: dict[str, int], now: float) -> None:
+        """Store a running provider batch's status and counts. When they moved, the batch's subscribers hear
+        of it (its object shows the providers' counts while they run), and a `batch.progress` webhook event is
+        queued in the same transaction when the combined progress crosses a 10 % bucket — as managed batches
+        do when their lines settle."""
+        moved = counts != job.request_counts or status != job.provider_status
+        queued = False
+        async with self.store._write() as conn:
+            await conn.execute(update(native_jobs).where(native_jobs.c.id == job.id).values(
+                provider_status=status, request_counts=counts, last_polled_at=now, updated_at=time.time()))
+            if not moved:
+                return
+            row = (await conn.execute(select(batches).where(batches.c.id == job.batch_id))).first()
+            if row is None:
+                return
+            record = batch_record(row)
+            running = {r[0]: r[1] or {} for r in (await conn.execute(
+                select(native_jobs.c.id, native_jobs.c.request_counts).where(and_(
+                    native_jobs.c.batch_id == job.batch_id, native_jobs.c.state.in_(["creating", "running"]))))).all()}
+
+            def combined(jobs: dict[str, dict[str, int]]) -> RequestCounts:
+                done = min(record.total, record.completed + sum(c.get("completed", 0) for c in jobs.values()))
+                failed = min(record.total - done, record.failed + sum(c.get("failed", 0) for c in jobs.values()))
+                return RequestCounts(record.total, done, failed)
+
+            bucket = progress_crossed(combined({**running, job.id: job.request_counts or {}}), combined(running))
+            if bucket is not None:
+                queued = await outbox.queue(conn, record, "batch.progress", delivery_key("batch.progress", bucket),
+                                            now, self.store.webhook_max_attempts)
+        self.store._emit(record, queued)
 
     async def attach(self, job: NativeJob, native_batch_id: str, status: str | None,
                      counts: dict[str, int] | None) -> NativeJob:
