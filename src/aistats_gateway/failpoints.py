@@ -3,7 +3,9 @@
 Armed only through the `AISTATS_FAILPOINTS` setting (a test harness sets it on a gateway subprocess):
 a comma-separated list of `name` (die the first time the point is reached) or `name:N` (die the N-th
 time). Dying is `os._exit(86)`: no cleanup, no flush, no finally blocks — what a power cut or SIGKILL
-leaves behind. Unarmed points cost one dict lookup.
+leaves behind. Unarmed points cost one dict lookup. Points reached through `stall()` can instead be armed
+as `name~SECONDS`: the task that reaches them waits that long there (every time) while the rest of the
+process runs on — a race window as a loaded machine opens it, made wide and certain.
 
 Points:
     after_lease             items leased, before any is sent upstream
@@ -15,10 +17,12 @@ Points:
     after_event_claimed     a webhook event claimed for delivery, before it is sent
     native_before_create    a native job's create attempt is recorded, before the provider is called
     native_after_create     the provider created the batch, before its id is stored
+    native_before_finish    (stall) every line of a native batch is settled, before the runner finalizes it
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -27,16 +31,23 @@ EXIT_CODE = 86
 log = logging.getLogger(__name__)
 KNOWN = frozenset({"after_lease", "after_upstream", "after_settle", "mid_output_write", "before_publish",
                    "after_publish", "after_event_claimed",
-                   "native_before_create", "native_after_create"})
+                   "native_before_create", "native_after_create", "native_before_finish"})
 
 
 class Failpoints:
     def __init__(self, spec: str | None = None) -> None:
         self._armed: dict[str, int] = {}
         self._hits: dict[str, int] = {}
+        self._stalls: dict[str, float] = {}
         for part in (spec or "").split(","):
             part = part.strip()
             if not part:
+                continue
+            if "~" in part:
+                name, _, seconds = part.partition("~")
+                if name not in KNOWN:
+                    raise ValueError(f"unknown failpoint '{name}'; known: {', '.join(sorted(KNOWN))}")
+                self._stalls[name] = float(seconds)
                 continue
             name, _, count = part.partition(":")
             if name not in KNOWN:
@@ -45,7 +56,16 @@ class Failpoints:
 
     @property
     def armed(self) -> bool:
-        return bool(self._armed)
+        return bool(self._armed or self._stalls)
+
+    async def stall(self, name: str) -> None:
+        """Wait here if `name` is armed as a stall; else the same as `hit`."""
+        seconds = self._stalls.get(name)
+        if seconds is None:
+            self.hit(name)
+            return
+        log.warning("failpoint %s: stalling %.1f s", name, seconds)
+        await asyncio.sleep(seconds)
 
     def hit(self, name: str) -> None:
         target = self._armed.get(name)

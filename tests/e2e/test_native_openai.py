@@ -295,6 +295,31 @@ def test_provider_side_expiry_keeps_finished_lines(stack: Stack) -> None:
     assert done["native_batches"][0]["status"] == "expired" and done["native_batches"][0]["provider"] == "clocked"
 
 
+def test_provider_side_expiry_is_not_overtaken_by_the_housekeeper(stack: Stack, tmp_path: Path) -> None:
+    """Regression (seen in CI): every line of a native batch is settled a moment before its runner finalizes it
+    with the provider's outcome; a housekeeper sweep in that moment used to finalize it `completed` because all
+    lines were settled. Here the runner stalls 1.5 s in that moment (the sweep runs every 0.2 s)."""
+    a3 = Gateway(tmp_path / "a3", config=a_config(stack.b.base_url, stack.c.base_url, stack.c.api_key),
+                 env={"AISTATS_FAILPOINTS": "native_before_finish~1.5"})
+    try:
+        api, up = a3.client(), stack.c.client()
+        rows = [chat_line(f"h{i}", f"slow {i}", model="mock/slow") for i in range(20)]
+        batch = create(api, rows, execution="native", completion_window="1h", provider={"only": ["clocked"]})
+        native_id = wait_native_id(api, batch["id"])["native_batch_id"]
+        deadline = time.monotonic() + 15
+        while up.get(f"/batches/{native_id}").json()["request_counts"]["completed"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stack.clock.advance(3601)
+        done = wait_for_batch(api, batch["id"], timeout=30)
+        assert up.get(f"/batches/{native_id}").json()["status"] == "expired"
+        assert done["status"] == "expired", done
+        err = lines_of(api, done["error_file_id"])
+        assert err and {x["error"]["code"] for x in err} == {"batch_expired"}
+    finally:
+        a3.stop()
+
+
 def test_restarts_and_crashes_never_lose_or_duplicate_a_provider_batch(tmp_path: Path) -> None:
     """A dies between B's create and storing the id of its second provider batch (the first one's id is
     stored); restarted, A reattaches the first by native_batch_id and finds the second by listing B's batches.

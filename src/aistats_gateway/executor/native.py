@@ -97,8 +97,10 @@ class NativeRunner:
         return choose_execution(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
 
     # ------------------------------------------------------------------ executor hooks
-    def adopt(self, batch: BatchRecord) -> bool:
-        """Run `batch` here if it is native (True); the executor leaves it alone then."""
+    def adopt(self, batch: BatchRecord, *, wake: bool = True) -> bool:
+        """Run `batch` here if it is native (True); the executor leaves it alone then — including its
+        finalization, whose target (completed, expired, cancelled) only the provider's outcome decides.
+        `wake`: poll the provider now if the batch already runs here (the housekeeper's sweep does not)."""
         if batch.execution != "native" or batch.status is BatchStatus.VALIDATING:
             return False
         task = self._tasks.get(batch.id)
@@ -107,7 +109,7 @@ class NativeRunner:
                 self._wake[batch.id] = asyncio.Event()
                 self._rounds[batch.id] = asyncio.Event()
                 self._tasks[batch.id] = asyncio.create_task(self._run(batch.id), name=f"native-{batch.id}")
-        else:
+        elif wake:
             self._wake[batch.id].set()
         return True
 
@@ -214,6 +216,7 @@ class NativeRunner:
             return False
         target = halt or (BatchStatus.EXPIRED if any(j.provider_status == "expired" for j in jobs)
                           else BatchStatus.COMPLETED)
+        await self.failpoints.stall("native_before_finish")
         self.finish(batch_id, target)
         return True
 

@@ -747,6 +747,11 @@ class Executor:
                 else:
                     self.halt(batch.id, BatchStatus.EXPIRED, batch.endpoint)
             elif batch.status is BatchStatus.IN_PROGRESS and state is None:
+                if self.native is not None and self.native.adopt(batch, wake=False):
+                    # [native hook] Its lines all settle when its provider batches end, and the runner then
+                    # finalizes with the provider's outcome (expired, say): "all settled" must not make it
+                    # `completed` here first.
+                    continue
                 if batch.counts.settled >= batch.total and batch.id not in self._jobs:
                     self._finalize_soon(batch.id, BatchStatus.COMPLETED)  # settled by a process that died since
                 else:
