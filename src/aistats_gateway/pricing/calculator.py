@@ -14,7 +14,7 @@ whether a request is billable (the caller prices what it bills).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -340,16 +340,70 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
 
 def output_cap(body: Mapping[str, Any], default: int) -> int:
     """The request's output cap × the completions it asks for (`n`, `best_of`); `default` when uncapped."""
-    caps = [v for f in OUTPUT_CAP_FIELDS if isinstance(v := body.get(f), int) and not isinstance(v, bool) and v > 0]
-    cap = max(caps) if caps else default
-    choices = [v for f in ("n", "best_of") if isinstance(v := body.get(f), int) and not isinstance(v, bool) and v > 1]
-    return cap * max(choices, default=1)
+    cap = 0
+    for name in OUTPUT_CAP_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            cap = value
+    choices = 1
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
+            choices = value
+    return (cap or default) * choices
 
 
 def _ceil_nanos(quantity: int, unit: MeterPrice | None) -> int:
     if unit is None or quantity <= 0:
         return 0
     return -(-quantity * unit.unit_price_nanos // unit.unit_size)
+
+
+class _TierPrices(NamedTuple):
+    """What an estimate needs of one tier's meter table, looked up once."""
+
+    requests_nanos: int
+    inputs: tuple[MeterPrice, ...]  # input, cached (or embedding): the dearest applies
+    writes: tuple[MeterPrice, ...]  # cache writes, when the table prices them
+    output: MeterPrice | None
+
+    @classmethod
+    def of(cls, table: Mapping[str, MeterPrice], embeddings: bool) -> _TierPrices:
+        requests = _ceil_nanos(1, _price_of(table, REQUESTS))
+        if embeddings:
+            unit = _price_of(table, EMBEDDING)
+            return cls(requests, (unit,) if unit is not None else (), (), None)
+        inputs = tuple(u for u in (_price_of(table, m) for m in (INPUT, CACHED)) if u is not None)
+        writes: tuple[MeterPrice, ...] = ()
+        if CACHE_WRITE in table or CACHE_WRITE_1H in table:
+            writes = tuple(u for u in (_price_of(table, m) for m in (CACHE_WRITE, CACHE_WRITE_1H)) if u is not None)
+        return cls(requests, inputs, writes, _price_of(table, OUTPUT))
+
+
+def request_estimator(endpoint: str, price: ModelPrice, plan: str) -> Callable[[Mapping[str, Any]], int]:
+    """`estimate_request_nanos` for one (endpoint, model price, plan), with everything that does not depend on the
+    body (endpoint kind, meter lookups per tier) worked out once: validation prices every line through one."""
+    embeddings = _endpoint_kind(endpoint) == "embeddings"
+    name = price.plan_name(plan)
+    base = _TierPrices.of(price.plans[name], embeddings)
+    tiers = [(tier.above_input_tokens, _TierPrices.of(tier.plans[name], embeddings)) for tier in price.tiers]
+    default_cap = price.default_max_output_tokens
+
+    def estimate(body: Mapping[str, Any]) -> int:
+        input_tokens = estimate_input_tokens(body)
+        prices = base
+        for threshold, tier in tiers:
+            if input_tokens > threshold:
+                prices = tier
+        if embeddings:
+            return prices.requests_nanos + max((_ceil_nanos(input_tokens, u) for u in prices.inputs), default=0)
+        units = prices.inputs
+        if prices.writes and b"cache_control" in orjson.dumps(body, default=str):
+            units = units + prices.writes  # a prompt marked for caching may be written at up to 2x input
+        dearest = max((_ceil_nanos(input_tokens, u) for u in units), default=0)
+        return prices.requests_nanos + dearest + _ceil_nanos(output_cap(body, default_cap), prices.output)
+
+    return estimate
 
 
 def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelPrice, plan: str) -> int:
@@ -361,15 +415,6 @@ def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelP
     request's cap (max_completion_tokens / max_output_tokens / max_tokens, times
     `n`/`best_of`), else `price.default_max_output_tokens`, at the output price of that tier; embeddings
     count input only. Each meter is rounded up. Image and audio parts count only by their JSON size.
+    Pricing many requests of one model: `request_estimator` (the same function, prepared once).
     """
-    input_tokens = estimate_input_tokens(body)
-    table = price.meters(plan, input_tokens)
-    total = _ceil_nanos(1, _price_of(table, REQUESTS))
-    if _endpoint_kind(endpoint) == "embeddings":
-        return total + _ceil_nanos(input_tokens, _price_of(table, EMBEDDING))
-    meters = [INPUT, CACHED]
-    if (CACHE_WRITE in table or CACHE_WRITE_1H in table) and b"cache_control" in orjson.dumps(body, default=str):
-        meters += [CACHE_WRITE, CACHE_WRITE_1H]  # a prompt marked for caching may be written at up to 2x input
-    candidates = [u for u in (_price_of(table, m) for m in meters) if u is not None]
-    total += max((_ceil_nanos(input_tokens, u) for u in candidates), default=0)
-    return total + _ceil_nanos(output_cap(body, price.default_max_output_tokens), _price_of(table, OUTPUT))
+    return request_estimator(endpoint, price, plan)(body)
