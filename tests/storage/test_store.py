@@ -163,3 +163,61 @@ def test_usage_is_priced_once_even_when_a_group_is_applied_twice(db_url: str) ->
         assert [(p["dimension"], p["quantity"], p["line_nanos"]) for p in lines] == [("input_text_tokens", 40, 6000)]
 
     run(db_url, body)
+
+
+def test_items_point_into_their_input_file_and_older_rows_keep_their_bodies(db_url: str) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=2)  # rows written with a body, as before migration 0007
+        await store.insert_file(FileRecord("file-refs", "ws_a", "in.jsonl", "batch", 1, "processed", "files/refs", 1,
+                                           None))
+        await store.insert_batch({
+            "id": "batch_r", "workspace_id": "ws_a", "request_id": "G-2", "endpoint": "/v1/chat/completions",
+            "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": "file-refs",
+            "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
+            "failed": 0, "input_tokens": 0, "output_tokens": 0, "updated_at": 1.0,
+        })
+        refs = [(n, f"c{n}", "mock/echo", "mock", 1000 * n + 3, 900 + n) for n in range(1, 6)]
+        if not store.is_postgresql:  # (PostgreSQL's text takes no NUL at all) SQLite's JSON functions stop at NUL
+            refs[2] = (3, "nul\x00inside ✓", "mock/echo", "mock", 3003, 903)
+        await store.insert_item_refs("batch_r", refs[:4])
+        await store.insert_item_refs("batch_r", refs[4:])
+        await store.transition("batch_r", BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 2.0, total=5)
+        leased = await store.lease_items("batch_r", "boot", 10, 100.0)
+        assert [(i.line, i.custom_id, i.model, i.provider, i.body_offset, i.body_length, i.body, i.attempts)
+                for i in leased] == [(*r, None, 0) for r in refs]
+        assert await store.input_blob_key("batch_r") == "files/refs"
+        old = await store.lease_items("batch_1", "boot", 10, 100.0)
+        assert [(i.body, i.body_offset, i.body_length) for i in old] == [(b"{}", None, None)] * 2
+
+    run(db_url, body)
+
+
+def test_upgrading_to_0007_keeps_the_bodies_of_existing_items(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from aistats_gateway.storage.migrate import alembic_config
+
+    async def main() -> None:
+        engine = create_engine(db_url)
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0006_native"))
+            await conn.execute(text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws', 'ws', 1)"))
+            await conn.execute(text(
+                "INSERT INTO batches (id, workspace_id, request_id, endpoint, endpoint_input, status, input_file_id, "
+                "completion_window, created_at, expires_at, total, completed, failed, input_tokens, output_tokens, "
+                "updated_at) VALUES ('b1', 'ws', 'G', '/v1/chat/completions', 'x', 'in_progress', 'f1', '24h', 1, "
+                "99999999999, 1, 0, 0, 0, 0, 1.0)"))
+            await conn.execute(text(
+                "INSERT INTO items (batch_id, line, custom_id, model, provider, body, status, attempts, input_tokens, "
+                "output_tokens) VALUES ('b1', 1, 'c1', 'mock/echo', 'mock', :body, 0, 0, 0, 0)"),
+                {"body": b'{"model":"mock/echo"}'})
+        await upgrade_to_head(engine)
+        store = Store(engine)
+        try:
+            leased = await store.lease_items("b1", "boot", 5, 100.0)
+            assert [(i.custom_id, i.body, i.body_offset) for i in leased] == [("c1", b'{"model":"mock/echo"}', None)]
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -12,13 +12,16 @@ single-process ones, unchanged (one in-process writer lock, prebuilt statements,
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aistats_gateway.domain import transitions
@@ -42,6 +45,7 @@ from aistats_gateway.storage.schema import (
     ITEM_LEASED,
     ITEM_PENDING,
     ITEM_SUCCEEDED,
+    LEASED_COLUMNS,
     api_keys,
     batches,
     credits,
@@ -52,7 +56,8 @@ from aistats_gateway.storage.schema import (
 )
 from aistats_gateway.webhooks import outbox
 
-__all__ = ["BatchListener", "ItemResult", "Settlement", "Store", "create_engine"]
+__all__ = ["BatchListener", "ItemRef", "ItemResult", "Settlement", "Store", "create_engine"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,15 @@ class ItemResult:
 
 
 BatchListener = Callable[[BatchRecord, bool], None]
+# Ingest's rows (items that point into their input file), on SQLite as ONE statement over a JSON array: SQLite
+# then inserts the whole chunk without holding the GIL, while the event loop parses the next one (an executemany
+# takes the GIL back for every row, and waits for it behind the busy event loop: measured 35x slower so).
+_ITEM_REF_COLUMNS = ("INSERT INTO items (batch_id, line, custom_id, model, provider, body_offset, body_length, status, "
+                     "attempts, input_tokens, output_tokens) ")
+_INSERT_ITEM_REFS_JSON = (_ITEM_REF_COLUMNS + "SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4, "
+                          f"value->>5, {ITEM_PENDING}, 0, 0, 0 FROM json_each(?)")
+_INSERT_ITEM_REFS = _ITEM_REF_COLUMNS + f"VALUES (?, ?, ?, ?, ?, ?, ?, {ITEM_PENDING}, 0, 0, 0)"
+ItemRef = tuple[int, str, str, str, int, int]  # line, custom_id, model, provider, body_offset, body_length
 
 # The executor's hot statements, built once (SQLAlchemy then reuses their compiled form from its cache
 # without re-walking a freshly built statement per call). PostgreSQL leases with dialects.LEASE instead
@@ -96,8 +110,7 @@ def _lease_statement(skip_models: bool) -> Any:
                              .scalar_subquery()),
         ))
         .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
-        .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
-                   items.c.attempts)
+        .returning(*LEASED_COLUMNS)
     )
 
 
@@ -140,6 +153,16 @@ async def _insert_many(conn: AsyncConnection, table: Any, rows: Sequence[dict[st
         await conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
 
 
+async def _sqlite_has_json(conn: AsyncConnection) -> bool:
+    """Whether this SQLite has json_each and the ->> operator (3.38+, or JSON1 compiled in); else row by row."""
+    try:
+        await conn.exec_driver_sql("SELECT value->>0 FROM json_each('[[1]]')")
+    except OperationalError:
+        log.warning("this SQLite has no json_each/->>: batch items are inserted row by row (slower validation)")
+        return False
+    return True
+
+
 class Store:
     """`listeners` hear of every committed batch change: (new record, whether a webhook event was queued)."""
 
@@ -153,6 +176,7 @@ class Store:
         self.is_postgresql = engine.dialect.name == "postgresql"
         self._lease = dialects.LEASE if self.is_postgresql else _LEASE
         self._lease_skipping = dialects.LEASE_SKIPPING if self.is_postgresql else _LEASE_SKIPPING
+        self._json_inserts: bool | None = None  # SQLite: bulk inserts over json_each? (known at first use)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -276,6 +300,13 @@ class Store:
                 )
             ).first()
         return file_record(row) if row else None
+
+    async def input_blob_key(self, batch_id: str) -> str | None:
+        """The blob of a batch's input file."""
+        query = (select(files.c.blob_key).select_from(batches.join(files, files.c.id == batches.c.input_file_id))
+                 .where(batches.c.id == batch_id))
+        async with self.engine.connect() as conn:
+            return await conn.scalar(query)
 
     # ---------------------------------------------------------------- batches
     async def insert_batch(self, values: dict[str, Any], hold_nanos: int | None = None) -> BatchRecord:
@@ -450,6 +481,26 @@ class Store:
             keep = [r for r in rows if r["batch_id"] in open_ids]
             if keep:
                 await conn.execute(pg_insert(items).on_conflict_do_nothing(), keep)
+
+    async def insert_item_refs(self, batch_id: str, rows: Sequence[ItemRef]) -> None:
+        """Store validated items of one batch that point into its input file (ingest's rows, as ItemRef tuples)."""
+        if not rows:
+            return
+        if self.is_postgresql:
+            await self.insert_items([
+                {"batch_id": batch_id, "line": r[0], "custom_id": r[1], "model": r[2], "provider": r[3],
+                 "body_offset": r[4], "body_length": r[5], "status": ITEM_PENDING, "attempts": 0, "input_tokens": 0,
+                 "output_tokens": 0} for r in rows])
+            return
+        payload = orjson.dumps(rows)
+        async with self._write() as conn:
+            if self._json_inserts is None:
+                self._json_inserts = await _sqlite_has_json(conn)
+            # SQLite's JSON text functions stop at NUL: a (rare) chunk with an escaped NUL goes row by row.
+            if self._json_inserts and b"\\u0000" not in payload:
+                await conn.exec_driver_sql(_INSERT_ITEM_REFS_JSON, (batch_id, payload))
+            else:
+                await conn.exec_driver_sql(_INSERT_ITEM_REFS, [(batch_id, *r) for r in rows])
 
     async def lease_items(
         self, batch_id: str, owner: str, limit: int, lease_until: float, skip_models: Sequence[str] = ()
