@@ -58,7 +58,8 @@ async def ingest(
         max_lines=limits.max_batch_lines,
         max_errors=limits.max_validation_errors,
     )
-    file = await store.get_file(batch.workspace_id, batch.input_file_id)
+    # Its owner may have deleted it since create: the row and blob stay while this batch is unfinished.
+    file = await store.get_file(batch.workspace_id, batch.input_file_id, include_deleted=True)
     errors: list[LineError]
     if file is None or not await blobs.exists(file.blob_key):
         errors = [LineError("input_file_missing",

@@ -35,7 +35,7 @@ from aistats_gateway.config import LaneLimits, Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.errors import StaleTransition
-from aistats_gateway.executor.finalizer import finalize
+from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Circuit, Entry, Lane
 from aistats_gateway.executor.native import NativeRunner
@@ -325,7 +325,7 @@ class Executor:
     async def _load_bodies(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
         """Read a leased page's bodies from the input file (coalesced ranged reads), then queue its lines. A
         failing read (storage unreachable) is retried with backoff while the items stay leased here; a file that
-        is gone for good fails its lines."""
+        is gone for good fails its lines (it cannot happen through the API: see Store.delete_file)."""
         rows = [(item.body, item.body_offset, item.body_length) for item in items]
         delay = 0.5
         missing = "The batch's input file could not be read; this line's request is not available."
@@ -714,6 +714,10 @@ class Executor:
                 self.resume(current)
             return
         self._forget(batch_id)
+        try:
+            await purge_deleted_inputs(self.store, self.blobs)  # this batch may have been its input's last reader
+        except Exception:  # the housekeeper's sweep tries again
+            log.exception("removing deleted input files failed")
 
     def _forget(self, batch_id: str) -> None:
         state = self.batches.pop(batch_id, None)
@@ -766,7 +770,12 @@ class Executor:
                 log.exception("housekeeping failed")
 
     async def sweep(self) -> None:
-        """Expire batches past their window; pick up cancels and batches this process does not hold."""
+        """Expire batches past their window; pick up cancels and batches this process does not hold; remove input
+        files deleted while batches read them once those batches are over (also after a validation failure)."""
+        try:
+            await purge_deleted_inputs(self.store, self.blobs)
+        except Exception:  # storage trouble must not hold up expiry and cancels
+            log.exception("removing deleted input files failed")
         now = self.clock.now()
         for batch in await self.store.batches_in(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING]

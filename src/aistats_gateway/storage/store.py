@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
 from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key, progress_crossed
-from aistats_gateway.errors import StaleTransition
+from aistats_gateway.errors import NotFound, StaleTransition
 from aistats_gateway.pricing import ledger
 from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.storage import dialects
@@ -41,6 +41,7 @@ from aistats_gateway.storage.records import (
     item_record,
 )
 from aistats_gateway.storage.schema import (
+    FILE_DELETED,
     ITEM_FAILED,
     ITEM_LEASED,
     ITEM_PENDING,
@@ -84,6 +85,7 @@ class ItemResult:
 
 
 BatchListener = Callable[[BatchRecord, bool], None]
+UNFINISHED = [s.value for s in BatchStatus if not s.terminal]
 # Ingest's rows (items that point into their input file), on SQLite as ONE statement over a JSON array: SQLite
 # then inserts the whole chunk without holding the GIL, while the event loop parses the next one (an executemany
 # takes the GIL back for every row, and waits for it behind the busy event loop: measured 35x slower so).
@@ -268,19 +270,19 @@ class Store:
         async with self._write() as conn:
             await conn.execute(insert(files).values(**record.__dict__))
 
-    async def get_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+    async def get_file(self, workspace_id: str, file_id: str, *, include_deleted: bool = False) -> FileRecord | None:
+        """A file of the workspace; one its owner deleted only with `include_deleted` (a batch reading it)."""
+        cond = and_(files.c.id == file_id, files.c.workspace_id == workspace_id)
+        if not include_deleted:
+            cond = and_(cond, files.c.status != FILE_DELETED)
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(files).where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
-                )
-            ).first()
+            row = (await conn.execute(select(files).where(cond))).first()
         return file_record(row) if row else None
 
     async def list_files(
         self, workspace_id: str, *, after: str | None, limit: int, purpose: str | None, ascending: bool
     ) -> tuple[list[FileRecord], bool]:
-        query = select(files).where(files.c.workspace_id == workspace_id)
+        query = select(files).where(and_(files.c.workspace_id == workspace_id, files.c.status != FILE_DELETED))
         if purpose:
             query = query.where(files.c.purpose == purpose)
         if after:
@@ -290,19 +292,41 @@ class Store:
             rows = (await conn.execute(query)).all()
         return [file_record(r) for r in rows[:limit]], len(rows) > limit
 
-    async def delete_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+    async def delete_file(self, workspace_id: str, file_id: str) -> tuple[FileRecord, bool] | None:
+        """Delete a file for its owner: (the record, whether its blob may go now), or None when there is no such file.
+
+        Item rows point into their batch's input file, so while an unfinished batch reads it the row is only
+        marked deleted (the API no longer shows it) and the blob stays: `purgeable_files()` hands it out once the
+        last such batch is terminal. The file row is locked first (on PostgreSQL), as `insert_batch` locks it, so
+        a batch created at the same moment either sees the file gone or is seen here."""
+        mine = and_(files.c.id == file_id, files.c.workspace_id == workspace_id, files.c.status != FILE_DELETED)
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    delete(files)
-                    .where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
-                    .returning(*files.c)
-                )
-            ).first()
-        return file_record(row) if row else None
+            row = (await conn.execute(select(files).where(mine).with_for_update())).first()
+            if row is None:
+                return None
+            reader = await conn.scalar(select(batches.c.id).where(and_(
+                batches.c.input_file_id == file_id, batches.c.status.in_(UNFINISHED))).limit(1))
+            if reader is not None:
+                await conn.execute(update(files).where(files.c.id == file_id).values(status=FILE_DELETED))
+                return file_record(row), False
+            await conn.execute(delete(files).where(files.c.id == file_id))
+        return file_record(row), True
+
+    async def purgeable_files(self, limit: int = 100) -> list[FileRecord]:
+        """Files their owners deleted whose last reading batch has become terminal: their blobs can go now."""
+        reading = select(batches.c.id).where(and_(batches.c.input_file_id == files.c.id,
+                                                  batches.c.status.in_(UNFINISHED)))
+        query = select(files).where(and_(files.c.status == FILE_DELETED, not_(reading.exists()))).limit(limit)
+        async with self.engine.connect() as conn:
+            return [file_record(r) for r in (await conn.execute(query)).all()]
+
+    async def forget_file(self, file_id: str) -> None:
+        """Drop the row of a deleted file whose blob is gone (see purgeable_files)."""
+        async with self._write() as conn:
+            await conn.execute(delete(files).where(and_(files.c.id == file_id, files.c.status == FILE_DELETED)))
 
     async def input_blob_key(self, batch_id: str) -> str | None:
-        """The blob of a batch's input file."""
+        """The blob of a batch's input file (also after its owner deleted it: the row stays while the batch runs)."""
         query = (select(files.c.blob_key).select_from(batches.join(files, files.c.id == batches.c.input_file_id))
                  .where(batches.c.id == batch_id))
         async with self.engine.connect() as conn:
@@ -313,6 +337,13 @@ class Store:
         """Insert the batch; with `hold_nanos`, reserve that much credit in the same transaction (402 if the
         workspace cannot cover it — and then nothing is stored)."""
         async with self._write() as conn:
+            # The input file must still be there (locked against a concurrent delete: see delete_file).
+            found = await conn.scalar(select(files.c.id).where(and_(
+                files.c.id == values["input_file_id"], files.c.workspace_id == values["workspace_id"],
+                files.c.status != FILE_DELETED)).with_for_update(read=True))
+            if found is None:
+                raise NotFound(f"No file with id '{values['input_file_id']}' in this workspace.",
+                               code="file_not_found_or_not_owned", param="input_file_id")
             if hold_nanos is not None:
                 await self._lock_credit(conn, values["workspace_id"])
                 reservation = await ledger.hold(conn, values["workspace_id"], values["id"], hold_nanos,
