@@ -47,6 +47,7 @@ PROMPT_FIELDS = (
     "messages", "input", "prompt", "system", "instructions", "tools", "functions", "tool_choice",
     "response_format", "text", "suffix",
 )
+_PROMPT_FIELD_SET = frozenset(PROMPT_FIELDS)
 OUTPUT_CAP_FIELDS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 
 _METER_ORDER = {meter: index for index, meter in enumerate(METERS)}
@@ -319,9 +320,10 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """A conservative upper bound of a request's input tokens (see ESTIMATE_BYTES_PER_TOKEN_*)."""
     counted = 0
     text: dict[str, Any] = {}
-    for field in PROMPT_FIELDS:
-        value = body.get(field)
-        if value is None:
+    # In the body's own order (the JSON's size does not depend on the order of its fields): a body has a few
+    # fields, fewer than there are prompt fields to look up.
+    for field, value in body.items():
+        if value is None or field not in _PROMPT_FIELD_SET:
             continue
         ids = _token_ids(value) if field in ("input", "prompt") else None
         if ids is not None:
@@ -359,25 +361,35 @@ def _ceil_nanos(quantity: int, unit: MeterPrice | None) -> int:
     return -(-quantity * unit.unit_price_nanos // unit.unit_size)
 
 
+def _dearest(units: Iterable[MeterPrice | None]) -> MeterPrice | None:
+    """The unit with the highest price per unit (exact, in integers): ceil(q × price / size) is largest for it,
+    whatever the quantity q."""
+    best: MeterPrice | None = None
+    for unit in units:
+        if unit is not None and (best is None or unit.unit_price_nanos * best.unit_size >
+                                 best.unit_price_nanos * unit.unit_size):
+            best = unit
+    return best
+
+
 class _TierPrices(NamedTuple):
     """What an estimate needs of one tier's meter table, looked up once."""
 
     requests_nanos: int
-    inputs: tuple[MeterPrice, ...]  # input, cached (or embedding): the dearest applies
-    writes: tuple[MeterPrice, ...]  # cache writes, when the table prices them
+    dearest_input: MeterPrice | None  # of input and cached reads (embeddings: the embedding price)
+    dearest_write: MeterPrice | None  # of those and the cache writes; None when the table prices no cache write
     output: MeterPrice | None
 
     @classmethod
     def of(cls, table: Mapping[str, MeterPrice], embeddings: bool) -> _TierPrices:
         requests = _ceil_nanos(1, _price_of(table, REQUESTS))
         if embeddings:
-            unit = _price_of(table, EMBEDDING)
-            return cls(requests, (unit,) if unit is not None else (), (), None)
-        inputs = tuple(u for u in (_price_of(table, m) for m in (INPUT, CACHED)) if u is not None)
-        writes: tuple[MeterPrice, ...] = ()
+            return cls(requests, _price_of(table, EMBEDDING), None, None)
+        inputs = [_price_of(table, m) for m in (INPUT, CACHED)]
+        writes = None
         if CACHE_WRITE in table or CACHE_WRITE_1H in table:
-            writes = tuple(u for u in (_price_of(table, m) for m in (CACHE_WRITE, CACHE_WRITE_1H)) if u is not None)
-        return cls(requests, inputs, writes, _price_of(table, OUTPUT))
+            writes = _dearest([*inputs, *(_price_of(table, m) for m in (CACHE_WRITE, CACHE_WRITE_1H))])
+        return cls(requests, _dearest(inputs), writes, _price_of(table, OUTPUT))
 
 
 def request_estimator(endpoint: str, price: ModelPrice, plan: str) -> Callable[[Mapping[str, Any]], int]:
@@ -395,13 +407,13 @@ def request_estimator(endpoint: str, price: ModelPrice, plan: str) -> Callable[[
         for threshold, tier in tiers:
             if input_tokens > threshold:
                 prices = tier
+        unit = prices.dearest_input
+        if prices.dearest_write is not None and b"cache_control" in orjson.dumps(body, default=str):
+            unit = prices.dearest_write  # a prompt marked for caching may be written at up to 2x input
+        total = prices.requests_nanos + _ceil_nanos(input_tokens, unit)
         if embeddings:
-            return prices.requests_nanos + max((_ceil_nanos(input_tokens, u) for u in prices.inputs), default=0)
-        units = prices.inputs
-        if prices.writes and b"cache_control" in orjson.dumps(body, default=str):
-            units = units + prices.writes  # a prompt marked for caching may be written at up to 2x input
-        dearest = max((_ceil_nanos(input_tokens, u) for u in units), default=0)
-        return prices.requests_nanos + dearest + _ceil_nanos(output_cap(body, default_cap), prices.output)
+            return total
+        return total + _ceil_nanos(output_cap(body, default_cap), prices.output)
 
     return estimate
 
