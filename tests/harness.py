@@ -110,6 +110,10 @@ class Upstream(Proc):
     def stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"http://127.0.0.1:{self.port}/_stats").json())
 
+    def bodies(self) -> dict[str, str]:
+        """The raw request body last received per key (x_fault.key), as text."""
+        return dict(httpx.get(f"http://127.0.0.1:{self.port}/_bodies").json())
+
 
 def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
                    until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired")) -> dict[str, Any]:

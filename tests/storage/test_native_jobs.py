@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import orjson
 from sqlalchemy import update
 
 from aistats_gateway.clock import SystemClock
@@ -18,7 +19,9 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import LocalBlobStore
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.native_jobs import NativeJobs
+from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, items
 from aistats_gateway.storage.store import Store
 from tests.storage.test_store import run, seed
@@ -72,4 +75,37 @@ def test_ingest_never_runs_again_over_a_validated_batch(db_url: str, tmp_path: P
             statuses = [r[0] for r in (await conn.execute(items.select().with_only_columns(items.c.status)
                                                           .order_by(items.c.line))).all()]
         assert statuses == [ITEM_LEASED, ITEM_LEASED, ITEM_PENDING, ITEM_PENDING]  # nothing deleted or reset
+    run(db_url, body)
+
+
+def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, tmp_path: Path) -> None:
+    """What a native job's provider input is built from: each held line's own body, from the file its row points
+    into (one coalesced read per page), byte for byte what ingest used to store."""
+    rows = [{"custom_id": f"n{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "mock/echo", "messages": [{"role": "user", "content": f"native {i} ✓ " * i}],
+                      "max_tokens": i + 1}} for i in range(1, 8)]
+    data = b"\xef\xbb\xbf" + b"\r\n\n".join(orjson.dumps(r) for r in rows)  # BOM, CRLF + blank lines, no final newline
+
+    async def body(store: Store) -> None:
+        blobs = LocalBlobStore(tmp_path / "blobs")
+        writer = blobs.writer("files/native-in")
+        await writer.write(data)
+        await writer.commit()
+        await store.ensure_workspace("ws_a", "ws_a")
+        await store.insert_file(FileRecord("file-native", "ws_a", "in.jsonl", "batch", len(data), "processed",
+                                           "files/native-in", 1, None))
+        batch = await store.insert_batch({
+            "id": "batch_n", "workspace_id": "ws_a", "request_id": "G-1", "endpoint": "/v1/chat/completions",
+            "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": "file-native",
+            "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
+            "failed": 0, "input_tokens": 0, "output_tokens": 0, "updated_at": 1.0})
+        done = await ingest(batch, store=store, blobs=blobs, router=Router([MockProvider()]), limits=LimitsConfig(),
+                            clock=SystemClock(), pricer=Pricer(PriceCatalog.load()))
+        assert done is not None and done.status is BatchStatus.IN_PROGRESS and done.total == len(rows)
+        jobs = NativeJobs(store, InputBodies(store, blobs))
+        (job,) = await jobs.plan("batch_n", lambda _p: "openai", 10.0)
+        held = [item async for page in jobs.held_items(job, page=3) for item in page]
+        assert [(i.custom_id, i.body) for i in held] == [(r["custom_id"], orjson.dumps(r["body"])) for r in rows]
+        assert {i.body async for page in jobs.held_items(job, with_body=False) for i in page} == {None}
+
     run(db_url, body)

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.errors import StaleTransition
+from aistats_gateway.errors import NotFound, StaleTransition
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, metadata
@@ -163,3 +163,98 @@ def test_usage_is_priced_once_even_when_a_group_is_applied_twice(db_url: str) ->
         assert [(p["dimension"], p["quantity"], p["line_nanos"]) for p in lines] == [("input_text_tokens", 40, 6000)]
 
     run(db_url, body)
+
+
+def test_items_point_into_their_input_file_and_older_rows_keep_their_bodies(db_url: str) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=2)  # rows written with a body, as before migration 0007
+        await store.insert_file(FileRecord("file-refs", "ws_a", "in.jsonl", "batch", 1, "processed", "files/refs", 1,
+                                           None))
+        await store.insert_batch({
+            "id": "batch_r", "workspace_id": "ws_a", "request_id": "G-2", "endpoint": "/v1/chat/completions",
+            "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": "file-refs",
+            "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
+            "failed": 0, "input_tokens": 0, "output_tokens": 0, "updated_at": 1.0,
+        })
+        refs = [(n, f"c{n}", "mock/echo", "mock", 1000 * n + 3, 900 + n) for n in range(1, 6)]
+        if not store.is_postgresql:  # (PostgreSQL's text takes no NUL at all) SQLite's JSON functions stop at NUL
+            refs[2] = (3, "nul\x00inside ✓", "mock/echo", "mock", 3003, 903)
+        await store.insert_item_refs("batch_r", refs[:4])
+        await store.insert_item_refs("batch_r", refs[4:])
+        await store.transition("batch_r", BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, 2.0, total=5)
+        leased = await store.lease_items("batch_r", "boot", 10, 100.0)
+        assert [(i.line, i.custom_id, i.model, i.provider, i.body_offset, i.body_length, i.body, i.attempts)
+                for i in leased] == [(*r, None, 0) for r in refs]
+        assert await store.input_blob_key("batch_r") == "files/refs"
+        old = await store.lease_items("batch_1", "boot", 10, 100.0)
+        assert [(i.body, i.body_offset, i.body_length) for i in old] == [(b"{}", None, None)] * 2
+
+    run(db_url, body)
+
+
+def test_an_input_file_deleted_while_its_batch_runs_stays_until_the_batch_ends(db_url: str) -> None:
+    async def body(store: Store) -> None:
+        await seed(store, lines=1)  # batch_1 (in_progress) reads file-batch_1
+        record, blob_free = await store.delete_file("ws_a", "file-batch_1") or (None, None)
+        assert record is not None and record.id == "file-batch_1" and blob_free is False
+        # gone for the API (get, list, delete again, new batches), still there for its batch
+        assert await store.get_file("ws_a", "file-batch_1") is None
+        assert (await store.list_files("ws_a", after=None, limit=10, purpose=None, ascending=True))[0] == []
+        assert await store.delete_file("ws_a", "file-batch_1") is None
+        with pytest.raises(NotFound):
+            await store.insert_batch({
+                "id": "batch_2", "workspace_id": "ws_a", "request_id": "G-3", "endpoint": "/v1/chat/completions",
+                "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": "file-batch_1",
+                "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
+                "failed": 0, "input_tokens": 0, "output_tokens": 0, "updated_at": 1.0})
+        kept = await store.get_file("ws_a", "file-batch_1", include_deleted=True)
+        assert kept is not None and kept.status == "deleted"
+        assert await store.input_blob_key("batch_1") == "files/batch_1"
+        assert await store.purgeable_files() == []  # its batch is still running
+        await store.fail_unfinished("batch_1", "batch_cancelled", 3.0)
+        await store.transition("batch_1", BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, 3.0)
+        assert await store.purgeable_files() == []  # cancelling is not over yet
+        await store.publish_results("batch_1", BatchStatus.CANCELLING, BatchStatus.CANCELLED, 4.0, [])
+        assert [f.id for f in await store.purgeable_files()] == ["file-batch_1"]
+        await store.forget_file("file-batch_1")
+        assert await store.get_file("ws_a", "file-batch_1", include_deleted=True) is None
+        # a file no unfinished batch reads goes at once
+        await seed(store, "batch_3", lines=1)
+        await store.fail_unfinished("batch_3", "batch_cancelled", 5.0)
+        await store.transition("batch_3", BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, 5.0)
+        await store.publish_results("batch_3", BatchStatus.CANCELLING, BatchStatus.CANCELLED, 6.0, [])
+        assert (await store.delete_file("ws_a", "file-batch_3") or (None, None))[1] is True
+        assert await store.get_file("ws_a", "file-batch_3", include_deleted=True) is None
+
+    run(db_url, body)
+
+
+def test_upgrading_to_0007_keeps_the_bodies_of_existing_items(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from aistats_gateway.storage.migrate import alembic_config
+
+    async def main() -> None:
+        engine = create_engine(db_url)
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0006_native"))
+            await conn.execute(text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws', 'ws', 1)"))
+            await conn.execute(text(
+                "INSERT INTO batches (id, workspace_id, request_id, endpoint, endpoint_input, status, input_file_id, "
+                "completion_window, created_at, expires_at, total, completed, failed, input_tokens, output_tokens, "
+                "updated_at) VALUES ('b1', 'ws', 'G', '/v1/chat/completions', 'x', 'in_progress', 'f1', '24h', 1, "
+                "99999999999, 1, 0, 0, 0, 0, 1.0)"))
+            await conn.execute(text(
+                "INSERT INTO items (batch_id, line, custom_id, model, provider, body, status, attempts, input_tokens, "
+                "output_tokens) VALUES ('b1', 1, 'c1', 'mock/echo', 'mock', :body, 0, 0, 0, 0)"),
+                {"body": b'{"model":"mock/echo"}'})
+        await upgrade_to_head(engine)
+        store = Store(engine)
+        try:
+            leased = await store.lease_items("b1", "boot", 5, 100.0)
+            assert [(i.custom_id, i.body, i.body_offset) for i in leased] == [("c1", b'{"model":"mock/echo"}', None)]
+        finally:
+            await store.close()
+
+    asyncio.run(main())

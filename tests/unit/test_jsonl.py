@@ -142,3 +142,42 @@ def test_output_lines_have_openai_shape() -> None:
     assert bad["response"] == {"status_code": 502, "request_id": "G-2", "body": "<html>bad gateway</html>"}
     cancelled = orjson.loads(error_line("batch_req_3", "c3", "batch_cancelled", "cancelled"))
     assert cancelled["response"] is None and cancelled["error"] == {"code": "batch_cancelled", "message": "cancelled"}
+
+
+# ------------------------------------------------------------------ line offsets (items point into the file)
+def lines_at(data: bytes, chunk: int) -> list[tuple[int, int, bytes]]:
+    splitter = LineSplitter()
+    got: list[tuple[int, int, bytes]] = []
+    for i in range(0, len(data), chunk):
+        got += list(splitter.feed_at(data[i : i + chunk]))
+    return got + list(splitter.finish_at())
+
+
+@pytest.mark.parametrize("chunk", [3, 5, 16, 1 << 20])
+def test_offsets_point_at_each_line_with_bom_crlf_blank_lines_and_no_final_newline(chunk: int) -> None:
+    first, second, last = line("a"), line("ß€𝄞", body={"model": "mock/echo", "messages": "héllo ✓"}), line("z")
+    data = b"\xef\xbb\xbf" + first + b"\r\n" + b"\r\n" + b"   \n" + second + b"\n" + b"\n" + last
+    got = lines_at(data, chunk)
+    assert [(n, raw) for n, _o, raw in got] == [(1, first), (2, b""), (3, b"   "), (4, second), (5, b""), (6, last)]
+    for _n, offset, raw in got:
+        assert data[offset : offset + len(raw)] == raw  # the BOM and the line ends are not part of any line
+    assert got[0][1] == 3 and got[3][1] == data.index(second) and got[5][1] == len(data) - len(last)
+
+
+def test_offsets_of_a_file_ending_in_crlf_and_of_carriage_returns_inside_a_line() -> None:
+    data = line("a") + b"\r\n" + b'{"x": "1\r2"}\r\r\n'
+    got = lines_at(data, 7)
+    assert [raw for _n, _o, raw in got] == [line("a"), b'{"x": "1\r2"}']  # trailing \r's go, inner ones stay
+    assert all(data[o : o + len(raw)] == raw for _n, o, raw in got)
+
+
+def test_feed_and_feed_at_see_the_same_lines() -> None:
+    data = b"\xef\xbb\xbfone\r\ntwo\n\nfour"
+    plain, at = LineSplitter(), LineSplitter()
+    assert [*plain.feed(data), *plain.finish()] == [(n, raw) for n, _o, raw in [*at.feed_at(data), *at.finish_at()]]
+
+
+def test_valid_lines_carry_no_body_copy() -> None:
+    validator = LineValidator(endpoint=ENDPOINT, route=route)
+    valid = validator.feed(7, line("c7"))
+    assert valid is not None and tuple(valid) == (7, "c7", "mock/echo", "mock")

@@ -619,3 +619,47 @@ def test_estimate_covers_cache_writes_only_when_the_prompt_asks_for_caching() ->
     # The marked prompt may be written to the 1-hour cache: its input is priced at 2x ($2 vs $1 per 1M).
     output = 10 * 5_000
     assert cached - output > 1.9 * (base - output)
+
+
+def reference_estimate(endpoint: str, body: dict[str, Any], found: ModelPrice, plan: str) -> int:
+    """The estimate written out plainly (the form before request_estimator prepared it per model): the tier by
+    the input estimate, the dearest of every candidate input meter, each meter rounded up."""
+    from aistats_gateway.pricing.calculator import _price_of, estimate_input_tokens
+
+    def ceil_nanos(quantity: int, unit: MeterPrice | None) -> int:
+        return 0 if unit is None or quantity <= 0 else -(-quantity * unit.unit_price_nanos // unit.unit_size)
+
+    tokens = estimate_input_tokens(body)
+    table = found.meters(plan, tokens)
+    total = ceil_nanos(1, _price_of(table, "requests"))
+    if endpoint.endswith("embeddings"):
+        return total + ceil_nanos(tokens, _price_of(table, "embedding_tokens"))
+    meters = ["input_text_tokens", "cached_read_text_tokens"]
+    if ("cached_write_text_tokens" in table or "cached_write_1h_text_tokens" in table) and \
+            "cache_control" in repr(body):
+        meters += ["cached_write_text_tokens", "cached_write_1h_text_tokens"]
+    total += max((ceil_nanos(tokens, _price_of(table, m)) for m in meters), default=0)
+    return total + ceil_nanos(output_cap(body, found.default_max_output_tokens), _price_of(table, "output_text_tokens"))
+
+
+def test_the_prepared_estimator_gives_the_plain_estimate_for_every_model_plan_and_endpoint(
+        catalog: PriceCatalog) -> None:
+    from aistats_gateway.pricing.calculator import request_estimator
+
+    bodies: list[dict[str, Any]] = [
+        {"messages": [{"role": "user", "content": ENGLISH * n}], "max_tokens": n, "n": 2}
+        for n in (0, 1, 40, 4_500)
+    ] + [
+        {"input": list(range(300)), "max_output_tokens": 7}, {"input": "héllo wörld 季度" * 50, "best_of": True},
+        {"prompt": [[1, 2], [3]], "max_completion_tokens": 5, "max_tokens": 9, "tools": None},
+        {"system": [{"type": "text", "text": "y", "cache_control": {"type": "ephemeral"}}], "max_tokens": -1,
+         "messages": [{"role": "user", "content": "z" * 700_000}]},
+    ]
+    for found in catalog.models():
+        for plan in (STANDARD, BATCH):
+            for endpoint in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"):
+                estimate = request_estimator(endpoint, found, found.plan_name(plan))
+                for body in bodies:
+                    expected = reference_estimate(endpoint, body, found, found.plan_name(plan))
+                    assert estimate(body) == expected == estimate_request_nanos(endpoint, body, found, plan), (
+                        found.model, plan, endpoint)

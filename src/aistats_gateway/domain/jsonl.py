@@ -2,20 +2,23 @@
 
 Owns OpenAI's input rules (with 1-based physical line numbers) and the exact shape of output and
 error lines. Pure: bytes go in, values come out; the caller does the reading and the storing, so
-memory stays flat whatever the file size (one line at a time, plus the set of custom_ids).
+memory stays flat whatever the file size (one line at a time, plus the set of custom_ids). The splitter
+also says where each line lies in the file (its byte offset), so an item can point at its line instead of
+holding a copy of its body (storage/bodies.py reads it back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from aistats_gateway.domain.batch import normalize_endpoint
 
 MAX_CUSTOM_ID_CHARS = 512
+MEMO_SIZE = 256  # distinct models / urls whose answer a validator remembers
 
 
 @dataclass(frozen=True)
@@ -29,41 +32,58 @@ class LineError:
         return {"code": self.code, "message": self.message, "param": self.param, "line": self.line}
 
 
-@dataclass(frozen=True)
-class ValidLine:
+class ValidLine(NamedTuple):
+    """A line that passed every rule (its body stays in the file: see LineSplitter.feed_at)."""
+
     line: int
     custom_id: str
     model: str
     provider: str
-    body: bytes  # the request body, re-serialized compactly
 
 
 class LineSplitter:
-    """Split a byte stream into (line_number, line) without holding more than one line."""
+    """Split a byte stream into (line_number, line) without holding more than one line.
+
+    `feed_at`/`finish_at` also give each line's byte offset in the stream: the line is exactly
+    `stream[offset:offset + len(line)]` (a leading UTF-8 byte-order mark and the line's `\r\n`/`\n` are
+    not part of it).
+    """
 
     def __init__(self) -> None:
         self._buf = b""
         self._line = 0
+        self._pos = 0  # stream offset of self._buf's first byte
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
-        if self._line == 0 and not self._buf and chunk.startswith(b"\xef\xbb\xbf"):
+    def feed_at(self, chunk: bytes) -> Iterator[tuple[int, int, bytes]]:
+        """(line_number, offset, line) of every line `chunk` completes."""
+        if self._line == 0 and not self._buf and self._pos == 0 and chunk.startswith(b"\xef\xbb\xbf"):
             chunk = chunk[3:]  # UTF-8 byte-order mark
+            self._pos = 3
         data = self._buf + chunk if self._buf else chunk
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            self._line += 1
-            yield self._line, data[start:nl].rstrip(b"\r")
-            start = nl + 1
-        self._buf = data[start:]
+        parts = data.split(b"\n")
+        self._buf = parts.pop()
+        line, pos = self._line, self._pos
+        for part in parts:
+            line += 1
+            yield line, pos, part.rstrip(b"\r")
+            pos += len(part) + 1
+        self._line, self._pos = line, pos
 
-    def finish(self) -> Iterator[tuple[int, bytes]]:
+    def finish_at(self) -> Iterator[tuple[int, int, bytes]]:
+        """The last line, when the stream does not end with a newline."""
         if self._buf:
             self._line += 1
             line, self._buf = self._buf.rstrip(b"\r"), b""
-            yield self._line, line
+            yield self._line, self._pos, line
+            self._pos += len(line)
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        for line_no, _offset, line in self.feed_at(chunk):
+            yield line_no, line
+
+    def finish(self) -> Iterator[tuple[int, bytes]]:
+        for line_no, _offset, line in self.finish_at():
+            yield line_no, line
 
 
 # A router answers (provider name, None) for a routable model or (None, reason) otherwise.
@@ -94,6 +114,9 @@ class LineValidator:
     estimated_nanos: int = 0
     _custom_ids: dict[str, int] = field(default_factory=dict)
     _too_many: bool = False
+    # Answers that depend only on the value, worked out once per distinct value (files repeat a few of them).
+    _routes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    _urls: dict[str, bool] = field(default_factory=dict)
 
     def _error(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
         self.error_count += 1
@@ -165,7 +188,7 @@ class LineValidator:
             self._error("missing_required_parameter",
                         f"Missing required parameter 'url' (must be \"{self.endpoint}\").", line_no, "url")
             ok = False
-        elif normalize_endpoint(url) != self.endpoint:
+        elif not self._url_matches(url):
             self._error("url_mismatch",
                         f"The url '{url}' does not match the batch endpoint '{self.endpoint}'; "
                         "every line must target the batch's endpoint.", line_no, "url")
@@ -191,7 +214,12 @@ class LineValidator:
                         line_no, "body.model")
             ok = False
         else:
-            provider, reason = self.route(model)
+            routed = self._routes.get(model)
+            if routed is None:
+                routed = self.route(model)
+                if len(self._routes) < MEMO_SIZE:
+                    self._routes[model] = routed
+            provider, reason = routed
             if provider is None:
                 self._error("model_not_found", reason or f"No configured provider serves model '{model}'.",
                             line_no, "body.model")
@@ -203,7 +231,15 @@ class LineValidator:
             self.estimated_nanos += self.estimate(provider, model, body)
         self.models[model] = self.models.get(model, 0) + 1
         self.providers[provider] = self.providers.get(provider, 0) + 1
-        return ValidLine(line_no, custom_id, model, provider, orjson.dumps(body))
+        return ValidLine(line_no, custom_id, model, provider)
+
+    def _url_matches(self, url: str) -> bool:
+        found = self._urls.get(url)
+        if found is None:
+            found = normalize_endpoint(url) == self.endpoint
+            if len(self._urls) < MEMO_SIZE:
+                self._urls[url] = found
+        return found
 
     def finish(self) -> list[LineError]:
         if self.seen_lines == 0 and self.error_count == 0:

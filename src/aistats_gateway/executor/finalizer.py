@@ -5,6 +5,10 @@ atomically; the file rows and the status change are one transaction, so either t
 its files or it is still finalizing/cancelling/in_progress and the next run writes them again.
 Unfinished items of a cancelled or expired batch are settled first as `batch_cancelled` /
 `batch_expired` failures, so every input line lands exactly once across the two files.
+
+Also owns the deferred half of deleting an input file: items point into their batch's input file, so a
+file deleted while a batch still reads it keeps its blob until that batch (the last one reading it) is
+terminal; `purge_deleted_inputs` then removes it (after each finalize, and from the housekeeper's sweep).
 """
 
 from __future__ import annotations
@@ -87,3 +91,13 @@ async def _publish(writer: BlobWriter, count: int) -> int | None:
         await writer.abort()
         return None
     return await writer.commit()
+
+
+async def purge_deleted_inputs(store: Store, blobs: BlobStore) -> int:
+    """Remove the blobs, then the rows, of input files deleted by their owners while a batch still read them,
+    once no unfinished batch does. Idempotent (several processes may race: deleting a blob twice is harmless)."""
+    found = await store.purgeable_files()
+    for record in found:
+        await blobs.delete(record.blob_key)
+        await store.forget_file(record.id)
+    return len(found)

@@ -4,6 +4,10 @@ Runs in the background after create (the batch is `validating` meanwhile). Re-ru
 by deleting any items an interrupted earlier run left, so a crash mid-ingest just means "ingest
 again" at the next start. Rows are inserted in chunks while reading; the first invalid line stops
 the inserting (but not the reading, so every error up to the cap is reported with its line).
+
+An item row does not copy its body: it points at its raw line in the input file (byte offset and
+length, from the splitter), and the executor reads the bodies back a leased page at a time
+(storage/bodies.py). So the file is parsed once here and written to the database as ~100 bytes a line.
 """
 
 from __future__ import annotations
@@ -11,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import LimitsConfig
@@ -23,10 +26,10 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.records import BatchRecord
-from aistats_gateway.storage.store import Store
+from aistats_gateway.storage.store import ItemRef, Store
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 5000  # rows per insert: large enough that the insert's round trips hide behind the parsing
 
 
 async def ingest(
@@ -49,40 +52,41 @@ async def ingest(
     validator = LineValidator(
         endpoint=batch.endpoint,
         route=lambda model: router.route(model, batch.provider_prefs),
-        estimate=lambda provider, model, body: pricer.estimate(provider, model, batch.endpoint, body),
+        # A held batch keeps the estimate its hold was taken for (at create): pricing its lines again is wasted.
+        estimate=None if batch.reservation_id else (
+            lambda provider, model, body: pricer.estimate(provider, model, batch.endpoint, body)),
         max_lines=limits.max_batch_lines,
         max_errors=limits.max_validation_errors,
     )
-    file = await store.get_file(batch.workspace_id, batch.input_file_id)
+    # Its owner may have deleted it since create: the row and blob stay while this batch is unfinished.
+    file = await store.get_file(batch.workspace_id, batch.input_file_id, include_deleted=True)
     errors: list[LineError]
     if file is None or not await blobs.exists(file.blob_key):
         errors = [LineError("input_file_missing",
                             f"The input file {batch.input_file_id} was deleted before the batch could read it.",
                             None, "input_file_id")]
     else:
-        rows: list[dict[str, Any]] = []
+        rows: list[ItemRef] = []
         splitter = LineSplitter()
+        batch_id = batch.id
         # One chunk is inserted (on the database thread) while the next is parsed (on the event loop).
         pending: asyncio.Task[None] | None = None
 
-        async def flush(chunk: list[dict[str, Any]]) -> None:
+        async def flush(chunk: list[ItemRef]) -> None:
             nonlocal pending
             if pending is not None:
                 await pending
                 pending = None
             if chunk:
-                pending = asyncio.create_task(store.insert_items(chunk))
+                pending = asyncio.create_task(store.insert_item_refs(batch_id, chunk))
 
-        async def take(pairs: Any) -> None:
+        async def take(lines: Iterable[tuple[int, int, bytes]]) -> None:
             nonlocal rows
-            for line_no, raw in pairs:
-                valid = validator.feed(line_no, raw)
-                if valid is not None and validator.error_count == 0:
-                    rows.append({
-                        "batch_id": batch.id, "line": valid.line, "custom_id": valid.custom_id,
-                        "model": valid.model, "provider": valid.provider, "body": valid.body,
-                        "status": 0, "attempts": 0, "input_tokens": 0, "output_tokens": 0,
-                    })
+            feed, append = validator.feed, rows.append
+            for line_no, offset, raw in lines:
+                valid = feed(line_no, raw)
+                if valid is not None and not validator.error_count:
+                    append((line_no, valid.custom_id, valid.model, valid.provider, offset, len(raw)))
             if validator.error_count:
                 rows.clear()
             elif len(rows) >= CHUNK_ROWS:
@@ -91,8 +95,11 @@ async def ingest(
 
         try:
             async for chunk in blobs.read(file.blob_key):
-                await take(splitter.feed(chunk))
-            await take(splitter.finish())
+                await take(splitter.feed_at(chunk))
+                # Let the loop run between chunks (a local read never waits): the insert task moves on meanwhile
+                # (SQLite inserts on its own thread while we parse), and so do the API and the executor.
+                await asyncio.sleep(0)
+            await take(splitter.finish_at())
             errors = validator.finish()
             await flush(rows if not errors else [])
             await flush([])

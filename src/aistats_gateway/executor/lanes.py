@@ -296,7 +296,7 @@ def _paced(limit: int | None, headroom: float) -> int | None:
 
 
 def _body_of(work: Any) -> bytes:
-    body = work.item.body
+    body = work.body
     return body if isinstance(body, bytes) else bytes(body)
 
 

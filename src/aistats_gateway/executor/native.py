@@ -40,6 +40,7 @@ from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected
 from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.native_jobs import NativeJob, NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
@@ -77,7 +78,7 @@ class NativeRunner:
         self.clock = clock
         self.finish = finish
         self.failpoints = failpoints
-        self.jobs = NativeJobs(store)
+        self.jobs = NativeJobs(store, InputBodies(store, blobs))
         self.pricer = Pricer(catalog, BATCH)
         self.clients = {p.name: build_client(p, self.cfg.request_timeout_seconds)
                         for p in settings.providers if p.batch_api}
@@ -291,6 +292,10 @@ class NativeRunner:
         try:
             async for page in self.jobs.held_items(job):
                 for item in page:
+                    if item.body is None:  # its line is not in the input file any more (see storage/bodies.py)
+                        settler.add(item, Outcome(None, None, error_code="input_unreadable", error_message=(
+                            "The batch's input file could not be read; this line's request is not available.")))
+                        continue
                     model = self.router.upstream_model(provider, item.model) if provider is not None else item.model
                     line = client.input_line(batch.endpoint, provider_custom_id(job, item), model, item)
                     if isinstance(line, Outcome):

@@ -1,6 +1,8 @@
 """The executor service: owns the background tasks that move batches from items to results.
 
-Tasks: a scheduler (leases items fairly across batches and routes each to a lane), one pump per
+Tasks: a scheduler (leases items fairly across batches and routes each to a lane; the bodies of a
+leased page that point into the batch's input file are read by one task per page, storage/bodies.py,
+outside the lease transaction and without holding up the next lease), one pump per
 lane (lanes.py: pacing under RPM/TPM budgets, concurrency, round-robin by batch) which starts one
 send task per request, a committer (settles results in groups: one transaction per group, never one
 per item), and a housekeeper (expiry, cancels seen in the database, safety-net activation).
@@ -33,7 +35,7 @@ from aistats_gateway.config import LaneLimits, Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.errors import StaleTransition
-from aistats_gateway.executor.finalizer import finalize
+from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Circuit, Entry, Lane
 from aistats_gateway.executor.native import NativeRunner
@@ -48,6 +50,7 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import Provider, ProviderResult, UpstreamUnavailable, with_model
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
+from aistats_gateway.storage.bodies import InputBodies, InputFileUnavailable
 from aistats_gateway.storage.records import BatchRecord, ItemRecord
 from aistats_gateway.storage.store import Settlement, Store
 
@@ -62,6 +65,7 @@ ROUTE_REFRESH_SECONDS = 5.0  # candidate order is recomputed this often (sort by
 class Work:
     item: ItemRecord
     endpoint: str
+    body: bytes  # the request body (the item row's own, or read from the input file)
     attempts: int = 0  # non-429 attempts at the current provider
     throttles: int = 0
     tried: set[str] | None = None  # providers this item fell back from
@@ -113,6 +117,8 @@ class Executor:
         self.lanes: dict[tuple[str, str], Lane] = {}
         self.circuits: dict[str, Circuit] = {}
         self._sends: set[asyncio.Task[None]] = set()
+        self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
+        self.bodies = InputBodies(store, blobs)
         self.batches: dict[str, BatchState] = {}
         self.order: deque[str] = deque()
         self._target = self.cfg.concurrency * 2  # lines to hold leased (see _memory_target)
@@ -162,7 +168,7 @@ class Executor:
         if self.native is not None:  # [native hook] provider batches keep running; their tasks just stop
             await self.native.stop()
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
-            tasks = [*self._tasks, *self._jobs.values(), *self._sends]
+            tasks = [*self._tasks, *self._jobs.values(), *self._sends, *self._loads]
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -297,16 +303,56 @@ class Executor:
                     state.exhausted = True
                 if leased:
                     self.failpoints.hit("after_lease")
-                for item in leased:
-                    state.outstanding += 1
-                    self.in_memory += 1
-                    self._enqueue(Work(item, state.endpoint, attempts=item.attempts), state)
+                state.outstanding += len(leased)
+                self.in_memory += len(leased)
+                if any(item.body is None for item in leased):
+                    self._load(batch_id, state, leased)
+                else:  # rows from before items pointed into their input file
+                    for item in leased:
+                        self._enqueue(Work(item, state.endpoint, item.body or b"", attempts=item.attempts), state)
                 progressed = progressed or bool(leased)
             self._forget_idle()
             if progressed and self.in_memory < self._memory_target():
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
+
+    def _load(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
+        task = asyncio.create_task(self._load_bodies(batch_id, state, items), name=f"bodies-{batch_id}")
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+
+    async def _load_bodies(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
+        """Read a leased page's bodies from the input file (coalesced ranged reads), then queue its lines. A
+        failing read (storage unreachable) is retried with backoff while the items stay leased here; a file that
+        is gone for good fails its lines (it cannot happen through the API: see Store.delete_file)."""
+        rows = [(item.body, item.body_offset, item.body_length) for item in items]
+        delay = 0.5
+        missing = "The batch's input file could not be read; this line's request is not available."
+        while True:
+            try:
+                bodies = await self.bodies.load(batch_id, rows)
+                break
+            except InputFileUnavailable as exc:
+                log.error("batch %s: %s; its leased lines fail", batch_id, exc, extra={"batch_id": batch_id})
+                bodies = [None] * len(items)
+                break
+            except Exception:
+                log.exception("reading request bodies of %s failed; retrying in %.1fs", batch_id, delay,
+                              extra={"batch_id": batch_id})
+                if state.halt is not None or self._draining:
+                    bodies = [None] * len(items)
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        for item, body in zip(items, bodies, strict=True):
+            work = Work(item, state.endpoint, body or b"", attempts=item.attempts)
+            if state.halt is not None or self._draining:
+                self._drop(work)  # the finalizer settles it (halt), or the next start sends it (drain)
+            elif body is None:
+                self._settle_error(work, "input_unreadable", missing)
+            else:
+                self._enqueue(work, state)
 
     def _memory_target(self) -> int:
         """Lines to hold leased here: enough to keep every busy lane's window full twice over, plus room
@@ -414,7 +460,7 @@ class Executor:
             return
         lane = self._lane(provider, self.router.upstream_model(provider, work.item.model))
         state.lanes[work.item.model] = lane
-        lane.put(work, work.item.batch_id, work.item.body)
+        lane.put(work, work.item.batch_id, work.body)
 
     # ------------------------------------------------------------------ sending
     def _launch(self, work: Work, entry: Entry) -> None:
@@ -450,7 +496,7 @@ class Executor:
         item = work.item
         provider = self.router.by_name[lane.provider]
         upstream_model = lane.model
-        body = item.body if upstream_model == item.model else with_model(item.body, upstream_model)
+        body = work.body if upstream_model == item.model else with_model(work.body, upstream_model)
         result: ProviderResult | None = None
         failure: UpstreamUnavailable | None = None
         request_id = ids.gateway_request_id()
@@ -668,6 +714,10 @@ class Executor:
                 self.resume(current)
             return
         self._forget(batch_id)
+        try:
+            await purge_deleted_inputs(self.store, self.blobs)  # this batch may have been its input's last reader
+        except Exception:  # the housekeeper's sweep tries again
+            log.exception("removing deleted input files failed")
 
     def _forget(self, batch_id: str) -> None:
         state = self.batches.pop(batch_id, None)
@@ -720,7 +770,12 @@ class Executor:
                 log.exception("housekeeping failed")
 
     async def sweep(self) -> None:
-        """Expire batches past their window; pick up cancels and batches this process does not hold."""
+        """Expire batches past their window; pick up cancels and batches this process does not hold; remove input
+        files deleted while batches read them once those batches are over (also after a validation failure)."""
+        try:
+            await purge_deleted_inputs(self.store, self.blobs)
+        except Exception:  # storage trouble must not hold up expiry and cancels
+            log.exception("removing deleted input files failed")
         now = self.clock.now()
         for batch in await self.store.batches_in(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING]

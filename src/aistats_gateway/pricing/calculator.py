@@ -14,7 +14,7 @@ whether a request is billable (the caller prices what it bills).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -47,6 +47,7 @@ PROMPT_FIELDS = (
     "messages", "input", "prompt", "system", "instructions", "tools", "functions", "tool_choice",
     "response_format", "text", "suffix",
 )
+_PROMPT_FIELD_SET = frozenset(PROMPT_FIELDS)
 OUTPUT_CAP_FIELDS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 
 _METER_ORDER = {meter: index for index, meter in enumerate(METERS)}
@@ -319,9 +320,10 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """A conservative upper bound of a request's input tokens (see ESTIMATE_BYTES_PER_TOKEN_*)."""
     counted = 0
     text: dict[str, Any] = {}
-    for field in PROMPT_FIELDS:
-        value = body.get(field)
-        if value is None:
+    # In the body's own order (the JSON's size does not depend on the order of its fields): a body has a few
+    # fields, fewer than there are prompt fields to look up.
+    for field, value in body.items():
+        if value is None or field not in _PROMPT_FIELD_SET:
             continue
         ids = _token_ids(value) if field in ("input", "prompt") else None
         if ids is not None:
@@ -340,16 +342,80 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
 
 def output_cap(body: Mapping[str, Any], default: int) -> int:
     """The request's output cap × the completions it asks for (`n`, `best_of`); `default` when uncapped."""
-    caps = [v for f in OUTPUT_CAP_FIELDS if isinstance(v := body.get(f), int) and not isinstance(v, bool) and v > 0]
-    cap = max(caps) if caps else default
-    choices = [v for f in ("n", "best_of") if isinstance(v := body.get(f), int) and not isinstance(v, bool) and v > 1]
-    return cap * max(choices, default=1)
+    cap = 0
+    for name in OUTPUT_CAP_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            cap = value
+    choices = 1
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
+            choices = value
+    return (cap or default) * choices
 
 
 def _ceil_nanos(quantity: int, unit: MeterPrice | None) -> int:
     if unit is None or quantity <= 0:
         return 0
     return -(-quantity * unit.unit_price_nanos // unit.unit_size)
+
+
+def _dearest(units: Iterable[MeterPrice | None]) -> MeterPrice | None:
+    """The unit with the highest price per unit (exact, in integers): ceil(q × price / size) is largest for it,
+    whatever the quantity q."""
+    best: MeterPrice | None = None
+    for unit in units:
+        if unit is not None and (best is None or unit.unit_price_nanos * best.unit_size >
+                                 best.unit_price_nanos * unit.unit_size):
+            best = unit
+    return best
+
+
+class _TierPrices(NamedTuple):
+    """What an estimate needs of one tier's meter table, looked up once."""
+
+    requests_nanos: int
+    dearest_input: MeterPrice | None  # of input and cached reads (embeddings: the embedding price)
+    dearest_write: MeterPrice | None  # of those and the cache writes; None when the table prices no cache write
+    output: MeterPrice | None
+
+    @classmethod
+    def of(cls, table: Mapping[str, MeterPrice], embeddings: bool) -> _TierPrices:
+        requests = _ceil_nanos(1, _price_of(table, REQUESTS))
+        if embeddings:
+            return cls(requests, _price_of(table, EMBEDDING), None, None)
+        inputs = [_price_of(table, m) for m in (INPUT, CACHED)]
+        writes = None
+        if CACHE_WRITE in table or CACHE_WRITE_1H in table:
+            writes = _dearest([*inputs, *(_price_of(table, m) for m in (CACHE_WRITE, CACHE_WRITE_1H))])
+        return cls(requests, _dearest(inputs), writes, _price_of(table, OUTPUT))
+
+
+def request_estimator(endpoint: str, price: ModelPrice, plan: str) -> Callable[[Mapping[str, Any]], int]:
+    """`estimate_request_nanos` for one (endpoint, model price, plan), with everything that does not depend on the
+    body (endpoint kind, meter lookups per tier) worked out once: validation prices every line through one."""
+    embeddings = _endpoint_kind(endpoint) == "embeddings"
+    name = price.plan_name(plan)
+    base = _TierPrices.of(price.plans[name], embeddings)
+    tiers = [(tier.above_input_tokens, _TierPrices.of(tier.plans[name], embeddings)) for tier in price.tiers]
+    default_cap = price.default_max_output_tokens
+
+    def estimate(body: Mapping[str, Any]) -> int:
+        input_tokens = estimate_input_tokens(body)
+        prices = base
+        for threshold, tier in tiers:
+            if input_tokens > threshold:
+                prices = tier
+        unit = prices.dearest_input
+        if prices.dearest_write is not None and b"cache_control" in orjson.dumps(body, default=str):
+            unit = prices.dearest_write  # a prompt marked for caching may be written at up to 2x input
+        total = prices.requests_nanos + _ceil_nanos(input_tokens, unit)
+        if embeddings:
+            return total
+        return total + _ceil_nanos(output_cap(body, default_cap), prices.output)
+
+    return estimate
 
 
 def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelPrice, plan: str) -> int:
@@ -361,15 +427,6 @@ def estimate_request_nanos(endpoint: str, body: Mapping[str, Any], price: ModelP
     request's cap (max_completion_tokens / max_output_tokens / max_tokens, times
     `n`/`best_of`), else `price.default_max_output_tokens`, at the output price of that tier; embeddings
     count input only. Each meter is rounded up. Image and audio parts count only by their JSON size.
+    Pricing many requests of one model: `request_estimator` (the same function, prepared once).
     """
-    input_tokens = estimate_input_tokens(body)
-    table = price.meters(plan, input_tokens)
-    total = _ceil_nanos(1, _price_of(table, REQUESTS))
-    if _endpoint_kind(endpoint) == "embeddings":
-        return total + _ceil_nanos(input_tokens, _price_of(table, EMBEDDING))
-    meters = [INPUT, CACHED]
-    if (CACHE_WRITE in table or CACHE_WRITE_1H in table) and b"cache_control" in orjson.dumps(body, default=str):
-        meters += [CACHE_WRITE, CACHE_WRITE_1H]  # a prompt marked for caching may be written at up to 2x input
-    candidates = [u for u in (_price_of(table, m) for m in meters) if u is not None]
-    total += max((_ceil_nanos(input_tokens, u) for u in candidates), default=0)
-    return total + _ceil_nanos(output_cap(body, price.default_max_output_tokens), _price_of(table, OUTPUT))
+    return request_estimator(endpoint, price, plan)(body)

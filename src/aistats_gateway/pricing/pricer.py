@@ -7,17 +7,17 @@ usage still shows in `pricing_lines` and nothing is charged for it; prices can b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aistats_gateway.pricing.calculator import (
     PricingRow,
     estimate_input_tokens,
-    estimate_request_nanos,
     line_nanos,
     meters_from_usage,
     output_cap,
     price_meters,
+    request_estimator,
 )
 from aistats_gateway.pricing.catalog import (
     DEFAULT_UNIT_SIZE,
@@ -39,6 +39,7 @@ class Pricer:
         self.catalog = catalog
         self.plan = plan
         self._cache: dict[tuple[str, str], ModelPrice | None] = {}
+        self._estimators: dict[tuple[str, str, str], Callable[[Mapping[str, Any]], int]] = {}
 
     def price_of(self, provider: str, model: str) -> ModelPrice | None:
         key = (provider, model)
@@ -76,8 +77,17 @@ class Pricer:
 
     def estimate(self, provider: str, model: str, endpoint: str, body: Mapping[str, Any]) -> int:
         """Upper bound of one request's cost (0 for unpriced models)."""
-        price = self.price_of(provider, model)
-        return 0 if price is None else estimate_request_nanos(endpoint, body, price, price.plan_name(self.plan))
+        return self.estimator(provider, model, endpoint)(body)
+
+    def estimator(self, provider: str, model: str, endpoint: str) -> Callable[[Mapping[str, Any]], int]:
+        """`estimate` for one (provider, model, endpoint), prepared once (calculator.request_estimator)."""
+        key = (provider, model, endpoint)
+        found = self._estimators.get(key)
+        if found is None:
+            price = self.price_of(provider, model)
+            found = _unpriced if price is None else request_estimator(endpoint, price, price.plan_name(self.plan))
+            self._estimators[key] = found
+        return found
 
     def expected_rows(self, provider: str, model: str, endpoint: str, body: Mapping[str, Any]) -> list[PricingRow]:
         """The pricing rows a request would produce at its estimated input and its full output cap."""
@@ -89,3 +99,7 @@ class Pricer:
         else:
             meters = {INPUT: tokens, OUTPUT: output_cap(body, default_cap), REQUESTS: 1}
         return self.rows(provider, model, meters)
+
+
+def _unpriced(_body: Mapping[str, Any]) -> int:
+    return 0

@@ -105,7 +105,7 @@ class AnthropicBatches:
 
     def input_line(self, endpoint: str, custom_id: str, upstream_model: str, item: JobItem) -> bytes | Outcome:
         try:
-            body = orjson.loads(item.body)
+            body = orjson.loads(item.body or b"{}")  # held_items reads it; None only for unreadable lines
             if endpoint in TRANSLATED:
                 body = TRANSLATED[endpoint](body)
             elif endpoint != "/v1/messages":
@@ -185,7 +185,7 @@ class AnthropicBatches:
                 if endpoint == "/v1/chat/completions":
                     body = orjson.dumps(to_chat_completion(message))
                 elif endpoint == "/v1/responses":
-                    body = orjson.dumps(to_response(message, orjson.loads(item.body)))
+                    body = orjson.dumps(to_response(message, orjson.loads(item.body or b"{}")))
                 else:
                     body = orjson.dumps(message)
             except AnswerError as exc:

@@ -70,7 +70,7 @@ class OpenAIBatches:
         return True  # OpenAI takes any custom_id our validation accepts
 
     def input_line(self, endpoint: str, custom_id: str, upstream_model: str, item: JobItem) -> bytes | Outcome:
-        body = orjson.loads(item.body)
+        body = orjson.loads(item.body or b"{}")  # held_items reads it; None only for unreadable lines
         body["model"] = upstream_model
         return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
 

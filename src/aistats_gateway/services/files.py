@@ -115,9 +115,13 @@ class FileService:
         return record, self.blobs.read(record.blob_key)
 
     async def delete(self, workspace_id: str, file_id: str) -> FileRecord:
-        record = await self.store.delete_file(workspace_id, file_id)
-        if record is None:
+        """Gone for the API at once; the blob too, unless an unfinished batch still reads it as its input (its items
+        point into it): then the executor removes it when the last such batch is terminal (purge_deleted_inputs)."""
+        found = await self.store.delete_file(workspace_id, file_id)
+        if found is None:
             raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
                            param="file_id")
-        await self.blobs.delete(record.blob_key)
+        record, blob_free = found
+        if blob_free:
+            await self.blobs.delete(record.blob_key)
         return record

@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import and_, bindparam, event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, items
+from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, LEASED_COLUMNS, items
 
 # pg_advisory_xact_lock key of schema migrations: processes starting together migrate one at a time.
 MIGRATION_LOCK_KEY = 0x41495354  # "AIST"
@@ -113,8 +113,7 @@ def _lease(skip_models: bool) -> Any:
         update(items)
         .where(and_(items.c.batch_id == bindparam("l_batch"), items.c.line == pick.c.line))
         .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
-        .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
-                   items.c.attempts)
+        .returning(*LEASED_COLUMNS)
     )
 
 

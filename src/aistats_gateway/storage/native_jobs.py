@@ -23,6 +23,7 @@ from sqlalchemy import and_, func, insert, select, update
 from aistats_gateway import ids
 from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.records import batch_record
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, batches, items, native_jobs
 from aistats_gateway.storage.store import Store
@@ -68,7 +69,7 @@ class JobItem:
     line: int
     custom_id: str
     model: str
-    body: bytes
+    body: bytes | None  # None: not asked for (with_body=False), or its line could not be read from the input file
 
 
 # What a provider input line adds around a body and custom_id ({"custom_id", "method", "url", "body"} on OpenAI,
@@ -104,8 +105,11 @@ def _job(row: Any) -> NativeJob:
 
 
 class NativeJobs:
-    def __init__(self, store: Store) -> None:
+    """`bodies` reads the bodies of items that point into their input file (every item ingest makes since 0007)."""
+
+    def __init__(self, store: Store, bodies: InputBodies | None = None) -> None:
         self.store = store
+        self.bodies = bodies
 
     async def for_batch(self, batch_id: str) -> list[NativeJob]:
         query = select(native_jobs).where(native_jobs.c.batch_id == batch_id).order_by(native_jobs.c.id)
@@ -140,9 +144,12 @@ class NativeJobs:
                 max_lines, max_bytes = limits(kind) if limits is not None else (0, 0)
                 runs: list[tuple[int | None, int | None, int]] = [(None, None, n)]  # (first line, last line, lines)
                 if (max_lines and n > max_lines) or max_bytes:
+                    # the raw input line's length where the item points into its file (body and custom_id
+                    # included), else the stored body's and custom_id's
+                    size = func.coalesce(items.c.body_length,
+                                         func.length(items.c.body) + func.length(items.c.custom_id))
                     sizes = (await conn.execute(
-                        select(items.c.line, func.length(items.c.body) + func.length(items.c.custom_id))
-                        .where(and_(*cond)).order_by(items.c.line))).all()
+                        select(items.c.line, size).where(and_(*cond)).order_by(items.c.line))).all()
                     runs = _runs([(int(line), int(size or 0) + LINE_ENVELOPE_BYTES) for line, size in sizes],
                                  max_lines, max_bytes)
                 for part, (first, last, lines) in enumerate(runs):
@@ -220,11 +227,12 @@ class NativeJobs:
 
     async def held_items(self, job: NativeJob, page: int = 1000,
                          with_body: bool = True) -> AsyncIterator[list[JobItem]]:
-        """The job's items not yet settled, in line order, a page at a time."""
+        """The job's items not yet settled, in line order, a page at a time (with their bodies: one coalesced read of
+        the input file per page)."""
         after = 0
         columns = [items.c.line, items.c.custom_id, items.c.model]
         if with_body:
-            columns.append(items.c.body)
+            columns += [items.c.body, items.c.body_offset, items.c.body_length]
         while True:
             query = (select(*columns).where(and_(items.c.batch_id == job.batch_id, items.c.lease_owner == job.owner,
                                                  items.c.status == ITEM_LEASED, items.c.line > after))
@@ -234,7 +242,17 @@ class NativeJobs:
             if not rows:
                 return
             after = rows[-1][0]
-            yield [JobItem(r[0], r[1], r[2], r[3] if with_body else b"") for r in rows]
+            if not with_body:
+                yield [JobItem(r[0], r[1], r[2], None) for r in rows]
+                continue
+            stored = [(r[3], r[4], r[5]) for r in rows]
+            if any(body is None for body, _o, _n in stored):
+                if self.bodies is None:
+                    raise RuntimeError("items point into their input file, but NativeJobs has no InputBodies")
+                bodies = await self.bodies.load(job.batch_id, stored)
+            else:
+                bodies = [body for body, _o, _n in stored]
+            yield [JobItem(r[0], r[1], r[2], body) for r, body in zip(rows, bodies, strict=True)]
 
     async def held_count(self, job: NativeJob) -> int:
         query = select(func.count()).select_from(items).where(and_(

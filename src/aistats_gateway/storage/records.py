@@ -79,8 +79,10 @@ class ItemRecord:
     custom_id: str
     model: str
     provider: str
-    body: bytes
+    body: bytes | None  # None: the request is the raw line at body_offset/body_length of the batch's input file
     attempts: int
+    body_offset: int | None = None
+    body_length: int | None = None
 
 
 T = TypeVar("T")
@@ -103,4 +105,5 @@ def batch_record(row: Any) -> BatchRecord:
 
 
 def item_record(row: Any) -> ItemRecord:
-    return _build(ItemRecord, row)
+    """From a row of the lease statements' RETURNING (their column order; read on every lease, so positional)."""
+    return ItemRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])

@@ -53,13 +53,17 @@ files = Table(
     Column("filename", String(1024), nullable=False),
     Column("purpose", String(32), nullable=False),
     Column("bytes", BigInteger, nullable=False),
+    # "processed"; or FILE_DELETED: deleted by its owner (invisible to the API) while an unfinished batch still
+    # reads it — the row and its blob go when the last such batch is terminal (Store.purgeable_files).
     Column("status", String(32), nullable=False),
     Column("blob_key", String(1024), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=True),
     Index("ix_files_workspace_id", "workspace_id", "id"),
     Index("ix_files_expires_at", "expires_at"),  # the retention sweep (0008)
+    Index("ix_files_status", "status"),
 )
+FILE_DELETED = "deleted"
 
 batches = Table(
     "batches",
@@ -131,7 +135,9 @@ items = Table(
     Column("custom_id", String(512), nullable=False),
     Column("model", String(256), nullable=False),
     Column("provider", String(128), nullable=False),
-    Column("body", LargeBinary, nullable=False),
+    # The request body: stored in the row (rows from before 0007), or NULL with the byte range of the item's raw
+    # line in the batch's input file (body_offset, body_length), read back at lease time (storage/bodies.py).
+    Column("body", LargeBinary, nullable=True),
     Column("status", SmallInteger, nullable=False, default=ITEM_PENDING),
     Column("attempts", Integer, nullable=False, default=0),
     Column("lease_owner", String(64), nullable=True),
@@ -142,10 +148,15 @@ items = Table(
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("settled_at", Float, nullable=True),
     Column("seq", BigInteger, nullable=True),  # settle order within the batch, for GET .../results
+    Column("body_offset", BigInteger, nullable=True),
+    Column("body_length", Integer, nullable=True),
     Index("ix_items_batch_status", "batch_id", "status", "line"),
     Index("ix_items_batch_seq", "batch_id", "seq"),
     Index("ix_items_batch_custom_id", "batch_id", "custom_id"),
 )
+# What leasing returns, in records.ItemRecord's field order (item_record reads them by position).
+LEASED_COLUMNS = (items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
+                  items.c.attempts, items.c.body_offset, items.c.body_length)
 
 # The durable webhook outbox: one row per (batch, delivery key), written in the same transaction as the
 # change that causes it; and one row per delivery attempt (the batch object shows the last ten).

@@ -12,19 +12,22 @@ single-process ones, unchanged (one in-process writer lock, prebuilt statements,
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, not_, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
 from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key, progress_crossed
-from aistats_gateway.errors import StaleTransition
+from aistats_gateway.errors import NotFound, StaleTransition
 from aistats_gateway.pricing import ledger
 from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.storage import dialects
@@ -38,10 +41,12 @@ from aistats_gateway.storage.records import (
     item_record,
 )
 from aistats_gateway.storage.schema import (
+    FILE_DELETED,
     ITEM_FAILED,
     ITEM_LEASED,
     ITEM_PENDING,
     ITEM_SUCCEEDED,
+    LEASED_COLUMNS,
     api_keys,
     batches,
     credits,
@@ -52,7 +57,8 @@ from aistats_gateway.storage.schema import (
 )
 from aistats_gateway.webhooks import outbox
 
-__all__ = ["BatchListener", "ItemResult", "Settlement", "Store", "create_engine"]
+__all__ = ["BatchListener", "ItemRef", "ItemResult", "Settlement", "Store", "create_engine"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,16 @@ class ItemResult:
 
 
 BatchListener = Callable[[BatchRecord, bool], None]
+UNFINISHED = [s.value for s in BatchStatus if not s.terminal]
+# Ingest's rows (items that point into their input file), on SQLite as ONE statement over a JSON array: SQLite
+# then inserts the whole chunk without holding the GIL, while the event loop parses the next one (an executemany
+# takes the GIL back for every row, and waits for it behind the busy event loop: measured 35x slower so).
+_ITEM_REF_COLUMNS = ("INSERT INTO items (batch_id, line, custom_id, model, provider, body_offset, body_length, status, "
+                     "attempts, input_tokens, output_tokens) ")
+_INSERT_ITEM_REFS_JSON = (_ITEM_REF_COLUMNS + "SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4, "
+                          f"value->>5, {ITEM_PENDING}, 0, 0, 0 FROM json_each(?)")
+_INSERT_ITEM_REFS = _ITEM_REF_COLUMNS + f"VALUES (?, ?, ?, ?, ?, ?, ?, {ITEM_PENDING}, 0, 0, 0)"
+ItemRef = tuple[int, str, str, str, int, int]  # line, custom_id, model, provider, body_offset, body_length
 
 # The executor's hot statements, built once (SQLAlchemy then reuses their compiled form from its cache
 # without re-walking a freshly built statement per call). PostgreSQL leases with dialects.LEASE instead
@@ -96,8 +112,7 @@ def _lease_statement(skip_models: bool) -> Any:
                              .scalar_subquery()),
         ))
         .values(status=ITEM_LEASED, lease_owner=bindparam("l_owner"), lease_expires_at=bindparam("l_until"))
-        .returning(items.c.batch_id, items.c.line, items.c.custom_id, items.c.model, items.c.provider, items.c.body,
-                   items.c.attempts)
+        .returning(*LEASED_COLUMNS)
     )
 
 
@@ -140,6 +155,16 @@ async def _insert_many(conn: AsyncConnection, table: Any, rows: Sequence[dict[st
         await conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
 
 
+async def _sqlite_has_json(conn: AsyncConnection) -> bool:
+    """Whether this SQLite has json_each and the ->> operator (3.38+, or JSON1 compiled in); else row by row."""
+    try:
+        await conn.exec_driver_sql("SELECT value->>0 FROM json_each('[[1]]')")
+    except OperationalError:
+        log.warning("this SQLite has no json_each/->>: batch items are inserted row by row (slower validation)")
+        return False
+    return True
+
+
 class Store:
     """`listeners` hear of every committed batch change: (new record, whether a webhook event was queued)."""
 
@@ -153,6 +178,7 @@ class Store:
         self.is_postgresql = engine.dialect.name == "postgresql"
         self._lease = dialects.LEASE if self.is_postgresql else _LEASE
         self._lease_skipping = dialects.LEASE_SKIPPING if self.is_postgresql else _LEASE_SKIPPING
+        self._json_inserts: bool | None = None  # SQLite: bulk inserts over json_each? (known at first use)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -244,21 +270,21 @@ class Store:
         async with self._write() as conn:
             await conn.execute(insert(files).values(**record.__dict__))
 
-    async def get_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+    async def get_file(self, workspace_id: str, file_id: str, *, include_deleted: bool = False) -> FileRecord | None:
+        """A file of the workspace; one its owner deleted only with `include_deleted` (a batch reading it)."""
+        cond = and_(files.c.id == file_id, files.c.workspace_id == workspace_id)
+        if not include_deleted:
+            cond = and_(cond, files.c.status != FILE_DELETED)
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(files).where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
-                )
-            ).first()
+            row = (await conn.execute(select(files).where(cond))).first()
         return file_record(row) if row else None
 
     async def list_files(
         self, workspace_id: str, *, after: str | None, limit: int, purpose: str | None, ascending: bool,
         now: int | None = None,
     ) -> tuple[list[FileRecord], bool]:
-        """A page of the workspace's files; with `now`, without those expired by then."""
-        query = select(files).where(files.c.workspace_id == workspace_id)
+        """A page of the workspace's files (not deleted); with `now`, without those expired by then."""
+        query = select(files).where(and_(files.c.workspace_id == workspace_id, files.c.status != FILE_DELETED))
         if now is not None:
             query = query.where(or_(files.c.expires_at.is_(None), files.c.expires_at > now))
         if purpose:
@@ -271,29 +297,67 @@ class Store:
         return [file_record(r) for r in rows[:limit]], len(rows) > limit
 
     async def expired_files(self, now: int, limit: int) -> list[tuple[str, str]]:
-        """(workspace_id, file_id) of files whose expires_at has passed, oldest first."""
+        """(workspace_id, file_id) of files whose expires_at has passed, oldest first (not those already deleted
+        and waiting for their batches: the purge removes them)."""
         query = (select(files.c.workspace_id, files.c.id)
-                 .where(and_(files.c.expires_at.is_not(None), files.c.expires_at <= now))
+                 .where(and_(files.c.expires_at.is_not(None), files.c.expires_at <= now,
+                             files.c.status != FILE_DELETED))
                  .order_by(files.c.expires_at).limit(limit))
         async with self.engine.connect() as conn:
             return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
 
-    async def delete_file(self, workspace_id: str, file_id: str) -> FileRecord | None:
+    async def delete_file(self, workspace_id: str, file_id: str) -> tuple[FileRecord, bool] | None:
+        """Delete a file for its owner: (the record, whether its blob may go now), or None when there is no such file.
+
+        Item rows point into their batch's input file, so while an unfinished batch reads it the row is only
+        marked deleted (the API no longer shows it) and the blob stays: `purgeable_files()` hands it out once the
+        last such batch is terminal. The file row is locked first (on PostgreSQL), as `insert_batch` locks it, so
+        a batch created at the same moment either sees the file gone or is seen here."""
+        mine = and_(files.c.id == file_id, files.c.workspace_id == workspace_id, files.c.status != FILE_DELETED)
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    delete(files)
-                    .where(and_(files.c.id == file_id, files.c.workspace_id == workspace_id))
-                    .returning(*files.c)
-                )
-            ).first()
-        return file_record(row) if row else None
+            row = (await conn.execute(select(files).where(mine).with_for_update())).first()
+            if row is None:
+                return None
+            reader = await conn.scalar(select(batches.c.id).where(and_(
+                batches.c.input_file_id == file_id, batches.c.status.in_(UNFINISHED))).limit(1))
+            if reader is not None:
+                await conn.execute(update(files).where(files.c.id == file_id).values(status=FILE_DELETED))
+                return file_record(row), False
+            await conn.execute(delete(files).where(files.c.id == file_id))
+        return file_record(row), True
+
+    async def purgeable_files(self, limit: int = 100) -> list[FileRecord]:
+        """Files their owners deleted whose last reading batch has become terminal: their blobs can go now."""
+        reading = select(batches.c.id).where(and_(batches.c.input_file_id == files.c.id,
+                                                  batches.c.status.in_(UNFINISHED)))
+        query = select(files).where(and_(files.c.status == FILE_DELETED, not_(reading.exists()))).limit(limit)
+        async with self.engine.connect() as conn:
+            return [file_record(r) for r in (await conn.execute(query)).all()]
+
+    async def forget_file(self, file_id: str) -> None:
+        """Drop the row of a deleted file whose blob is gone (see purgeable_files)."""
+        async with self._write() as conn:
+            await conn.execute(delete(files).where(and_(files.c.id == file_id, files.c.status == FILE_DELETED)))
+
+    async def input_blob_key(self, batch_id: str) -> str | None:
+        """The blob of a batch's input file (also after its owner deleted it: the row stays while the batch runs)."""
+        query = (select(files.c.blob_key).select_from(batches.join(files, files.c.id == batches.c.input_file_id))
+                 .where(batches.c.id == batch_id))
+        async with self.engine.connect() as conn:
+            return await conn.scalar(query)
 
     # ---------------------------------------------------------------- batches
     async def insert_batch(self, values: dict[str, Any], hold_nanos: int | None = None) -> BatchRecord:
         """Insert the batch; with `hold_nanos`, reserve that much credit in the same transaction (402 if the
         workspace cannot cover it — and then nothing is stored)."""
         async with self._write() as conn:
+            # The input file must still be there (locked against a concurrent delete: see delete_file).
+            found = await conn.scalar(select(files.c.id).where(and_(
+                files.c.id == values["input_file_id"], files.c.workspace_id == values["workspace_id"],
+                files.c.status != FILE_DELETED)).with_for_update(read=True))
+            if found is None:
+                raise NotFound(f"No file with id '{values['input_file_id']}' in this workspace.",
+                               code="file_not_found_or_not_owned", param="input_file_id")
             if hold_nanos is not None:
                 await self._lock_credit(conn, values["workspace_id"])
                 reservation = await ledger.hold(conn, values["workspace_id"], values["id"], hold_nanos,
@@ -462,6 +526,26 @@ class Store:
             keep = [r for r in rows if r["batch_id"] in open_ids]
             if keep:
                 await conn.execute(pg_insert(items).on_conflict_do_nothing(), keep)
+
+    async def insert_item_refs(self, batch_id: str, rows: Sequence[ItemRef]) -> None:
+        """Store validated items of one batch that point into its input file (ingest's rows, as ItemRef tuples)."""
+        if not rows:
+            return
+        if self.is_postgresql:
+            await self.insert_items([
+                {"batch_id": batch_id, "line": r[0], "custom_id": r[1], "model": r[2], "provider": r[3],
+                 "body_offset": r[4], "body_length": r[5], "status": ITEM_PENDING, "attempts": 0, "input_tokens": 0,
+                 "output_tokens": 0} for r in rows])
+            return
+        payload = orjson.dumps(rows)
+        async with self._write() as conn:
+            if self._json_inserts is None:
+                self._json_inserts = await _sqlite_has_json(conn)
+            # SQLite's JSON text functions stop at NUL: a (rare) chunk with an escaped NUL goes row by row.
+            if self._json_inserts and b"\\u0000" not in payload:
+                await conn.exec_driver_sql(_INSERT_ITEM_REFS_JSON, (batch_id, payload))
+            else:
+                await conn.exec_driver_sql(_INSERT_ITEM_REFS, [(batch_id, *r) for r in rows])
 
     async def lease_items(
         self, batch_id: str, owner: str, limit: int, lease_until: float, skip_models: Sequence[str] = ()

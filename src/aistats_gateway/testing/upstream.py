@@ -17,7 +17,8 @@ answer), "badjson" (200 with a body that is not JSON), "truncated" (200 with a c
 `--rpm` rejects requests beyond that many per minute with 429 (a rolling one-second window of
 rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_reset` clears them.
 `GET /_accepts` returns what was answered 2xx: {"per_second": {unix second: count}, "by_key": {key: count}}
-(the per-second accept log that multi-process tests hold against the limit).
+(the per-second accept log that multi-process tests hold against the limit). `GET /_bodies` returns the
+raw request body last received per key, as text ({key: body}), for tests of exactly what was sent.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Upstream:
         self._window: deque[float] = deque()
         self.accepted: dict[str, int] = defaultdict(int)
         self.per_second: dict[int, int] = defaultdict(int)
+        self.bodies: dict[str, str] = {}
 
     def _throttled(self) -> bool:
         if self.rpm <= 0:
@@ -69,6 +71,7 @@ class Upstream:
         fault = body.pop("x_fault", None) or {}
         key = str(fault.get("key") or hashlib.sha256(raw).hexdigest()[:16])
         self.ledger[key] += 1
+        self.bodies[key] = raw.decode("utf-8", "replace")
         attempt = self.ledger[key]
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -126,7 +129,11 @@ class Upstream:
         return web.json_response({"per_second": dict(self.per_second), "by_key": dict(self.accepted)},
                                  dumps=lambda v: orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode())
 
+    async def bodies_view(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.bodies, dumps=lambda v: orjson.dumps(v).decode())
+
     async def reset(self, _request: web.Request) -> web.Response:
+        self.bodies.clear()
         self.ledger.clear()
         self.stats.clear()
         self.accepted.clear()
@@ -139,6 +146,7 @@ class Upstream:
         app.router.add_get("/_ledger", self.ledger_view)
         app.router.add_get("/_stats", self.stats_view)
         app.router.add_get("/_accepts", self.accepts_view)
+        app.router.add_get("/_bodies", self.bodies_view)
         app.router.add_post("/_reset", self.reset)
         return app
 

@@ -2,7 +2,7 @@
 native jobs cut into parts (native_jobs.part, unique per batch/provider/model/part)
 
 Revision ID: 0008_retention
-Revises: 0006_native
+Revises: 0007_body_refs
 Create Date: 2026-11-29 12:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_retention"
-down_revision = "0006_native"
+down_revision = "0007_body_refs"
 branch_labels = None
 depends_on = None
 
