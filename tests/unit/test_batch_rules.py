@@ -10,6 +10,7 @@ from aistats_gateway.domain.batch import (
     RequestCounts,
     normalize_endpoint,
     parse_completion_window,
+    parse_expires_after,
     parse_metadata,
     parse_webhook,
 )
@@ -31,11 +32,19 @@ def test_windows(window: str | None, seconds: int) -> None:
     assert parse_completion_window(window) == seconds
 
 
-@pytest.mark.parametrize("window", ["0h", "169h", "1d", "abc", 24])
+@pytest.mark.parametrize("window", ["0h", "169h", "1d", "abc", 24, "١٢h", "²h", "1.5h", "-1h"])
 def test_bad_windows_name_the_field(window: object) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_completion_window(window)
     assert err.value.param == "completion_window"
+
+
+@pytest.mark.parametrize("seconds", ["٣٦٠٠", "3600²", "²", "abc", 3600.5, True, None])
+def test_expires_after_seconds_are_ascii_integers(seconds: object) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_expires_after({"anchor": "created_at", "seconds": seconds}, "expires_after")
+    assert err.value.param == "expires_after.seconds"
+    assert parse_expires_after({"anchor": "created_at", "seconds": " 3600"}, "expires_after") == 3600
 
 
 def test_metadata_rules() -> None:

@@ -109,7 +109,7 @@ def parse_endpoint(value: Any) -> str:
     return normalized
 
 
-_WINDOW = re.compile(r"^\s*(\d+)\s*([hm])\s*$")
+_WINDOW = re.compile(r"^\s*([0-9]+)\s*([hm])\s*$")  # ASCII digits: \d would take "١٢h" too
 MAX_WINDOW_SECONDS = 7 * 24 * 3600
 
 
@@ -163,8 +163,8 @@ def parse_expires_after(value: Any, param: str) -> int | None:
         raise InvalidRequest(f"'{param}.anchor' must be 'created_at' (the only anchor), got {value.get('anchor')!r}.",
                              code="invalid_value", param=f"{param}.anchor")
     seconds = value.get("seconds")
-    if isinstance(seconds, str) and seconds.strip().isdigit():
-        seconds = int(seconds)
+    if isinstance(seconds, str) and seconds.strip().isascii() and seconds.strip().isdigit():
+        seconds = int(seconds)  # ASCII only: str.isdigit() is true for "٣٦٠٠" and "²" too
     if not isinstance(seconds, int) or isinstance(seconds, bool):
         raise InvalidRequest(f"'{param}.seconds' must be an integer number of seconds, got {seconds!r}.",
                              code="invalid_type", param=f"{param}.seconds")
