@@ -10,6 +10,7 @@ from aistats_gateway.domain.batch import (
     RequestCounts,
     normalize_endpoint,
     parse_completion_window,
+    parse_endpoint,
     parse_expires_after,
     parse_metadata,
     parse_webhook,
@@ -25,6 +26,15 @@ def test_endpoint_spellings(spelling: str) -> None:
 
 def test_unknown_endpoint() -> None:
     assert normalize_endpoint("/v1/images/generations") is None
+
+
+@pytest.mark.parametrize(("value", "code"), [(None, "missing_required_parameter"), ("  ", "missing_required_parameter"),
+                                             (1, "invalid_type"), (["/v1/responses"], "invalid_type"),
+                                             ("/v1/nope", "invalid_endpoint")])
+def test_bad_endpoints_say_what_is_wrong(value: object, code: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_endpoint(value)
+    assert (err.value.code, err.value.param) == (code, "endpoint")
 
 
 @pytest.mark.parametrize(("window", "seconds"), [(None, 86400), ("24h", 86400), ("90m", 5400), ("168h", 604800)])

@@ -128,9 +128,12 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
 def json_upload_content(body: dict[str, Any]) -> bytes:
     """The bytes of a JSON upload's `file`: raw text, or a `data:<type>;base64,<payload>` URL."""
     value = body.get("file")
-    if not isinstance(value, str):
+    if value is None:
         raise InvalidRequest("Missing required parameter 'file': give the JSONL text or a data: URL.",
                              code="missing_required_parameter", param="file")
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'file' must be a string (the JSONL text or a data: URL), got {type(value).__name__}.",
+                             code="invalid_type", param="file")
     if value.startswith("data:"):
         header, sep, payload = value.partition(",")
         if not sep:

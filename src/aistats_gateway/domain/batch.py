@@ -92,7 +92,13 @@ def normalize_endpoint(value: str) -> str | None:
 
 
 def parse_endpoint(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(
+            f"'endpoint' must be a string, got {type(value).__name__}. Use one of: " + ", ".join(ENDPOINTS) + ".",
+            code="invalid_type",
+            param="endpoint",
+        )
+    if value is None or not value.strip():
         raise InvalidRequest(
             "Missing required parameter 'endpoint'. Use one of: " + ", ".join(ENDPOINTS) + ".",
             code="missing_required_parameter",

@@ -91,7 +91,10 @@ class BatchService:
                 return await self._dry_run(workspace_id, endpoint, prefs, _once(data))
             input_file_id = (await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
                                                                 purpose="batch")).id
-        elif not isinstance(input_file_id, str) or not input_file_id:
+        elif input_file_id is not None and not isinstance(input_file_id, str):
+            raise InvalidRequest(f"'input_file_id' must be a file id string, got {type(input_file_id).__name__}.",
+                                 code="invalid_type", param="input_file_id")
+        elif not input_file_id:
             raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
                                  code="missing_required_parameter", param="input_file_id")
         file = await self.files.get(workspace_id, input_file_id, param="input_file_id")

@@ -20,7 +20,10 @@ from aistats_gateway.storage.store import Store
 UPLOAD_PURPOSES = ("batch", "fine-tune", "assistants", "vision", "user_data", "evals")
 
 
-def check_purpose(purpose: str | None) -> str:
+def check_purpose(purpose: object) -> str:
+    if purpose is not None and not isinstance(purpose, str):
+        raise InvalidRequest(f"'purpose' must be a string such as \"batch\", got {type(purpose).__name__}.",
+                             code="invalid_type", param="purpose")
     if not purpose:
         raise InvalidRequest("Missing required parameter 'purpose' (use \"batch\" for batch input files).",
                              code="missing_required_parameter", param="purpose")
