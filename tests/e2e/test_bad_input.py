@@ -1,0 +1,521 @@
+"""Malformed input at every route of a real gateway process: nothing a client sends may answer 5xx, hang, crash
+the ingest or leave half-created work behind, and every rejection is the error envelope with a message (and the
+`param` at fault where one field is).
+
+Hand-written cases per route, then a seeded generator (`Fuzz`, no third-party library) throwing a few hundred
+random malformed bodies, query strings, ids and input lines at each. After each test the gateway must still be
+healthy, have logged no internal error, and hold exactly the batches and files the accepted requests created
+(each test runs in its own workspace, so the list endpoints show only its objects). A PostgreSQL gateway gets
+the inputs SQLite is lenient about (NUL characters, out-of-range integers); it skips without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.backends import PG_SKIP, pg_available, pg_database
+from tests.harness import Gateway, chat_line, jsonl
+
+SEED = 20261129
+TERMINAL = ("completed", "failed", "cancelled", "expired")
+# mock/echo gets prices so estimates and credit holds are exercised with real (and absurd) numbers.
+CONFIG = """
+[[prices]]
+provider = "mock"
+model = "mock/echo"
+default_max_output_tokens = 4096
+[prices.plans.standard]
+input_text_tokens = "3"
+output_text_tokens = "7"
+requests = "0"
+"""
+VALID_LINE = chat_line("ok", "hi")
+
+
+# ------------------------------------------------------------------------------------------------ the gateways
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gateway = Gateway(tmp_path_factory.mktemp("bad_input") / "data", config=CONFIG)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    if not pg_available():
+        pytest.skip(PG_SKIP)
+    with pg_database() as url:
+        gateway = Gateway(tmp_path_factory.mktemp("bad_input_pg") / "data", config=CONFIG,
+                          env={"AISTATS_DATABASE_URL": url})
+        yield gateway
+        gateway.stop()
+
+
+_workspaces = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def api(gw: Gateway, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """A client of a fresh workspace (its lists hold only what this test created), checked after the test."""
+    yield from _checked_client(gw, request)
+
+
+@pytest.fixture
+def pg_api(pg_gw: Gateway, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    yield from _checked_client(pg_gw, request)
+
+
+def _checked_client(gateway: Gateway, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    key = gateway.new_key(f"fuzz-{next(_workspaces)}-{request.node.name[:40]}")
+    log_start = gateway.log.stat().st_size if gateway.log.exists() else 0
+    with gateway.client(key) as client:
+        client.headers["x-test"] = request.node.name[:60]
+        yield client
+        assert client.get("/health").json()["status"] == "ok"
+    errors = internal_errors(gateway.log, log_start)
+    assert not errors, "the gateway logged internal errors:\n" + "\n\n".join(errors)
+
+
+def internal_errors(log: Path, start: int) -> list[str]:
+    """Error records the gateway logged since `start` (JSON log lines): unhandled exceptions, failed jobs."""
+    out: list[str] = []
+    with log.open("rb") as fh:
+        fh.seek(start)
+        for raw in fh:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+                out.append(f"{record.get('message')}\n{str(record.get('exception', ''))[-1500:]}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ assertions
+
+
+def envelope(resp: httpx.Response) -> dict[str, Any]:
+    """The error object of a rejection, after checking the envelope of API.md."""
+    where = f"{resp.request.method} {str(resp.request.url)[:200]} -> {resp.status_code}: {resp.text[:400]}"
+    assert 400 <= resp.status_code < 500, where
+    body = resp.json()
+    error = body["error"]
+    assert isinstance(error["message"], str) and error["message"].strip(), where
+    assert error["type"] and error["code"], where
+    assert "param" in error, where
+    assert body["status_code"] == resp.status_code and str(body["request_id"]).startswith("G-"), where
+    return dict(error)
+
+
+def rejected(resp: httpx.Response, status: int | None = None, param: Any = ..., code: str | None = None
+             ) -> dict[str, Any]:
+    error = envelope(resp)
+    where = f"{resp.request.method} {str(resp.request.url)[:200]}: {resp.text[:400]}"
+    if status is not None:
+        assert resp.status_code == status, where
+    if param is not ...:
+        assert error["param"] == param, where
+    if code is not None:
+        assert error["code"] == code, where
+    return error
+
+
+def answered(resp: httpx.Response) -> None:
+    """Any answer but a 5xx; a 4xx must be the envelope."""
+    assert resp.status_code < 500, f"{resp.request.method} {str(resp.request.url)[:200]} -> {resp.status_code}: " \
+                                   f"{resp.text[:400]}"
+    if resp.status_code >= 400:
+        envelope(resp)
+
+
+def ids_of(api: httpx.Client, path: str) -> set[str]:
+    found: set[str] = set()
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 100}
+        if after:
+            params["after"] = after
+        page = api.get(path, params=params).json()
+        found |= {item["id"] for item in page["data"]}
+        if not page["has_more"]:
+            return found
+        after = page["last_id"]
+
+
+def inventory(api: httpx.Client) -> tuple[set[str], set[str]]:
+    return ids_of(api, "/batches"), ids_of(api, "/files")
+
+
+def upload(api: httpx.Client, data: bytes, name: str = "in.jsonl") -> str:
+    resp = api.post("/files", files={"file": (name, data, "application/jsonl")}, data={"purpose": "batch"})
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["id"])
+
+
+def wait_terminal(api: httpx.Client, batch_ids: list[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every batch reaches a terminal status (an ingest that crashed would keep one `validating` forever)."""
+    deadline = time.monotonic() + timeout
+    done: dict[str, dict[str, Any]] = {}
+    while True:
+        for batch_id in batch_ids:
+            if batch_id not in done:
+                batch = api.get(f"/batches/{batch_id}").json()
+                if batch["status"] in TERMINAL:
+                    done[batch_id] = batch
+        if len(done) == len(batch_ids):
+            return done
+        stuck = {b: api.get(f"/batches/{b}").json()["status"] for b in batch_ids if b not in done}
+        assert time.monotonic() < deadline, f"batches not terminal after {timeout}s: {stuck}"
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------------------ the generator
+
+
+class Fuzz:
+    """Seeded random malformed values: JSON of every type and shape, nasty strings, byte-level mutations."""
+
+    STRINGS = ("", " ", "\t\n", "x", "null", "true", "0", "-1", "1e999", "NaN", "24h", "0h", "-1h", "1.5h",
+               "999999h", "batch", "/v1/chat/completions", "chat/completions", "mock/echo", "../../etc/passwd",
+               "a/b\\c", "é€😀", "\u202e", "\x00", "a\x00b", "\x7f", "\r\n", "%00", "%2F", "' OR 1=1 --",
+               "https://[::1/", "https://a..b/", "http://10.0.0.1/", "ftp://x", "data:,x", "٣٦٠٠", "²")
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def string(self) -> str:
+        r = self.rng.random()
+        if r < 0.6:
+            return self.rng.choice(self.STRINGS)
+        if r < 0.8:
+            return "".join(chr(self.rng.choice((self.rng.randint(0x20, 0x7e), self.rng.randint(0x80, 0x2fff),
+                                                self.rng.randint(0x1f300, 0x1f5ff), self.rng.randint(0, 0x1f))))
+                           for _ in range(self.rng.randint(1, 12)))
+        return self.rng.choice("ab/%é\x00") * self.rng.choice((65, 257, 513, 3000, 70_000))
+
+    def number(self) -> Any:
+        return self.rng.choice((0, 1, -1, 2, 16, 17, 100, 3600, 2**31, 2**53 + 1, 2**62, 2**63 - 1, 2**63, -2**63,
+                                2**64 + 1, 10**30, 0.5, -0.0, 1.5, 1e308, 3600.0))
+
+    def value(self, depth: int = 0) -> Any:
+        r = self.rng.random()
+        if depth > 3 or r < 0.35:
+            return self.rng.choice((None, True, False, self.number(), self.string()))
+        if r < 0.55:
+            return self.string()
+        if r < 0.7:
+            return self.number()
+        if r < 0.85:
+            return [self.value(depth + 1) for _ in range(self.rng.randint(0, 4))]
+        return {self.string(): self.value(depth + 1) for _ in range(self.rng.randint(0, 4))}
+
+    def mutate(self, data: bytes) -> bytes:
+        """A byte-level corruption: truncation, a flipped or inserted byte, a duplicated or dropped slice."""
+        if not data:
+            return bytes([self.rng.randint(0, 255)])
+        i = self.rng.randrange(len(data))
+        j = min(len(data), i + self.rng.randint(1, 40))
+        kind = self.rng.randrange(6)
+        if kind == 0:
+            return data[:i]
+        if kind == 1:
+            return data[:i] + bytes([self.rng.randint(0, 255)]) + data[i + 1:]
+        if kind == 2:
+            junk = self.rng.choice((b"\x00", b"\xff", b"\r", b"\n", b'"', b"{", b"]", b"\\", b","))
+            return data[:i] + junk + data[i:]
+        if kind == 3:
+            return data[:j] + data[i:]
+        if kind == 4:
+            return data[:i] + data[j:]
+        return data[:i] + data[i:j].upper() + data[j:]
+
+
+# ------------------------------------------------------------------------------------------------ auth
+
+
+AUTH_ROUTES = [
+    ("GET", "/models"), ("GET", "/files"), ("POST", "/files"), ("GET", "/files/file-x"),
+    ("GET", "/files/file-x/content"), ("DELETE", "/files/file-x"), ("GET", "/batches"), ("POST", "/batches"),
+    ("GET", "/batches/batch_x"), ("GET", "/batches/batch_x/results"), ("GET", "/batches/batch_x/requests"),
+    ("POST", "/batches/batch_x/cancel"), ("GET", "/generations/G-x"), ("GET", "/credits"), ("GET", "/usage"),
+]
+BAD_AUTH: list[bytes | None] = [
+    None, b"", b"Bearer", b"bearer", b"Basic dXNlcjpwYXNz", b"Token sk-test-default", b"Bearer sk-nope",
+    b"Bearer " + b"k" * 20_000, "Bearer clé-€".encode(), "Bearer clé".encode("latin-1"), b"Bearer \xff\xfe",
+    b"Bearer a b", b"BearerX sk", b"Bearer\tsk",
+]
+
+
+def test_every_route_refuses_bad_credentials_with_401(gw: Gateway, api: httpx.Client) -> None:
+    with httpx.Client(base_url=gw.base_url, timeout=30) as anon:
+        for method, path in AUTH_ROUTES:
+            for header in BAD_AUTH:
+                headers = {} if header is None else {"Authorization": header}
+                resp = anon.request(method, path, headers=headers, content=b"{garbage")
+                error = rejected(resp, 401)
+                assert error["code"] in ("missing_api_key", "invalid_api_key"), resp.text
+    assert inventory(api) == (set(), set())
+
+
+# ------------------------------------------------------------------------------------------------ ids in paths
+
+
+ID_ROUTES = [
+    ("GET", "/batches/{}"), ("POST", "/batches/{}/cancel"), ("GET", "/batches/{}/results"),
+    ("GET", "/batches/{}/requests"), ("GET", "/files/{}"), ("GET", "/files/{}/content"), ("DELETE", "/files/{}"),
+    ("GET", "/generations/{}"),
+]
+BAD_IDS = [
+    "nope", "batch_00000000000000000000000000", "file-00000000000000000000000000", "😀", "%F0%9F%98%80",
+    "%FF%FE", "..%2F..%2Fetc%2Fpasswd", "a%2Fb", "%2e%2e", "%20", "x" * 8000, "'%20OR%201%3D1%20--",
+    "file-x%0D%0AX-Injected:%201", "%ED%A0%80", "a%00b", "%00",
+]
+
+
+def test_bad_ids_answer_404_on_every_route(api: httpx.Client) -> None:
+    for method, template in ID_ROUTES:
+        for bad in BAD_IDS:
+            resp = api.request(method, template.format(bad))
+            error = envelope(resp)
+            assert resp.status_code in (400, 404), resp.text
+            if resp.status_code == 404 and error["code"] != "route_not_found":
+                assert error["param"] in ("batch_id", "file_id", "request_id"), resp.text
+            assert "\r" not in resp.headers.get("x-injected", "")
+    assert inventory(api) == (set(), set())
+
+
+# ------------------------------------------------------------------------------------------------ query strings
+
+
+def test_query_parameters_out_of_range_or_of_the_wrong_type(api: httpx.Client) -> None:
+    batch = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [VALID_LINE]}).json()
+    wait_terminal(api, [batch["id"]])
+    bid = batch["id"]
+    refused: list[tuple[str, dict[str, str], str]] = [
+        ("/batches", {"limit": "-1"}, "limit"), ("/batches", {"limit": "0"}, "limit"),
+        ("/batches", {"limit": "101"}, "limit"), ("/batches", {"limit": "abc"}, "limit"),
+        ("/batches", {"limit": "1.5"}, "limit"), ("/batches", {"limit": "9" * 40}, "limit"),
+        ("/batches", {"limit": ""}, "limit"), ("/batches", {"status": "bogus"}, "status"),
+        ("/batches", {"status": ""}, "status"), ("/batches", {"status": "COMPLETED"}, "status"),
+        ("/files", {"limit": "0"}, "limit"), ("/files", {"limit": "10001"}, "limit"),
+        ("/files", {"order": "sideways"}, "order"), ("/files", {"limit": "x"}, "limit"),
+        (f"/batches/{bid}/requests", {"limit": "0"}, "limit"), (f"/batches/{bid}/requests", {"limit": "1001"}, "limit"),
+        (f"/batches/{bid}/requests", {"offset": "-1"}, "offset"),
+        (f"/batches/{bid}/requests", {"offset": "x"}, "offset"),
+        (f"/batches/{bid}/requests", {"status": "bogus"}, "status"),
+        (f"/batches/{bid}/requests", {"status": ""}, "status"),
+        (f"/batches/{bid}/results", {"after": "no-such-line"}, "after"),
+        (f"/batches/{bid}/results", {"follow": "maybe"}, "follow"),
+        ("/usage", {"days": "0"}, "days"), ("/usage", {"days": "367"}, "days"), ("/usage", {"days": "-5"}, "days"),
+        ("/usage", {"days": "abc"}, "days"), ("/usage", {"days": "9" * 30}, "days"),
+        ("/usage", {"tz_offset_minutes": "841"}, "tz_offset_minutes"),
+        ("/usage", {"tz_offset_minutes": "-99999999999999"}, "tz_offset_minutes"),
+        ("/usage", {"tz_offset_minutes": "1.5"}, "tz_offset_minutes"),
+    ]
+    for path, params, param in refused:
+        rejected(api.get(path, params=params), 400, param=param)
+    # Odd but harmless: answered normally (an unknown cursor is an empty page, as on OpenAI).
+    for path, params in [("/batches", {"after": "garbage"}), ("/batches", {"after": "é😀" * 100}),
+                         ("/batches", {"session_id": "x" * 5000}), ("/files", {"purpose": "nope"}),
+                         ("/files", {"after": "zzz"}), ("/usage", {"session_id": "é" * 300}),
+                         (f"/batches/{bid}/results", {"after": ""}), (f"/batches/{bid}/requests", {"status": "404"}),
+                         ("/batches", {"unknown": "1"})]:
+        resp = api.get(path, params=params)
+        assert resp.status_code == 200, resp.text
+    assert inventory(api)[0] == {bid}
+
+
+# ------------------------------------------------------------------------------------------------ POST /v1/batches
+
+
+def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
+    """(body, the param the 400 must name). Each body is otherwise valid."""
+    base: dict[str, Any] = {"endpoint": "/v1/chat/completions", "input_file_id": file_id}
+
+    def with_(**fields: Any) -> dict[str, Any]:
+        body = dict(base)
+        for key, value in fields.items():
+            if value is ...:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        return body
+
+    cases: list[tuple[dict[str, Any], str | None]] = []
+    for endpoint in [None, 1, True, [], {}, "", " ", "/v1/nope", "/v1/../v1/chat/completions", "/v1/v1/responses",
+                     "\x00", "x" * 10_000, "/v1/chat/completions?x=1"]:
+        cases.append((with_(endpoint=endpoint), "endpoint"))
+    cases.append((with_(endpoint=...), "endpoint"))
+    for window in ["0h", "-1h", "999999h", "1.5h", "", " ", "24H", "24", "h", "24hh", "24 h x", "1s", "0m", "10081m",
+                   "169h", "9" * 30 + "h", "١٢h", "²h", 24, 24.0, True, [], {}]:
+        cases.append((with_(completion_window=window), "completion_window"))
+    for metadata in [[], "x", 1, True, {"a": 1}, {"a": None}, {"a": {"b": "c"}}, {"a": ["b"]},
+                     {str(i): "v" for i in range(17)}, {"k" * 65: "v"}]:
+        cases.append((with_(metadata=metadata), None))
+    cases.append((with_(metadata={"k": "v" * 513}), "metadata.k"))
+    for session in [1, True, [], {}, "", "   ", "x" * 257]:
+        cases.append((with_(session_id=session), "session_id"))
+    for webhook, param in [
+        ("https://example.com", "webhook"), ([], "webhook"), (1, "webhook"), ({}, "webhook.url"),
+        ({"url": 1}, "webhook.url"), ({"url": ""}, "webhook.url"), ({"url": "ftp://example.com/h"}, "webhook.url"),
+        ({"url": "http://example.com/h"}, "webhook.url"), ({"url": "https://10.0.0.1/h"}, "webhook.url"),
+        ({"url": "https://169.254.169.254/latest"}, "webhook.url"),
+        ({"url": "https://[::ffff:10.0.0.1]/"}, "webhook.url"),
+        ({"url": "https://0x7f000001/"}, "webhook.url"), ({"url": "https://printer.local/"}, "webhook.url"),
+        ({"url": "https://[::1/"}, "webhook.url"), ({"url": "https://[zz]/"}, "webhook.url"),
+        ({"url": "https://exa\x00mple.com/"}, "webhook.url"), ({"url": "https://a..b/"}, "webhook.url"),
+        ({"url": "https://exa mple.com/"}, "webhook.url"), ({"url": "https://" + "a" * 70 + ".com/"}, "webhook.url"),
+        ({"url": "https://example.com/" + "a" * 100_000}, "webhook.url"),
+        ({"url": "javascript:alert(1)"}, "webhook.url"),
+        ({"url": "https:///path"}, "webhook.url"), ({"url": "https://u:p@example.com/"}, "webhook.url"),
+        ({"url": "https://example.com:99999/"}, "webhook.url"), ({"url": "https://example.com:x/"}, "webhook.url"),
+        ({"url": "https://example.com/", "events": "batch.completed"}, "webhook.events"),
+        ({"url": "https://example.com/", "events": []}, "webhook.events"),
+        ({"url": "https://example.com/", "events": ["nope"]}, "webhook.events"),
+        ({"url": "https://example.com/", "events": [1]}, "webhook.events"),
+        ({"url": "https://example.com/", "secret": 1}, "webhook.secret"),
+        ({"url": "https://example.com/", "secret": ""}, "webhook.secret"),
+        ({"url": "https://example.com/", "secret": " padded"}, "webhook.secret"),
+        ({"url": "https://example.com/", "extra": 1}, "webhook.extra"),
+    ]:
+        cases.append((with_(webhook=webhook), param))
+    for provider, param in [
+        (1, "provider"), ([], "provider"), (True, "provider"), ({"order": "mock"}, "provider.order"),
+        ({"order": [1]}, "provider.order"), ({"only": [None]}, "provider.only"), ({"ignore": {}}, "provider.ignore"),
+        ({"sort": "bogus"}, "provider.sort"), ({"sort": 1}, "provider.sort"), ({"sort": ["price"]}, "provider.sort"),
+        ({"allow_fallbacks": "yes"}, "provider.allow_fallbacks"), ({"allow_fallbacks": 1}, "provider.allow_fallbacks"),
+        ({"nope": 1}, "provider.nope"),
+    ]:
+        cases.append((with_(provider=provider), param))
+    for execution in [1, None, "", "NATIVE", "native", "batch", [], {}]:
+        cases.append((with_(execution=execution), "execution"))
+    for dry_run in ["true", 1, 0, None, [], {}]:
+        cases.append((with_(dry_run=dry_run), "dry_run"))
+    for policy, param in [
+        (1, "output_expires_after"), ("3600", "output_expires_after"), ([], "output_expires_after"),
+        ({}, "output_expires_after.anchor"), ({"anchor": "x", "seconds": 3600}, "output_expires_after.anchor"),
+        ({"anchor": "created_at"}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "abc"}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 1}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 2**70}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 3600.5}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": True}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "٣٦٠٠"}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 3600, "x": 1}, "output_expires_after.x"),
+    ]:
+        cases.append((with_(output_expires_after=policy), param))
+    for input_file_id in [1, True, [], {}, ""]:
+        cases.append((with_(input_file_id=input_file_id), "input_file_id"))
+    cases.append((with_(input_file_id=...), "input_file_id"))
+    for missing in ["file-nope", "file-" + "0" * 26, "é😀", "x" * 5000, "../files/x"]:
+        cases.append((with_(input_file_id=missing), "input_file_id"))
+    for requests in ["x", {}, 1, True]:
+        cases.append((with_(input_file_id=..., requests=requests), "requests"))
+    cases.append((with_(requests=[VALID_LINE]), "requests"))  # both input sources
+    cases.append((with_(unknown_field=1), "unknown_field"))
+    cases.append((with_(**{"": 1}), ""))
+    return cases
+
+
+def test_create_batch_refuses_every_bad_field_and_creates_nothing(api: httpx.Client) -> None:
+    file_id = upload(api, jsonl([VALID_LINE]))
+    before = inventory(api)
+    for body, param in create_cases(file_id):
+        resp = api.post("/batches", json=body)
+        if param is None:
+            rejected(resp, 400)
+        else:
+            rejected(resp, status=404 if resp.status_code == 404 else 400, param=param)
+    assert inventory(api) == before
+
+
+def test_create_batch_refuses_bodies_that_are_not_a_json_object(api: httpx.Client) -> None:
+    bodies: list[tuple[bytes, str | None]] = [
+        (b"", "application/json"), (b" \n", "application/json"), (b"{", "application/json"),
+        (b"[]", "application/json"), (b"null", "application/json"), (b'"x"', "application/json"),
+        (b"1e999", "application/json"), (b"NaN", "application/json"), (b'{"endpoint": NaN}', "application/json"),
+        (b'{"endpoint": "\xff"}', "application/json"), (b'{"endpoint": "\\ud800"}', "application/json"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"), (b'{"a":' * 5000 + b"1" + b"}" * 5000, None),
+        (b"\xef\xbb\xbf{}", "application/json"), (b"\x00", "application/json"),
+        (b"endpoint=x", "application/x-www-form-urlencoded"),
+        (b"--xx\r\n\r\n", "multipart/form-data; boundary=xx"), (b"{}", "text/plain"), (b"{}", None),
+        (b'{"endpoint": "/v1/chat/completions"} trailing', "application/json"),
+        (b'{"endpoint": "/v1/chat/completions"}{"endpoint": "x"}', "application/json"),
+    ]
+    before = inventory(api)
+    for raw, content_type in bodies:
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = api.post("/batches", content=raw, headers=headers)
+        rejected(resp, 400)
+    assert inventory(api) == before
+
+
+def test_inline_requests_that_fail_validation_run_to_failed_with_line_numbers(api: httpx.Client) -> None:
+    """Inline rows are a file like any other: bad rows fail the batch (line numbers and codes), no 500."""
+    rows: list[Any] = [1, "x", None, [], {}, {"custom_id": 1}, {"custom_id": "a", "body": "x"},
+                       {"custom_id": "b", "method": "GET", "url": "/v1/chat/completions",
+                        "body": {"model": "mock/echo"}}]
+    dry = api.post("/batches", json={"endpoint": "chat/completions", "requests": rows, "dry_run": True})
+    assert dry.status_code == 200 and dry.json()["valid"] is False
+    assert [e["line"] for e in dry.json()["errors"]["data"]][:5] == [1, 2, 3, 4, 5]
+    batch = api.post("/batches", json={"endpoint": "chat/completions", "requests": rows}).json()
+    failed = wait_terminal(api, [batch["id"]])[batch["id"]]
+    assert failed["status"] == "failed"
+    errors = failed["errors"]["data"]
+    assert {e["line"] for e in errors} == set(range(1, 9))
+    assert all(e["code"] and e["message"] for e in errors)
+    assert rejected(api.post("/batches", json={"endpoint": "chat/completions", "requests": [VALID_LINE] * 50_001}),
+                    400, param="requests")["code"] == "too_many_tasks"
+    assert inventory(api)[0] == {batch["id"]}
+
+
+CREATE_FIELDS = ("endpoint", "input_file_id", "requests", "completion_window", "metadata", "session_id", "webhook",
+                 "provider", "execution", "dry_run", "output_expires_after")
+
+
+def test_fuzz_create_batch(api: httpx.Client) -> None:
+    """A few hundred random corruptions of valid create bodies: each is refused with the envelope, or accepted
+    and then runs to a terminal status; the workspace ends up holding exactly what was accepted."""
+    fuzz = Fuzz(SEED)
+    file_id = upload(api, jsonl([VALID_LINE, chat_line("ok2", "there")]))
+    created: list[str] = []
+    inline_files: set[str] = set()
+    for _ in range(300):
+        body: dict[str, Any] = {"endpoint": "/v1/chat/completions", "completion_window": "1h"}
+        if fuzz.rng.random() < 0.5:
+            body["input_file_id"] = file_id
+        else:
+            body["requests"] = [VALID_LINE] if fuzz.rng.random() < 0.5 else [fuzz.value() for _ in range(3)]
+        for _ in range(fuzz.rng.randint(1, 3)):
+            roll = fuzz.rng.random()
+            if roll < 0.6:
+                body[fuzz.rng.choice(CREATE_FIELDS)] = fuzz.value()
+            elif roll < 0.75:
+                body.pop(fuzz.rng.choice(CREATE_FIELDS), None)
+            elif roll < 0.85:
+                body[fuzz.string()] = fuzz.value()
+            else:
+                body["webhook"] = {"url": fuzz.rng.choice((fuzz.string(), "https://example.com/h")),
+                                   fuzz.rng.choice(("events", "secret", "url", "x")): fuzz.value()}
+        raw = json.dumps(body).encode()
+        if fuzz.rng.random() < 0.2:
+            raw = fuzz.mutate(raw)
+        resp = api.post("/batches", content=raw, headers={"Content-Type": "application/json"})
+        answered(resp)
+        if resp.status_code == 200 and resp.json().get("object") == "batch":
+            created.append(resp.json()["id"])
+            if resp.json()["input_file_id"] != file_id:
+                inline_files.add(resp.json()["input_file_id"])
+    results = {f for b in wait_terminal(api, created).values() for f in (b["output_file_id"], b["error_file_id"]) if f}
+    assert inventory(api) == (set(created), {file_id} | inline_files | results)
+
