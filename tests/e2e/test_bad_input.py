@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -312,6 +313,13 @@ def test_query_parameters_out_of_range_or_of_the_wrong_type(api: httpx.Client) -
         (f"/batches/{bid}/requests", {"limit": "0"}, "limit"), (f"/batches/{bid}/requests", {"limit": "1001"}, "limit"),
         (f"/batches/{bid}/requests", {"offset": "-1"}, "offset"),
         (f"/batches/{bid}/requests", {"offset": "x"}, "offset"),
+        (f"/batches/{bid}/requests", {"offset": str(2**63)}, "offset"),
+        (f"/batches/{bid}/requests", {"offset": "9" * 30}, "offset"),
+        (f"/batches/{bid}/requests", {"status": "9" * 30}, "status"),
+        (f"/batches/{bid}/requests", {"status": str(2**63)}, "status"),
+        (f"/batches/{bid}/requests", {"status": "²"}, "status"),
+        (f"/batches/{bid}/requests", {"status": "٤٠٤"}, "status"),
+        (f"/batches/{bid}/requests", {"status": "4040"}, "status"),
         (f"/batches/{bid}/requests", {"status": "bogus"}, "status"),
         (f"/batches/{bid}/requests", {"status": ""}, "status"),
         (f"/batches/{bid}/results", {"after": "no-such-line"}, "after"),
@@ -519,3 +527,25 @@ def test_fuzz_create_batch(api: httpx.Client) -> None:
     results = {f for b in wait_terminal(api, created).values() for f in (b["output_file_id"], b["error_file_id"]) if f}
     assert inventory(api) == (set(created), {file_id} | inline_files | results)
 
+
+
+def test_fuzz_query_strings_and_ids(api: httpx.Client) -> None:
+    fuzz = Fuzz(SEED + 1)
+    batch = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [VALID_LINE]}).json()
+    wait_terminal(api, [batch["id"]])
+    routes = [("/batches", ("after", "limit", "status", "session_id")),
+              ("/files", ("after", "limit", "purpose", "order")),
+              (f"/batches/{batch['id']}/requests", ("limit", "offset", "status")),
+              (f"/batches/{batch['id']}/results", ("after", "follow")),
+              ("/usage", ("days", "tz_offset_minutes", "session_id")), ("/credits", ("x",)), ("/models", ("x",))]
+    for _ in range(300):
+        path, names = fuzz.rng.choice(routes)
+        params = {fuzz.rng.choice(names): str(fuzz.rng.choice((fuzz.string(), fuzz.number())))[:2000]
+                  for _ in range(fuzz.rng.randint(1, 3))}
+        answered(api.get(path, params=params))
+    for _ in range(150):
+        method, template = fuzz.rng.choice(ID_ROUTES)
+        bad = fuzz.string()[:2000] if fuzz.rng.random() < 0.7 else fuzz.mutate(batch["id"].encode()).decode("latin-1")
+        resp = api.request(method, template.format(quote(bad, safe="%")))  # stray '%'s stay: bad escapes too
+        answered(resp)
+    assert inventory(api)[0] == {batch["id"]}

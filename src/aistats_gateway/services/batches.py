@@ -8,6 +8,7 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +35,7 @@ CREATE_FIELDS = {
     "requests", "output_expires_after", "dry_run", "execution",
 }
 EXECUTION_MODES = ("auto", "managed", "native")
+_HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
 DAY = 24 * 3600
 
 
@@ -209,9 +211,10 @@ class BatchService:
     ) -> tuple[builtins.list[dict[str, Any]], bool]:
         """The request log of a batch: one row per upstream attempt."""
         await self.get(workspace_id, batch_id)
-        if status is not None and status not in ("success", "error") and not status.isdigit():
-            raise InvalidRequest(f"Unknown status filter '{status}'; use success, error or an HTTP status code.",
-                                 code="invalid_status", param="status")
+        if status is not None and status not in ("success", "error") and not _HTTP_STATUS.fullmatch(status):
+            # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
+            raise InvalidRequest(f"Unknown status filter '{status}'; use success, error or an HTTP status code "
+                                 "(100-599).", code="invalid_status", param="status")
         return await self.store.request_logs(workspace_id, batch_id, limit=limit, offset=offset, status=status)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
