@@ -11,6 +11,7 @@ the inputs SQLite is lenient about (NUL characters, out-of-range integers); it s
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -549,3 +550,89 @@ def test_fuzz_query_strings_and_ids(api: httpx.Client) -> None:
         resp = api.request(method, template.format(quote(bad, safe="%")))  # stray '%'s stay: bad escapes too
         answered(resp)
     assert inventory(api)[0] == {batch["id"]}
+
+
+# ------------------------------------------------------------------------------------------------ POST /v1/files
+
+
+def multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"xyzzy", close: bool = True) -> bytes:
+    """A raw multipart body from (Content-Disposition parameters, content) pairs."""
+    out = b""
+    for disposition, content in parts:
+        out += b"--" + boundary + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n"
+        out += content + b"\r\n"
+    return out + (b"--" + boundary + b"--\r\n" if close else b"")
+
+
+PURPOSE = (b'name="purpose"', b"batch")
+
+
+def file_part(content: bytes, filename: bytes = b"in.jsonl") -> tuple[bytes, bytes]:
+    return b'name="file"; filename="' + filename + b'"', content
+
+
+def test_upload_refuses_malformed_multipart_and_stores_nothing(api: httpx.Client) -> None:
+    line = jsonl([VALID_LINE])
+    mp = "multipart/form-data; boundary=xyzzy"
+    cases: list[tuple[bytes, str, Any]] = [
+        (multipart([PURPOSE]), mp, "file"),                                            # no file part
+        (multipart([file_part(line)]), mp, "purpose"),                                 # no purpose
+        (multipart([(b'name="purpose"', b"nope"), file_part(line)]), mp, "purpose"),
+        (multipart([(b'name="purpose"', b""), file_part(line)]), mp, "purpose"),
+        (multipart([(b'name="purpose"', b"\xffbatch"), file_part(line)]), mp, "purpose"),
+        (multipart([PURPOSE, file_part(line), file_part(line)]), mp, "file"),         # two files
+        (multipart([PURPOSE, file_part(line)], close=False), mp, ...),                 # truncated: no closing line
+        (multipart([PURPOSE, file_part(line)])[:-20], mp, ...),                        # cut inside the file
+        (multipart([PURPOSE, file_part(line)])[:40], mp, ...),                         # cut inside the headers
+        (b"", mp, "file"), (b"--xyzzy--\r\n", mp, "file"), (b"hello", mp, ...),
+        (multipart([PURPOSE, file_part(line)]), "multipart/form-data", ...),           # no boundary
+        (multipart([PURPOSE, file_part(line)]), "multipart/form-data; boundary=", ...),
+        (multipart([PURPOSE, file_part(line)], boundary=b"b" * 300), "multipart/form-data; boundary=" + "b" * 300, ...),
+        (multipart([PURPOSE, file_part(line)]), "multipart/form-data; boundary=other", ...),
+        (multipart([(b'name="purpose"', b"b" * 100_000), file_part(line)]), mp, "purpose"),
+        (b"--xyzzy\r\n" + b"X-A: b\r\n" * 10_000 + b"\r\n\r\n--xyzzy--\r\n", mp, ...),
+        (b"--xyzzy\r\nContent-Disposition form-data\r\n\r\nx\r\n--xyzzy--\r\n", mp, ...),
+        (multipart([PURPOSE, (b'name="expires_after[seconds]"', b"abc"), file_part(line)]), mp,
+         "expires_after.anchor"),
+        (multipart([PURPOSE, (b'name="expires_after[anchor]"', b"created_at"),
+                    (b'name="expires_after[seconds]"', b"12"), file_part(line)]), mp, "expires_after.seconds"),
+        (multipart([PURPOSE, file_part(line)]), "text/plain", None),
+        (multipart([PURPOSE, file_part(line)]), "application/octet-stream", None),
+        (multipart([PURPOSE, file_part(line)]), "multipart/mixed; boundary=xyzzy", None),
+    ]
+    for body, content_type, param in cases:
+        resp = api.post("/files", content=body, headers={"Content-Type": content_type})
+        error = rejected(resp, param=param)
+        assert resp.status_code in (400, 413), error
+    assert inventory(api) == (set(), set())
+    # Content types are case-insensitive.
+    upper = api.post("/files", content=multipart([PURPOSE, file_part(line)]),
+                     headers={"Content-Type": "Multipart/Form-Data; boundary=xyzzy"})
+    assert upper.status_code == 200, upper.text
+    as_json = api.post("/files", content=json.dumps({"purpose": "batch", "file": line.decode()}),
+                       headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert as_json.status_code == 200, as_json.text
+
+
+def test_upload_refuses_malformed_json_form_and_stores_nothing(api: httpx.Client) -> None:
+    text = jsonl([VALID_LINE]).decode()
+    cases: list[tuple[Any, Any]] = [
+        ({"purpose": "batch"}, "file"), ({"file": text}, "purpose"), ({"purpose": "nope", "file": text}, "purpose"),
+        ({"purpose": 1, "file": text}, "purpose"), ({"purpose": ["batch"], "file": text}, "purpose"),
+        ({"purpose": "batch", "file": 1}, "file"), ({"purpose": "batch", "file": [text]}, "file"),
+        ({"purpose": "batch", "file": None}, "file"), ({"purpose": "batch", "file": {"text": text}}, "file"),
+        ({"purpose": "batch", "file": "data:application/jsonl;base64,@@@"}, "file"),
+        ({"purpose": "batch", "file": "data:application/jsonl;base64," + base64.b64encode(b"x").decode()[:-1]}, "file"),
+        ({"purpose": "batch", "file": "data:application/jsonl;base64"}, "file"),
+        ({"purpose": "batch", "file": text, "expires_after": 3600}, "expires_after"),
+        ({"purpose": "batch", "file": text, "expires_after": {"anchor": "created_at", "seconds": "x"}},
+         "expires_after.seconds"),
+        ({"purpose": "batch", "file": text, "expires_after": {"anchor": "created_at", "seconds": 10**40}},
+         "expires_after.seconds"),
+    ]
+    for body, param in cases:
+        rejected(api.post("/files", json=body), 400, param=param)
+    for raw in [b"", b"{", b"[]", b"null", b'{"purpose": "batch", "file": "\\ud800"}', b'{"file": NaN}', b"\xff"]:
+        rejected(api.post("/files", content=raw, headers={"Content-Type": "application/json"}), 400)
+    assert inventory(api) == (set(), set())
+

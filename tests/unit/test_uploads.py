@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
-from aistats_gateway.api.uploads import json_upload_content
+from aistats_gateway.api.uploads import json_upload_content, read_multipart
 from aistats_gateway.errors import InvalidRequest
 from aistats_gateway.services.files import check_purpose
 
@@ -27,3 +31,45 @@ def test_purpose_errors_say_what_is_wrong(purpose: object, code: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         check_purpose(purpose)
     assert (err.value.code, err.value.param) == (code, "purpose")
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def _read(body: bytes, content_type: str = "multipart/form-data; boundary=xyzzy") -> tuple[Any, bytes]:
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 7):  # small chunks: boundaries split across them
+            yield body[i:i + 7]
+
+    sink = _Sink()
+    form = asyncio.run(read_multipart(stream(), content_type, sink))  # type: ignore[arg-type]
+    return form, sink.data
+
+
+WHOLE = (b'--xyzzy\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+         b'--xyzzy\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+         b'{"x": 1}\n\r\n--xyzzy--\r\n')
+
+
+def test_a_whole_multipart_body_is_read() -> None:
+    form, data = _read(WHOLE)
+    assert (form.fields, form.filename, form.saw_file, data) == ({"purpose": "batch"}, "a.jsonl", True, b'{"x": 1}\n')
+
+
+@pytest.mark.parametrize("cut", [len(WHOLE) - 12, len(WHOLE) - 30, 60])
+def test_a_multipart_body_without_its_closing_boundary_is_refused(cut: int) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        _read(WHOLE[:cut])
+    assert err.value.code == "invalid_multipart" and "incomplete" in err.value.message
+
+
+def test_a_boundary_the_parser_cannot_take_is_a_400() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        _read(WHOLE, "multipart/form-data; boundary=" + "b" * 300)
+    assert err.value.code == "invalid_multipart"
+

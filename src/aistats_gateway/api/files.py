@@ -28,7 +28,8 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
             f"The upload is {int(length):,} bytes; the limit is {files.max_bytes:,} bytes.", code="file_too_large",
             param="file")
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-insensitive (RFC 9110)
+    if media_type == "multipart/form-data":
         file_id, key, writer = files.new_upload()
         try:
             form = await read_multipart(request.stream(), content_type, writer)
@@ -43,7 +44,7 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
         record = await files.finish_upload(workspace, file_id, key, writer,
                                            filename=form.filename or "upload.jsonl", purpose=purpose,
                                            expires_after=expires_after)
-    elif content_type.startswith("application/json") or not content_type:
+    elif media_type.startswith("application/json") or not media_type:
         body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
         purpose = check_purpose(body.get("purpose"))
         expires_after = rules.parse_expires_after(body.get("expires_after"), "expires_after")

@@ -49,7 +49,7 @@ async def read_multipart(
     pending: list[bytes] = []
     fields: dict[str, str] = {}
     state: dict[str, Any] = {"part": None, "header_field": b"", "header_value": b"", "filename": None,
-                             "saw_file": False}
+                             "saw_file": False, "ended": False}
 
     def on_part_begin() -> None:
         state["part"] = _Part()
@@ -93,12 +93,21 @@ async def read_multipart(
         if part.name and part.name != "file":
             fields[part.name] = part.value.decode("utf-8", "replace")
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    def on_end() -> None:  # called only when the closing boundary arrives
+        state["ended"] = True
+
+    try:
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+            "on_header_value": on_header_value, "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+            "on_end": on_end,
+        })
+    except ValueError as exc:  # e.g. a boundary over the 256 bytes the parser (and RFC 2046: 70) allows
+        raise InvalidRequest(f"Malformed multipart Content-Type: {exc}", code="invalid_multipart") from exc
+    received = 0
     async for chunk in stream:
+        received += len(chunk)
         try:
             parser.write(chunk)
         except (InvalidRequest, PayloadTooLarge):
@@ -109,6 +118,11 @@ async def read_multipart(
             await writer.write(data)
         pending.clear()
     parser.finalize()
+    if received and not state["ended"]:
+        # A body cut short (a client that stopped mid-upload, a proxy limit) must not be stored as if whole.
+        raise InvalidRequest("The multipart body ended before its closing boundary ('--<boundary>--'): the upload "
+                             "is incomplete; send it again.", code="invalid_multipart",
+                             param="file" if state["saw_file"] else None)
     return MultipartUpload(fields, state["filename"], state["saw_file"])
 
 
