@@ -636,3 +636,35 @@ def test_upload_refuses_malformed_json_form_and_stores_nothing(api: httpx.Client
         rejected(api.post("/files", content=raw, headers={"Content-Type": "application/json"}), 400)
     assert inventory(api) == (set(), set())
 
+
+
+ODD_NAMES = ["../../etc/passwd", "a/b\\c.jsonl", "é€😀.jsonl", "x" * 2000 + ".jsonl", 'quote"d.jsonl',
+             "semi;colon=1.jsonl", "tab\tname.jsonl", "new\r\nline: x.jsonl", "nul\x00.jsonl", "\u202eldnoj.exe",
+             " ", ".", "..", "%2e%2e", "\U0001f600" * 300]
+
+
+def test_odd_filenames_are_stored_and_downloadable(api: httpx.Client) -> None:
+    """Whatever the name, the upload is kept and its content downloads with a well-formed Content-Disposition."""
+    data = jsonl([VALID_LINE])
+    stored: list[tuple[str, str]] = []
+    for name in ODD_NAMES:
+        resp = api.post("/files", json={"purpose": "batch", "file": data.decode(), "filename": name})
+        if resp.status_code != 200:
+            rejected(resp, 400, param="filename")
+            continue
+        stored.append((resp.json()["id"], resp.json()["filename"]))
+    raw_names = [b"caf\xe9.jsonl", b"\xff\xfe.jsonl", "日本語.jsonl".encode(), b"a\\\"b.jsonl"]
+    for raw_name in raw_names:  # multipart filenames as raw bytes (latin-1, invalid UTF-8, UTF-8)
+        resp = api.post("/files", content=multipart([PURPOSE, file_part(data, raw_name)]),
+                        headers={"Content-Type": "multipart/form-data; boundary=xyzzy"})
+        assert resp.status_code == 200, resp.text
+        stored.append((resp.json()["id"], resp.json()["filename"]))
+    assert len(stored) >= len(raw_names) + len(ODD_NAMES) - 2
+    for file_id, _name in stored:
+        content = api.get(f"/files/{file_id}/content")
+        assert content.status_code == 200 and content.content == data, content.text
+        disposition = content.headers["content-disposition"]
+        assert disposition.isascii() and "\r" not in disposition and "\n" not in disposition, disposition
+        assert disposition.startswith("attachment; filename=\""), disposition
+        listed = api.get(f"/files/{file_id}").json()
+        assert listed["id"] == file_id and listed["bytes"] == len(data)

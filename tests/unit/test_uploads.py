@@ -73,3 +73,18 @@ def test_a_boundary_the_parser_cannot_take_is_a_400() -> None:
         _read(WHOLE, "multipart/form-data; boundary=" + "b" * 300)
     assert err.value.code == "invalid_multipart"
 
+
+
+@pytest.mark.parametrize(("name", "fallback"), [("a.jsonl", "a.jsonl"), ("é€😀.jsonl", "___.jsonl"), ('a"b', "a_b"),
+                                                ("a\\b", "a_b"), ("x\r\nSet-Cookie: y", "x__Set-Cookie: y"),
+                                                ("nul\x00", "nul_")])
+def test_content_disposition_is_a_valid_latin1_header_keeping_the_exact_name(name: str, fallback: str) -> None:
+    from urllib.parse import unquote
+
+    from aistats_gateway.api.files import content_disposition
+
+    header = content_disposition(name)
+    header.encode("latin-1")  # what Starlette does with it: a UnicodeEncodeError was a 500
+    assert "\r" not in header and "\n" not in header and header.startswith(f'attachment; filename="{fallback}"')
+    if name != fallback:
+        assert unquote(header.split("filename*=UTF-8''", 1)[1]) == name

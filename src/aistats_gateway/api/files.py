@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -94,9 +95,20 @@ async def file_content(request: Request, workspace: Workspace, file_id: str) -> 
     media = "application/jsonl" if record.filename.endswith((".jsonl", ".ndjson")) else "application/octet-stream"
     headers: dict[str, Any] = {
         "content-length": str(record.bytes),
-        "content-disposition": f'attachment; filename="{record.filename}"',
+        "content-disposition": content_disposition(record.filename),
     }
     return StreamingResponse(chunks, media_type=media, headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name as a quoted ASCII fallback and, when that had to change it, the exact name as
+    RFC 5987 `filename*` (UTF-8, percent-encoded). Header values are Latin-1 without control characters, so a
+    name like 'é€.jsonl' or one with a quote or a line break must never reach the header as it is."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename) or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
 
 
 @router.delete("/{file_id}")
