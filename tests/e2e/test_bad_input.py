@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -668,3 +670,143 @@ def test_odd_filenames_are_stored_and_downloadable(api: httpx.Client) -> None:
         assert disposition.startswith("attachment; filename=\""), disposition
         listed = api.get(f"/files/{file_id}").json()
         assert listed["id"] == file_id and listed["bytes"] == len(data)
+
+
+# ------------------------------------------------------------------------------------------------ input files
+
+
+def raw_line(custom_id: Any = "a", **fields: Any) -> bytes:
+    line: dict[str, Any] = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                            "body": {"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}}
+    line.update(fields)
+    return json.dumps(line).encode()
+
+
+def body_line(custom_id: str, raw_body: bytes) -> bytes:
+    return b'{"custom_id": "' + custom_id.encode() + b'", "method": "POST", "url": "/v1/chat/completions", ' \
+           b'"body": ' + raw_body + b"}"
+
+
+def nested(depth: int) -> bytes:
+    return b'{"model": "mock/echo", "messages": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+# (file content, "completed" with its line count, or the (line, code, param) errors the failed batch lists)
+INPUT_FILES: dict[str, tuple[bytes, int | list[tuple[int | None, str, str | None]]]] = {
+    "deep nesting orjson cannot parse": (body_line("d", nested(5000)), [(1, "invalid_json_line", None)]),
+    "deep nesting orjson cannot write": (raw_line("a") + b"\n" + body_line("d", nested(300)),
+                                         [(2, "invalid_value", "body")]),
+    "deep nesting within limits": (body_line("d", nested(200)), 1),
+    "integer beyond double": (body_line("h", b'{"model": "mock/echo", "max_tokens": 1' + b"0" * 400 + b"}"),
+                              [(1, "invalid_json_line", None)]),
+    "NaN": (body_line("n", b'{"model": "mock/echo", "temperature": NaN}'), [(1, "invalid_json_line", None)]),
+    "Infinity": (body_line("n", b'{"model": "mock/echo", "temperature": -Infinity}'),
+                 [(1, "invalid_json_line", None)]),
+    "lone surrogate in custom_id": (raw_line("x").replace(b'"x"', b'"\\ud800"'), [(1, "invalid_json_line", None)]),
+    "lone surrogate in body": (body_line("s", b'{"model": "mock/echo", "messages": "\\udfff"}'),
+                               [(1, "invalid_json_line", None)]),
+    "raw NUL byte": (raw_line("a") + b"\x00\n" + raw_line("b"), [(1, "invalid_json_line", None)]),
+    "escaped NUL in custom_id": (raw_line("a\x00b") + b"\n" + raw_line("c"), [(1, "invalid_value", "custom_id")]),
+    "escaped NUL in the body": (raw_line("a", body={"model": "mock/echo", "messages": [
+        {"role": "user", "content": "x\x00y"}]}), 1),
+    "CR-only line endings": (raw_line("a") + b"\r" + raw_line("b") + b"\r", [(1, "invalid_json_line", None)]),
+    "CRLF line endings": (raw_line("a") + b"\r\n" + raw_line("b") + b"\r\n", 2),
+    "BOM": (b"\xef\xbb\xbf" + raw_line("a"), 1),
+    "BOM on line 2": (raw_line("a") + b"\n\xef\xbb\xbf" + raw_line("b"), [(2, "invalid_json_line", None)]),
+    "UTF-16": ((raw_line("a") + b"\n").decode().encode("utf-16"), [(1, "invalid_json_line", None),
+                                                                    (2, "invalid_json_line", None)]),
+    "invalid UTF-8": (raw_line("a") + b"\n" + raw_line("\udcff", ).replace(b'"\\udcff"', b'"\xff\xfe"'),
+                      [(2, "invalid_json_line", None)]),
+    "duplicate keys (last wins)": (b'{"custom_id": "a", "custom_id": "b", "method": "POST", "url": '
+                                   b'"/v1/chat/completions", "body": {"model": "nope"}, '
+                                   b'"body": {"model": "mock/echo"}}', 1),
+    "custom_id of every wrong type": (b"\n".join(raw_line(c) for c in (1, None, True, [], {}, 1.5, "", "x" * 513)), [
+        (1, "invalid_type", "custom_id"), (2, "missing_required_parameter", "custom_id"),
+        (3, "invalid_type", "custom_id"), (4, "invalid_type", "custom_id"), (5, "invalid_type", "custom_id"),
+        (6, "invalid_type", "custom_id"), (7, "missing_required_parameter", "custom_id"),
+        (8, "invalid_value", "custom_id")]),
+    "body not an object": (b"\n".join(raw_line(c, body=b) for c, b in (("a", "x"), ("b", []), ("c", None), ("d", 1))),
+                           [(1, "invalid_type", "body"), (2, "invalid_type", "body"),
+                            (3, "missing_required_parameter", "body"), (4, "invalid_type", "body")]),
+    "url and method mismatches": (b"\n".join([raw_line("a", url="/v1/embeddings"), raw_line("b", url=1),
+                                              raw_line("c", url=""), raw_line("d", url="/v1/chat/completions/../x"),
+                                              raw_line("e", method="GET"), raw_line("f", method=1),
+                                              raw_line("g", method=None)]),
+                                  [(1, "url_mismatch", "url"), (2, "missing_required_parameter", "url"),
+                                   (3, "missing_required_parameter", "url"), (4, "url_mismatch", "url"),
+                                   (5, "invalid_method", "method"), (6, "invalid_method", "method"),
+                                   (7, "missing_required_parameter", "method")]),
+    "model of wrong types": (b"\n".join(raw_line(c, body={"model": m}) for c, m in (
+        ("a", 1), ("b", ""), ("c", "nope/x"), ("d", ["mock/echo"]), ("e", "mock/echo\x00"))),
+        [(1, "missing_required_parameter", "body.model"), (2, "missing_required_parameter", "body.model"),
+         (3, "model_not_found", "body.model"), (4, "missing_required_parameter", "body.model"),
+         (5, "invalid_value", "body.model")]),
+    "stream true": (raw_line("a", body={"model": "mock/echo", "stream": True}), [(1, "invalid_value", "body.stream")]),
+    "not objects": (b"[1, 2]\n\"x\"\nnull\n42\n" + raw_line("a"), [(1, "invalid_json_line", None),
+                    (2, "invalid_json_line", None), (3, "invalid_json_line", None), (4, "invalid_json_line", None)]),
+    "trailing garbage": (raw_line("a") + b" x", [(1, "invalid_json_line", None)]),
+    "blank lines only": (b"\n\n   \n\t\n", [(None, "empty_file", None)]),
+    "empty": (b"", [(None, "empty_file", None)]),
+    "whitespace around lines": (b"  \t" + raw_line("a") + b"  \n\n" + raw_line("b"), 2),
+    "absurd max_tokens and n": (b"\n".join(raw_line(f"m{i}", body={"model": "mock/echo", "max_tokens": 2**62,
+                                                                    "n": 2**40, "messages": [{"role": "user",
+                                                                                              "content": "x"}]})
+                                           for i in range(3)), 3),
+}
+
+
+def test_nasty_input_files_fail_validation_with_line_numbers_or_run(api: httpx.Client) -> None:
+    batches: dict[str, str] = {}
+    for name, (content, _expected) in INPUT_FILES.items():
+        file_id = upload(api, content)
+        dry = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "dry_run": True})
+        assert dry.status_code == 200, f"{name}: {dry.text[:300]}"
+        resp = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"})
+        assert resp.status_code == 200, f"{name}: {resp.text[:300]}"
+        batches[name] = resp.json()["id"]
+    done = wait_terminal(api, list(batches.values()))
+    for name, (_content, expected) in INPUT_FILES.items():
+        batch = done[batches[name]]
+        if isinstance(expected, int):
+            assert batch["status"] == "completed", f"{name}: {batch['status']} {batch['errors']}"
+            assert batch["request_counts"]["total"] == expected, name
+            lines = api.get(f"/files/{batch['output_file_id']}/content").content.splitlines()
+            errors = api.get(f"/files/{batch['error_file_id']}/content").content.splitlines() \
+                if batch["error_file_id"] else []
+            assert len(lines) + len(errors) == expected, name  # every line exactly once, none internal_error
+            assert b"internal_error" not in b"".join(errors), f"{name}: {errors}"
+            continue
+        assert batch["status"] == "failed", f"{name}: {batch['status']}"
+        listed = batch["errors"]["data"]
+        assert [(e["line"], e["code"], e["param"]) for e in listed] == expected, f"{name}: {listed}"
+        assert all(e["message"] for e in listed), name
+
+
+def test_a_10_mb_line_runs_and_10_mb_of_garbage_fails_on_line_1(api: httpx.Client) -> None:
+    big = raw_line("big", body={"model": "mock/echo", "messages": [{"role": "user", "content": "x" * 10_000_000}]})
+    ok = api.post("/batches", json={"endpoint": "chat/completions",
+                                    "input_file_id": upload(api, big + b"\n" + raw_line("small"))})
+    garbage = api.post("/batches", json={"endpoint": "chat/completions",
+                                         "input_file_id": upload(api, b"x" * 10_000_000)})
+    done = wait_terminal(api, [ok.json()["id"], garbage.json()["id"]], timeout=60)
+    assert done[ok.json()["id"]]["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    failed = done[garbage.json()["id"]]
+    assert failed["status"] == "failed" and failed["errors"]["data"][0]["line"] == 1
+    assert len(failed["errors"]["data"][0]["message"]) < 500  # says what is wrong without echoing the line
+
+
+def test_absurd_output_caps_are_priced_without_overflow(gw: Gateway, api: httpx.Client) -> None:
+    """max_tokens=2**62 on a priced model: the estimate used to overflow 64 bits (a dry run and a 402 answered 500,
+    and an unlimited workspace's ingest failed on every retry, the batch stuck in validating)."""
+    rows = [chat_line(f"m{i}", "x", max_tokens=2**62, n=2**40) for i in range(3)]
+    dry = api.post("/batches", json={"endpoint": "chat/completions", "requests": rows, "dry_run": True})
+    assert dry.status_code == 200 and dry.json()["estimated_nanos"] < 2**63, dry.text[:300]
+    workspace = "fuzz-credit"
+    key = gw.new_key(workspace)
+    subprocess.run([sys.executable, "-m", "aistats_gateway.cli.main", "credits", "grant", "--usd", "5",
+                    "--workspace", workspace], env=gw.env, capture_output=True, check=True)
+    with gw.client(key) as limited:
+        refused = limited.post("/batches", json={"endpoint": "chat/completions", "requests": rows})
+        error = rejected(refused, 402, code="insufficient_funds")
+        assert error["estimated_nanos"] < 2**63 and inventory(limited) == (set(), set())
+        assert limited.get("/credits").json()["held_nanos"] == 0

@@ -142,3 +142,35 @@ def test_output_lines_have_openai_shape() -> None:
     assert bad["response"] == {"status_code": 502, "request_id": "G-2", "body": "<html>bad gateway</html>"}
     cancelled = orjson.loads(error_line("batch_req_3", "c3", "batch_cancelled", "cancelled"))
     assert cancelled["response"] is None and cancelled["error"] == {"code": "batch_cancelled", "message": "cancelled"}
+
+
+def test_a_body_nested_deeper_than_orjson_can_write_is_a_line_error_not_a_crash() -> None:
+    """orjson parses 1024 levels but serializes 255: such a line crashed the ingest (retried forever, the batch
+    stuck in validating) and answered a dry run with 500."""
+    deep = b'{"custom_id": "d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "mock/echo", ' \
+           b'"messages": ' + b"[" * 300 + b"]" * 300 + b"}}"
+    v = run([line("a"), deep])
+    assert only_error(v) == ("invalid_value", 2, "body") and "255" in v.errors[0].message
+    assert only_error(run([deep.replace(b"[" * 300, b"[" * 2000).replace(b"]" * 300, b"]" * 2000)]))[:2] == \
+        ("invalid_json_line", 1)
+    assert run([deep.replace(b"[" * 300, b"[" * 200).replace(b"]" * 300, b"]" * 200)]).errors == []
+
+
+def test_nul_characters_in_custom_id_and_model_are_refused() -> None:
+    """PostgreSQL text columns cannot hold NUL: the item insert failed on every ingest retry."""
+    assert only_error(run([line("a\x00b")])) == ("invalid_value", 1, "custom_id")
+    star = LineValidator(endpoint=ENDPOINT, route=lambda model: ("any", None))
+    assert star.feed(1, line("a", body={"model": "gpt\x00x"})) is None
+    assert [(e.code, e.param) for e in star.errors] == [("invalid_value", "body.model")]
+    assert run([line("a", body={"model": "mock/echo", "messages": [{"role": "user", "content": "a\x00b"}]})]).errors \
+        == []  # NUL inside the body is fine: bodies are stored as bytes
+
+
+def test_the_estimate_saturates_instead_of_overflowing_64_bits() -> None:
+    from aistats_gateway.domain.jsonl import MAX_ESTIMATE_NANOS
+
+    validator = LineValidator(endpoint=ENDPOINT, route=route, estimate=lambda provider, model, body: 2**70)
+    for n in range(3):
+        validator.feed(n + 1, line(f"c{n}"))
+    assert validator.accepted == 3 and validator.estimated_nanos == MAX_ESTIMATE_NANOS < 2**63
+

@@ -16,6 +16,10 @@ import orjson
 from aistats_gateway.domain.batch import normalize_endpoint
 
 MAX_CUSTOM_ID_CHARS = 512
+MAX_BODY_DEPTH = 255  # orjson parses 1024 levels of nesting but serializes at most this many
+# A batch's estimate saturates here (~4.6 billion USD): any limited workspace refuses it all the same, and the
+# sum of absurd per-line caps (max_tokens=2**62 on every line) must not overflow the 64-bit estimate column.
+MAX_ESTIMATE_NANOS = 2**62
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class LineValidator:
                         f"'custom_id' is {len(custom_id)} characters long; at most {MAX_CUSTOM_ID_CHARS}.",
                         line_no, "custom_id")
             ok = False
+        elif "\x00" in custom_id:  # PostgreSQL text cannot hold NUL: the ingest would fail on every retry
+            self._error("invalid_value", "'custom_id' must not contain NUL characters (\\u0000).", line_no,
+                        "custom_id")
+            ok = False
         else:
             first = self._custom_ids.get(custom_id)
             if first is not None:
@@ -180,6 +188,12 @@ class LineValidator:
                 self._error("invalid_type", f"'body' must be a JSON object, got {type(body).__name__}.",
                             line_no, "body")
             return None
+        try:
+            encoded = orjson.dumps(body)
+        except TypeError:  # "Recursion limit reached": parsed fine (up to 1024 levels), cannot be sent on
+            self._error("invalid_value", f"'body' nests objects and arrays more than {MAX_BODY_DEPTH} levels deep.",
+                        line_no, "body")
+            return None
         if body.get("stream") is True:
             self._error("invalid_value", "Streaming is not supported in batches: remove 'stream' or set it "
                         "to false.", line_no, "body.stream")
@@ -189,6 +203,10 @@ class LineValidator:
         if not isinstance(model, str) or not model.strip():
             self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
                         line_no, "body.model")
+            ok = False
+        elif "\x00" in model:
+            self._error("invalid_value", "'body.model' must not contain NUL characters (\\u0000).", line_no,
+                        "body.model")
             ok = False
         else:
             provider, reason = self.route(model)
@@ -200,10 +218,10 @@ class LineValidator:
             return None
         self.accepted += 1
         if self.estimate is not None:
-            self.estimated_nanos += self.estimate(provider, model, body)
+            self.estimated_nanos = min(self.estimated_nanos + self.estimate(provider, model, body), MAX_ESTIMATE_NANOS)
         self.models[model] = self.models.get(model, 0) + 1
         self.providers[provider] = self.providers.get(provider, 0) + 1
-        return ValidLine(line_no, custom_id, model, provider, orjson.dumps(body))
+        return ValidLine(line_no, custom_id, model, provider, encoded)
 
     def finish(self) -> list[LineError]:
         if self.seen_lines == 0 and self.error_count == 0:
