@@ -755,6 +755,12 @@ INPUT_FILES: dict[str, tuple[bytes, int | list[tuple[int | None, str, str | None
 }
 
 
+# What the message of the first error must mention, beyond OpenAI's "not parseable as valid JSON".
+HINTS = {"CR-only line endings": "carriage return", "UTF-16": "UTF-16", "NaN": "NaN and Infinity",
+         "Infinity": "NaN and Infinity", "lone surrogate in body": "surrogate", "trailing garbage": "after document",
+         "deep nesting orjson cannot write": "255 levels"}
+
+
 def test_nasty_input_files_fail_validation_with_line_numbers_or_run(api: httpx.Client) -> None:
     batches: dict[str, str] = {}
     for name, (content, _expected) in INPUT_FILES.items():
@@ -780,6 +786,8 @@ def test_nasty_input_files_fail_validation_with_line_numbers_or_run(api: httpx.C
         listed = batch["errors"]["data"]
         assert [(e["line"], e["code"], e["param"]) for e in listed] == expected, f"{name}: {listed}"
         assert all(e["message"] for e in listed), name
+        if name in HINTS:
+            assert HINTS[name] in listed[0]["message"], f"{name}: {listed[0]['message']}"
 
 
 def test_a_10_mb_line_runs_and_10_mb_of_garbage_fails_on_line_1(api: httpx.Client) -> None:

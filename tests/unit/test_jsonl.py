@@ -174,3 +174,15 @@ def test_the_estimate_saturates_instead_of_overflowing_64_bits() -> None:
         validator.feed(n + 1, line(f"c{n}"))
     assert validator.accepted == 3 and validator.estimated_nanos == MAX_ESTIMATE_NANOS < 2**63
 
+
+@pytest.mark.parametrize(("raw", "hint"), [
+    (b'{"custom_id": "a"}\r{"custom_id": "b"}', "carriage return"),
+    ('{"custom_id": "a"}'.encode("utf-16"), "UTF-16"),
+    (b'{"custom_id": "a", "body": {"temperature": NaN}}', "NaN and Infinity"),
+    (b'{"custom_id": "a", "body": {"temperature": -Infinity}}', "NaN and Infinity"),
+    (b'{"custom_id": "a"', "unexpected end of data"),
+])
+def test_unparseable_lines_say_what_the_parser_saw(raw: bytes, hint: str) -> None:
+    v = run([raw])
+    assert v.errors[0].code == "invalid_json_line" and v.errors[0].line == 1
+    assert v.errors[0].message.startswith("This line is not parseable as valid JSON") and hint in v.errors[0].message

@@ -118,8 +118,8 @@ class LineValidator:
             return None
         try:
             obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self._error("invalid_json_line", "This line is not parseable as valid JSON.", line_no)
+        except orjson.JSONDecodeError as exc:
+            self._error("invalid_json_line", _unparseable(raw, exc), line_no)
             return None
         if not isinstance(obj, dict):
             self._error("invalid_json_line",
@@ -227,6 +227,18 @@ class LineValidator:
         if self.seen_lines == 0 and self.error_count == 0:
             self._error("empty_file", "The batch input file is empty: it holds no request lines.", None)
         return self.errors
+
+
+def _unparseable(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """OpenAI's message for a line that is not JSON, plus what the parser saw and a hint for common causes."""
+    message = f"This line is not parseable as valid JSON ({exc.msg} at column {exc.colno})."
+    if b"\r" in raw:
+        message += (" It contains a carriage return (\\r): lines must end with \\n (or \\r\\n), not \\r alone.")
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:4]:
+        message += " The file looks UTF-16 encoded: batch input files must be UTF-8."
+    elif isinstance(exc.doc, str) and exc.doc[exc.pos:exc.pos + 9].lstrip("-").startswith(("NaN", "Infinity")):
+        message += " NaN and Infinity are not JSON numbers."
+    return message
 
 
 def success_line(result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes,
