@@ -752,6 +752,12 @@ INPUT_FILES: dict[str, tuple[bytes, int | list[tuple[int | None, str, str | None
                                                                     "n": 2**40, "messages": [{"role": "user",
                                                                                               "content": "x"}]})
                                            for i in range(3)), 3),
+    "odd field types the provider answers": (b"\n".join(raw_line(f"o{i}", body={"model": "mock/echo", **fields})
+                                                        for i, fields in enumerate([
+                                                            {"messages": 1}, {"messages": "hi"}, {"messages": {}},
+                                                            {"messages": [1, None]}, {"max_tokens": "10"},
+                                                            {"max_tokens": -5}, {"temperature": "hot"},
+                                                            {"messages": [{"role": 1, "content": {"a": 1}}]}])), 8),
 }
 
 
