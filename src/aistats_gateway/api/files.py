@@ -14,7 +14,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
 from aistats_gateway.domain import batch as rules
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
-from aistats_gateway.services.files import check_purpose
+from aistats_gateway.services.files import check_filename, check_purpose
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -39,21 +39,19 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
                                      code="missing_required_parameter", param="file")
             purpose = check_purpose(form.fields.get("purpose"))
             expires_after = rules.parse_expires_after(_bracketed(form.fields, "expires_after"), "expires_after")
+            filename = check_filename(form.filename)
         except BaseException:
             await writer.writer.abort()
             raise
-        record = await files.finish_upload(workspace, file_id, key, writer,
-                                           filename=form.filename or "upload.jsonl", purpose=purpose,
+        record = await files.finish_upload(workspace, file_id, key, writer, filename=filename, purpose=purpose,
                                            expires_after=expires_after)
     elif media_type.startswith("application/json") or not media_type:
         body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
         purpose = check_purpose(body.get("purpose"))
         expires_after = rules.parse_expires_after(body.get("expires_after"), "expires_after")
         data = json_upload_content(body)
-        filename = body.get("filename")
-        record = await files.create_from_bytes(
-            workspace, data, filename=filename if isinstance(filename, str) and filename else "upload.jsonl",
-            purpose=purpose, expires_after=expires_after)
+        record = await files.create_from_bytes(workspace, data, filename=check_filename(body.get("filename")),
+                                               purpose=purpose, expires_after=expires_after)
     else:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "

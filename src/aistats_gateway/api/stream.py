@@ -74,7 +74,7 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
                                  code="unknown_job_kind", param="kind")
         interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
         close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
-        record = await gw.store.get_batch(job_id, workspace)
+        record = await gw.store.get_batch(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
         if record is None:
             raise NotFound(f"No {kind} job '{job_id}' in this workspace.", code="async_job_not_found_or_not_owned",
                            param="id")

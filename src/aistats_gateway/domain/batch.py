@@ -213,6 +213,9 @@ def parse_session_id(value: Any) -> str | None:
     if len(value) > 256:
         raise InvalidRequest(f"'session_id' is {len(value)} characters long; at most 256 allowed.",
                              code="invalid_session_id", param="session_id")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest("'session_id' must not contain NUL characters (\\u0000).", code="invalid_session_id",
+                             param="session_id")
     return value
 
 

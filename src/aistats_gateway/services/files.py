@@ -33,6 +33,19 @@ def check_purpose(purpose: object) -> str:
     return purpose
 
 
+def check_filename(filename: object, default: str = "upload.jsonl") -> str:
+    """The name to store: the uploader's (any text, kept as given) or `default` when none was given."""
+    if filename is None or filename == "":
+        return default
+    if not isinstance(filename, str):
+        raise InvalidRequest(f"'filename' must be a string, got {type(filename).__name__}.", code="invalid_type",
+                             param="filename")
+    if "\x00" in filename:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest("'filename' must not contain NUL characters (\\u0000).", code="invalid_value",
+                             param="filename")
+    return filename
+
+
 class LimitedWriter:
     """A blob writer that refuses to grow past `limit` bytes (413 with the limit in the message)."""
 
