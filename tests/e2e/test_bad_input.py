@@ -28,7 +28,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.backends import PG_SKIP, pg_available, pg_database
-from tests.harness import Gateway, chat_line, jsonl
+from tests.harness import Gateway, InProcessGateway, chat_line, jsonl
 
 SEED = 20261129
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -887,3 +887,28 @@ def test_nul_characters_sqlite(gw: Gateway, api: httpx.Client) -> None:
 
 def test_nul_characters_postgresql(pg_gw: Gateway, pg_api: httpx.Client) -> None:
     nul_characters_are_refused_before_the_database(pg_gw, pg_api)
+
+
+# ------------------------------------------------------------------------------------------------ half-created work
+
+
+def test_a_create_that_fails_after_storing_its_inline_rows_leaves_no_file(tmp_path: Path) -> None:
+    """Inline `requests` are stored as a file before the batch row; any failure after that (here the batch
+    insert itself) must take the file away again. Only the InsufficientFunds and native refusals did."""
+    from aistats_gateway.clock import SystemClock
+
+    server = InProcessGateway(tmp_path / "data", SystemClock())
+    try:
+        store = server.server.config.app.state.gateway.store
+
+        async def broken_insert(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the batch insert failed")
+
+        store.insert_batch = broken_insert
+        with server.client() as api:
+            resp = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [VALID_LINE]})
+            assert resp.status_code == 500 and resp.json()["error"]["code"] == "internal_error"  # a storage fault
+        with server.client() as api:
+            assert inventory(api) == (set(), set())
+    finally:
+        server.stop()

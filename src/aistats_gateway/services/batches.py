@@ -8,6 +8,7 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from aistats_gateway.domain import batch as rules
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
-from aistats_gateway.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound, StaleTransition
+from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.pricing.calculator import PricingLines, usd
 from aistats_gateway.pricing.pricer import Pricer
@@ -87,18 +88,38 @@ class BatchService:
         if input_file_id is not None and inline is not None:
             raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
                                  code="conflicting_parameters", param="requests")
+        inline_file: str | None = None
         if inline is not None:
             data = self._inline_bytes(inline)
             if dry_run:
                 return await self._dry_run(workspace_id, endpoint, prefs, _once(data))
-            input_file_id = (await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
-                                                                purpose="batch")).id
+            inline_file = input_file_id = (await self.files.create_from_bytes(
+                workspace_id, data, filename="inline_requests.jsonl", purpose="batch")).id
         elif input_file_id is not None and not isinstance(input_file_id, str):
             raise InvalidRequest(f"'input_file_id' must be a file id string, got {type(input_file_id).__name__}.",
                                  code="invalid_type", param="input_file_id")
         elif not input_file_id:
             raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
                                  code="missing_required_parameter", param="input_file_id")
+        try:
+            record = await self._create_from(workspace_id, body, input_file_id, endpoint, window, metadata,
+                                             session_id, webhook, prefs, dry_run, output_expires_after, execution)
+        except BaseException:
+            # Nothing half-created: whatever refused the batch (a native check, the credit hold, a storage
+            # error), the file made from its inline rows goes too.
+            if inline_file is not None:
+                with contextlib.suppress(Exception):
+                    await self.files.delete(workspace_id, inline_file)
+            raise
+        if isinstance(record, BatchRecord) and self.executor is not None:
+            self.executor.submitted(record)
+        return record
+
+    async def _create_from(
+        self, workspace_id: str, body: dict[str, Any], input_file_id: str, endpoint: str, window: int,
+        metadata: dict[str, str] | None, session_id: str | None, webhook: dict[str, Any] | None,
+        prefs: dict[str, Any] | None, dry_run: bool, output_expires_after: int | None, execution: str,
+    ) -> BatchRecord | dict[str, Any]:
         file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
         if file.purpose != "batch":
             raise InvalidRequest(
@@ -107,12 +128,7 @@ class BatchService:
         if dry_run:
             return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key))
         if execution == "native":
-            try:
-                await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
-            except InvalidRequest:
-                if inline is not None:
-                    await self.files.delete(workspace_id, input_file_id)
-                raise
+            await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
         hold: int | None = None
         balance, _held = await self.store.credit_account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
@@ -121,22 +137,15 @@ class BatchService:
         window_text = body.get("completion_window") or "24h"
         values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
-            "endpoint": endpoint, "endpoint_input": str(endpoint_input), "status": BatchStatus.VALIDATING.value,
+            "endpoint": endpoint, "endpoint_input": str(body.get("endpoint")),
+            "status": BatchStatus.VALIDATING.value,
             "input_file_id": input_file_id, "completion_window": str(window_text).strip(),
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
             "execution": execution, "output_expires_after": output_expires_after,
         }
-        try:
-            record = await self.store.insert_batch(values, hold_nanos=hold)
-        except InsufficientFunds:
-            if inline is not None:
-                await self.files.delete(workspace_id, input_file_id)
-            raise
-        if self.executor is not None:
-            self.executor.submitted(record)
-        return record
+        return await self.store.insert_batch(values, hold_nanos=hold)
 
     async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes]) -> None:
         """`execution: "native"` needs every line's provider to have a batch API: else 400 naming one line's
