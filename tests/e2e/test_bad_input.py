@@ -831,6 +831,55 @@ def test_absurd_output_caps_are_priced_without_overflow(gw: Gateway, api: httpx.
         assert limited.get("/credits").json()["held_nanos"] == 0
 
 
+
+# ------------------------------------------------------------------------------------------------ the WebSocket
+
+
+def ws_refusal(gateway: Gateway, path: str, headers: dict[str, str] | None = None,
+               subprotocols: list[str] | None = None) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer refusing a WebSocket handshake: (status, error object of the envelope)."""
+    with pytest.raises(InvalidStatus) as denied:
+        connect(f"ws://127.0.0.1:{gateway.port}{path}", additional_headers=headers or {},
+                subprotocols=subprotocols, open_timeout=10)  # type: ignore[arg-type]
+    response = denied.value.response
+    body = json.loads(bytes(response.body or b"{}"))
+    assert response.status_code < 500 and body["error"]["message"] and body["request_id"], body
+    return response.status_code, body["error"]
+
+
+def test_websocket_refusals(gw: Gateway, api: httpx.Client) -> None:
+    batch = api.post("/batches", json={"endpoint": "chat/completions", "requests": [VALID_LINE]}).json()
+    wait_terminal(api, [batch["id"]])
+    auth = {"Authorization": api.headers["Authorization"]}
+    ok = f"/v1/async/batch/{batch['id']}/ws"
+    for headers, protocols in [(None, None), ({"Authorization": "Bearer nope"}, None),
+                               ({"Authorization": "Basic x"}, None), ({"Authorization": "Bearer"}, None),
+                               (None, ["bearer."]), (None, ["aistats.v1"]), (None, ["aistats.v1", "bearer.nope"]),
+                               ({"Authorization": "Bearer nope"}, ["bearer." + auth["Authorization"][7:]])]:
+        status, _ = ws_refusal(gw, ok, headers, protocols)
+        assert status == 401
+    cases: list[tuple[str, int, str | None]] = [
+        ("/v1/async/bogus/x/ws", 400, "kind"), ("/v1/async/batch/nope/ws", 404, "id"),
+        ("/v1/async/batch/%F0%9F%98%80/ws", 404, "id"), ("/v1/async/batch/%FF/ws", 404, "id"),
+        ("/v1/async/batch/" + "x" * 4000 + "/ws", 404, "id"),
+        (ok + "?interval_ms=abc", 400, "interval_ms"), (ok + "?interval_ms=1.5", 400, "interval_ms"),
+        (ok + "?interval_ms=", 0, None), (ok + "?close_on_terminal=maybe", 400, "close_on_terminal"),
+    ]
+    for path, expected, param in cases:
+        if expected == 0:  # accepted: a snapshot, then the close of a terminal batch
+            with connect(f"ws://127.0.0.1:{gw.port}{path}", additional_headers=auth, open_timeout=10) as ws:
+                assert json.loads(ws.recv(timeout=10))["type"] == "job.snapshot"
+            continue
+        status, error = ws_refusal(gw, path, auth)
+        assert (status, error["param"]) == (expected, param), error
+    for interval in ("-1", "0", str(2**70), "99999999999"):  # clamped, not refused
+        with connect(f"ws://127.0.0.1:{gw.port}{ok}?interval_ms={interval}", additional_headers=auth,
+                     open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "job.snapshot"
+    plain = api.get(f"/async/batch/{batch['id']}/ws")  # no upgrade: 426 before anything else
+    assert rejected(plain, 426)["code"] == "websocket_upgrade_required"
+
+
 # ------------------------------------------------------------------------------------------------ NUL characters
 
 
@@ -912,3 +961,85 @@ def test_a_create_that_fails_after_storing_its_inline_rows_leaves_no_file(tmp_pa
             assert inventory(api) == (set(), set())
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ more fuzz
+
+
+def test_fuzz_uploads(api: httpx.Client) -> None:
+    """Corrupted multipart bodies and JSON forms: refused, or stored exactly as the answer says."""
+    fuzz = Fuzz(SEED + 2)
+    data = jsonl([VALID_LINE, chat_line("ok2", "there")])
+    whole = multipart([PURPOSE, (b'name="expires_after[anchor]"', b"created_at"),
+                       (b'name="expires_after[seconds]"', b"3600"), file_part(data)])
+    stored: dict[str, int] = {}
+    for i in range(400):
+        if i % 2:
+            body = fuzz.mutate(whole)
+            for _ in range(fuzz.rng.randint(0, 2)):
+                body = fuzz.mutate(body)
+            content_type = "multipart/form-data; boundary=" + fuzz.rng.choice(("xyzzy", "xyzzy", "xyz", "", '"xyzzy"'))
+            resp = api.post("/files", content=body, headers={"Content-Type": content_type})
+        else:
+            form: dict[str, Any] = {"purpose": "batch", "file": data.decode(), "filename": "in.jsonl"}
+            for _ in range(fuzz.rng.randint(1, 3)):
+                form[fuzz.rng.choice(("purpose", "file", "filename", "expires_after", fuzz.string()))] = fuzz.value()
+            if fuzz.rng.random() < 0.3:
+                form["file"] = "data:application/jsonl;base64," + fuzz.rng.choice(
+                    (base64.b64encode(data).decode(), fuzz.string(), base64.b64encode(data).decode()[:-3]))
+            raw = json.dumps(form).encode()
+            resp = api.post("/files", content=fuzz.mutate(raw) if fuzz.rng.random() < 0.3 else raw,
+                            headers={"Content-Type": "application/json"})
+        answered(resp)
+        if resp.status_code == 200:
+            stored[resp.json()["id"]] = resp.json()["bytes"]
+    assert stored, "no corrupted upload was accepted: the generator lost its way"
+    assert ids_of(api, "/files") == set(stored)
+    for file_id, size in list(stored.items())[:40]:
+        assert len(api.get(f"/files/{file_id}/content").content) == size
+
+
+def test_fuzz_input_lines(api: httpx.Client) -> None:
+    """Files of random and corrupted lines: each batch ends failed with every listed error on a real line with
+    a code and a message, or completed with every line in exactly one of its result files."""
+    fuzz = Fuzz(SEED + 3)
+    valid = [raw_line(f"v{i}") for i in range(5)]
+    batch_lines: dict[str, int] = {}
+    for b in range(8):
+        lines: list[bytes] = []
+        for n in range(40):
+            roll = fuzz.rng.random() if b < 5 else 0.45  # the last three keep every line valid: they run
+            if roll < 0.3:
+                lines.append(fuzz.mutate(fuzz.rng.choice(valid)).replace(b"\n", b" "))
+            elif roll < 0.6:
+                body = {"model": "mock/echo", "messages": [{"role": "user", "content": "x"}],
+                        fuzz.string(): fuzz.value(), fuzz.rng.choice(("max_tokens", "messages", "n", "stream")):
+                        fuzz.value()}
+                lines.append(raw_line(f"f{n}", body=body))
+            elif roll < 0.8:
+                line = json.loads(raw_line(f"g{n}"))
+                line[fuzz.rng.choice(("custom_id", "method", "url", "body"))] = fuzz.value()
+                lines.append(json.dumps(line).encode())
+            else:
+                lines.append(json.dumps(fuzz.value()).encode())
+        content = b"\n".join(lines)
+        resp = api.post("/batches", json={"input_file_id": upload(api, content), "endpoint": "/v1/chat/completions"})
+        assert resp.status_code == 200, resp.text
+        batch_lines[resp.json()["id"]] = len(content.split(b"\n"))
+    outcomes = []
+    for batch_id, physical in batch_lines.items():
+        batch = wait_terminal(api, [batch_id])[batch_id]
+        outcomes.append(batch["status"])
+        if batch["status"] == "failed":
+            for error in batch["errors"]["data"]:
+                assert error["code"] and error["message"], error
+                assert error["line"] is None or 1 <= error["line"] <= physical, error
+        else:
+            assert batch["status"] == "completed"
+            out = api.get(f"/files/{batch['output_file_id']}/content").content.splitlines() \
+                if batch["output_file_id"] else []
+            err = api.get(f"/files/{batch['error_file_id']}/content").content.splitlines() \
+                if batch["error_file_id"] else []
+            assert len(out) + len(err) == batch["request_counts"]["total"]
+            assert b"internal_error" not in b"".join(err)
+    assert "failed" in outcomes and "completed" in outcomes, outcomes
