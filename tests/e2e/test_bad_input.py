@@ -34,6 +34,9 @@ SEED = 20261129
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 # mock/echo gets prices so estimates and credit holds are exercised with real (and absurd) numbers.
 CONFIG = """
+[limits]
+max_file_bytes = 12000000
+
 [[prices]]
 provider = "mock"
 model = "mock/echo"
@@ -437,6 +440,11 @@ def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
         cases.append((with_(input_file_id=missing), "input_file_id"))
     for requests in ["x", {}, 1, True]:
         cases.append((with_(input_file_id=..., requests=requests), "requests"))
+    too_deep: Any = []
+    for _ in range(300):  # parses (orjson reads 1024 levels), cannot be written back as a line (255)
+        too_deep = [too_deep]
+    cases.append((with_(input_file_id=..., requests=[VALID_LINE, {**VALID_LINE, "x": too_deep}]), "requests[1]"))
+    cases.append((with_(input_file_id=..., dry_run=True, requests=[{**VALID_LINE, "x": too_deep}]), "requests[0]"))
     cases.append((with_(requests=[VALID_LINE]), "requests"))  # both input sources
     cases.append((with_(unknown_field=1), "unknown_field"))
     cases.append((with_(**{"": 1}), ""))
@@ -643,6 +651,22 @@ def test_upload_refuses_malformed_json_form_and_stores_nothing(api: httpx.Client
         rejected(api.post("/files", content=raw, headers={"Content-Type": "application/json"}), 400)
     assert inventory(api) == (set(), set())
 
+
+
+def test_oversized_uploads_answer_413_and_store_nothing(api: httpx.Client) -> None:
+    big = b"x" * 12_500_000
+    body = multipart([PURPOSE, file_part(big)])
+    mp = {"Content-Type": "multipart/form-data; boundary=xyzzy"}
+    assert rejected(api.post("/files", content=body, headers=mp), 413)["code"] == "file_too_large"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must cut the stream itself
+        for i in range(0, len(body), 1 << 20):
+            yield body[i:i + (1 << 20)]
+
+    assert rejected(api.post("/files", content=chunked(), headers=mp), 413)["param"] == "file"
+    as_json = json.dumps({"purpose": "batch", "file": big.decode()})
+    rejected(api.post("/files", content=as_json, headers={"Content-Type": "application/json"}), 413)
+    assert inventory(api) == (set(), set())
 
 
 ODD_NAMES = ["../../etc/passwd", "a/b\\c.jsonl", "é€😀.jsonl", "x" * 2000 + ".jsonl", 'quote"d.jsonl',

@@ -172,7 +172,14 @@ class BatchService:
         if len(inline) > self.max_lines:
             raise InvalidRequest(f"'requests' has {len(inline)} rows; at most {self.max_lines} per batch.",
                                  code="too_many_tasks", param="requests")
-        return b"".join(orjson.dumps(row) + b"\n" for row in inline)
+        lines = []
+        for index, row in enumerate(inline):
+            try:
+                lines.append(orjson.dumps(row) + b"\n")
+            except TypeError:  # parsed (orjson reads 1024 levels) but cannot be written back (255)
+                raise InvalidRequest(f"'requests[{index}]' nests objects and arrays more than 255 levels deep.",
+                                     code="invalid_value", param=f"requests[{index}]") from None
+        return b"".join(lines)
 
     async def _scan(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes],
                     expected: PricingLines | None = None) -> LineValidator:
