@@ -37,6 +37,13 @@ CONFIG = """
 [limits]
 max_file_bytes = 12000000
 
+[[providers]]                   # any model under wild/ routes here (nothing is ever sent: validation refuses)
+name = "wild"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "none"
+models = ["wild/*"]
+
 [[prices]]
 provider = "mock"
 model = "mock/echo"
@@ -125,6 +132,8 @@ def envelope(resp: httpx.Response) -> dict[str, Any]:
     assert isinstance(error["message"], str) and error["message"].strip(), where
     assert error["type"] and error["code"], where
     assert "param" in error, where
+    # Says what was wrong without echoing a huge value back (or storing it in a batch's errors).
+    assert len(error["message"]) <= 1000 and len(str(error["param"])) <= 200, where
     assert body["status_code"] == resp.status_code and str(body["request_id"]).startswith("G-"), where
     return dict(error)
 
@@ -372,11 +381,12 @@ def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
 
     cases: list[tuple[dict[str, Any], str | None]] = []
     for endpoint in [None, 1, True, [], {}, "", " ", "/v1/nope", "/v1/../v1/chat/completions", "/v1/v1/responses",
-                     "\x00", "x" * 10_000, "/v1/chat/completions?x=1"]:
+                     "\x00", "x" * 10_000, "/v1/chat/completions?x=1", "/v1/responses" + "/" * 200,
+                     " " * 100 + "responses"]:
         cases.append((with_(endpoint=endpoint), "endpoint"))
     cases.append((with_(endpoint=...), "endpoint"))
     for window in ["0h", "-1h", "999999h", "1.5h", "", " ", "24H", "24", "h", "24hh", "24 h x", "1s", "0m", "10081m",
-                   "169h", "9" * 30 + "h", "١٢h", "²h", 24, 24.0, True, [], {}]:
+                   "169h", "9" * 30 + "h", "9" * 5000 + "h", "١٢h", "²h", 24, 24.0, True, [], {}]:
         cases.append((with_(completion_window=window), "completion_window"))
     for metadata in [[], "x", 1, True, {"a": 1}, {"a": None}, {"a": {"b": "c"}}, {"a": ["b"]},
                      {str(i): "v" for i in range(17)}, {"k" * 65: "v"}]:
@@ -430,6 +440,8 @@ def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
         ({"anchor": "created_at", "seconds": 3600.5}, "output_expires_after.seconds"),
         ({"anchor": "created_at", "seconds": True}, "output_expires_after.seconds"),
         ({"anchor": "created_at", "seconds": "٣٦٠٠"}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "9" * 5000}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "x" * 100_000}, "output_expires_after.seconds"),
         ({"anchor": "created_at", "seconds": 3600, "x": 1}, "output_expires_after.x"),
     ]:
         cases.append((with_(output_expires_after=policy), param))
@@ -611,6 +623,8 @@ def test_upload_refuses_malformed_multipart_and_stores_nothing(api: httpx.Client
          "expires_after.anchor"),
         (multipart([PURPOSE, (b'name="expires_after[anchor]"', b"created_at"),
                     (b'name="expires_after[seconds]"', b"12"), file_part(line)]), mp, "expires_after.seconds"),
+        (multipart([PURPOSE, (b'name="expires_after[anchor]"', b"created_at"),
+                    (b'name="expires_after[seconds]"', b"9" * 5000), file_part(line)]), mp, "expires_after.seconds"),
         (multipart([PURPOSE, file_part(line)]), "text/plain", None),
         (multipart([PURPOSE, file_part(line)]), "application/octet-stream", None),
         (multipart([PURPOSE, file_part(line)]), "multipart/mixed; boundary=xyzzy", None),
@@ -952,6 +966,32 @@ def nul_characters_are_refused_before_the_database(gateway: Gateway, api: httpx.
                 additional_headers={"Authorization": api.headers["Authorization"]}, open_timeout=10)
     assert denied.value.response.status_code in (400, 404)
     assert inventory(api)[0] == set(accepted)
+
+
+def values_longer_than_their_columns_are_refused_or_normalized(api: httpx.Client) -> None:
+    """SQLite ignores VARCHAR lengths; PostgreSQL refuses a longer value in the driver (a 500 on create, or an
+    ingest failing on every retry). Every stored value a caller controls is now bounded or normalized first."""
+    window = api.post("/batches", json={"endpoint": "chat/completions", "requests": [VALID_LINE],
+                                        "completion_window": "00000000024" + " " * 20 + "h"})
+    assert window.status_code == 200 and window.json()["completion_window"] == "24h", window.text
+    long_model = api.post("/batches", json={"endpoint": "chat/completions", "requests": [
+        chat_line("a", "x", model="wild/" + "m" * 300), chat_line("b", "x", model="wild/ok")]})
+    assert long_model.status_code == 200, long_model.text
+    done = wait_terminal(api, [window.json()["id"], long_model.json()["id"]])
+    failed = done[long_model.json()["id"]]
+    errors = [(e["line"], e["code"], e["param"]) for e in failed["errors"]["data"]]
+    assert errors == [(1, "invalid_value", "body.model")]
+    for endpoint in ("/v1/responses" + "/" * 200, " " * 120 + "responses"):
+        rejected(api.post("/batches", json={"endpoint": endpoint, "requests": [VALID_LINE]}), 400, param="endpoint")
+    assert inventory(api)[0] == {window.json()["id"], long_model.json()["id"]}
+
+
+def test_long_values_sqlite(api: httpx.Client) -> None:
+    values_longer_than_their_columns_are_refused_or_normalized(api)
+
+
+def test_long_values_postgresql(pg_api: httpx.Client) -> None:
+    values_longer_than_their_columns_are_refused_or_normalized(pg_api)
 
 
 def test_nul_characters_sqlite(gw: Gateway, api: httpx.Client) -> None:

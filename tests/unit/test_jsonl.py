@@ -186,3 +186,16 @@ def test_unparseable_lines_say_what_the_parser_saw(raw: bytes, hint: str) -> Non
     v = run([raw])
     assert v.errors[0].code == "invalid_json_line" and v.errors[0].line == 1
     assert v.errors[0].message.startswith("This line is not parseable as valid JSON") and hint in v.errors[0].message
+
+
+def test_models_longer_than_the_model_columns_are_refused() -> None:
+    star = LineValidator(endpoint=ENDPOINT, route=lambda model: ("any", None))
+    assert star.feed(1, line("a", body={"model": "m" * 257})) is None
+    assert [(e.code, e.line, e.param) for e in star.errors] == [("invalid_value", 1, "body.model")]
+    assert star.feed(2, line("b", body={"model": "m" * 256})) is not None
+
+
+def test_errors_quote_long_values_short() -> None:
+    v = run([line("a", url="/v1/" + "x" * 1_000_000), line("b", method="x" * 1_000_000)])
+    assert [e.code for e in v.errors] == ["url_mismatch", "invalid_method"]
+    assert all(len(e.message) < 400 for e in v.errors)

@@ -25,6 +25,7 @@ from aistats_gateway.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    excerpt,
 )
 from aistats_gateway.logs import request_id_var
 
@@ -120,13 +121,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err: GatewayError
         if exc.status_code == 404:
-            err = NotFound(f"No route {request.method} {request.url.path}.", code="route_not_found")
+            err = NotFound(f"No route {request.method} {excerpt(request.url.path, 200)}.", code="route_not_found")
         elif exc.status_code == 401:
             err = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:
             err = PayloadTooLarge(str(exc.detail))
         elif exc.status_code == 405:
-            err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on {excerpt(request.url.path, 200)}.")
         else:
             err = GatewayError(str(exc.detail), code="http_error")
             err.status_code = exc.status_code  # type: ignore[misc]

@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 from aistats_gateway.domain.batch import normalize_endpoint
+from aistats_gateway.errors import excerpt
 
 MAX_CUSTOM_ID_CHARS = 512
+MAX_MODEL_CHARS = 256
 MAX_BODY_DEPTH = 255  # orjson parses 1024 levels of nesting but serializes at most this many
 # A batch's estimate saturates here (~4.6 billion USD): any limited workspace refuses it all the same, and the
 # sum of absurd per-line caps (max_tokens=2**62 on every line) must not overflow the 64-bit estimate column.
@@ -164,7 +166,7 @@ class LineValidator:
                         line_no, "method")
             ok = False
         elif not isinstance(method, str) or method.upper() != "POST":
-            self._error("invalid_method", f"Invalid method {method!r}: batch requests must use \"POST\".",
+            self._error("invalid_method", f"Invalid method {excerpt(repr(method))}: batch requests must use \"POST\".",
                         line_no, "method")
             ok = False
 
@@ -175,7 +177,7 @@ class LineValidator:
             ok = False
         elif normalize_endpoint(url) != self.endpoint:
             self._error("url_mismatch",
-                        f"The url '{url}' does not match the batch endpoint '{self.endpoint}'; "
+                        f"The url '{excerpt(url)}' does not match the batch endpoint '{self.endpoint}'; "
                         "every line must target the batch's endpoint.", line_no, "url")
             ok = False
 
@@ -202,6 +204,10 @@ class LineValidator:
         provider: str | None = None
         if not isinstance(model, str) or not model.strip():
             self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
+                        line_no, "body.model")
+            ok = False
+        elif len(model) > MAX_MODEL_CHARS:  # items.model and the request log are VARCHAR(256)
+            self._error("invalid_value", f"'body.model' is {len(model):,} characters long; at most {MAX_MODEL_CHARS}.",
                         line_no, "body.model")
             ok = False
         elif "\x00" in model:

@@ -21,7 +21,7 @@ from aistats_gateway.domain import batch as rules
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
-from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition
+from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.pricing.calculator import PricingLines, usd
 from aistats_gateway.pricing.pricer import Pricer
@@ -62,8 +62,8 @@ class BatchService:
         unknown = sorted(set(body) - CREATE_FIELDS)
         if unknown:
             raise InvalidRequest(
-                f"Unknown parameter '{unknown[0]}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
-                code="unknown_parameter", param=unknown[0])
+                f"Unknown parameter '{excerpt(unknown[0])}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
+                code="unknown_parameter", param=unknown[0][:100])
         endpoint_input = body.get("endpoint")
         endpoint = rules.parse_endpoint(endpoint_input)
         window = rules.parse_completion_window(body.get("completion_window"))
@@ -81,7 +81,8 @@ class BatchService:
             output_expires_after = self.files.retention.output_files_seconds
         execution = body.get("execution", "auto")
         if execution not in EXECUTION_MODES:
-            raise InvalidRequest(f"Invalid 'execution' {execution!r}: use \"auto\", \"managed\" or \"native\".",
+            raise InvalidRequest(f"Invalid 'execution' {excerpt(repr(execution))}: use \"auto\", \"managed\" or "
+                                 "\"native\".",
                                  code="invalid_value", param="execution")
         if execution == "auto" and (window < DAY or not self.batch_api):
             execution = "managed"  # auto needs a 24h window and providers with a batch API
@@ -134,12 +135,12 @@ class BatchService:
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
             hold = (await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key))).estimated_nanos
         now = self.clock.now()
-        window_text = body.get("completion_window") or "24h"
         values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
             "endpoint": endpoint, "endpoint_input": str(body.get("endpoint")),
             "status": BatchStatus.VALIDATING.value,
-            "input_file_id": input_file_id, "completion_window": str(window_text).strip(),
+            "input_file_id": input_file_id,
+            "completion_window": rules.completion_window_text(body.get("completion_window")),
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
@@ -208,7 +209,7 @@ class BatchService:
     async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
         record = await self.store.get_batch(batch_id, workspace_id)
         if record is None:
-            raise NotFound(f"No batch with id '{batch_id}' in this workspace.",
+            raise NotFound(f"No batch with id '{excerpt(batch_id)}' in this workspace.",
                            code="batch_not_found_or_not_owned", param="batch_id")
         return record
 
@@ -216,7 +217,7 @@ class BatchService:
         self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
     ) -> tuple[list[BatchRecord], bool]:
         if status is not None and status not in {s.value for s in BatchStatus}:
-            raise InvalidRequest(f"Unknown status filter '{status}'; use one of "
+            raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use one of "
                                  + ", ".join(s.value for s in BatchStatus) + ".",
                                  code="invalid_status", param="status")
         return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status,
@@ -229,14 +230,15 @@ class BatchService:
         await self.get(workspace_id, batch_id)
         if status is not None and status not in ("success", "error") and not _HTTP_STATUS.fullmatch(status):
             # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
-            raise InvalidRequest(f"Unknown status filter '{status}'; use success, error or an HTTP status code "
-                                 "(100-599).", code="invalid_status", param="status")
+            raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use success, error or an HTTP status "
+                                 "code (100-599).", code="invalid_status", param="status")
         return await self.store.request_logs(workspace_id, batch_id, limit=limit, offset=offset, status=status)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
         entry = await self.store.request_log_entry(workspace_id, request_id)
         if entry is None:
-            raise NotFound(f"No request '{request_id}' in this workspace.", code="generation_not_found_or_not_owned",
+            raise NotFound(f"No request '{excerpt(request_id)}' in this workspace.",
+                           code="generation_not_found_or_not_owned",
                            param="request_id")
         return entry
 

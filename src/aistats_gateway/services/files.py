@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import RetentionConfig
-from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
+from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, excerpt
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.store import Store
@@ -28,7 +28,7 @@ def check_purpose(purpose: object) -> str:
         raise InvalidRequest("Missing required parameter 'purpose' (use \"batch\" for batch input files).",
                              code="missing_required_parameter", param="purpose")
     if purpose not in UPLOAD_PURPOSES:
-        raise InvalidRequest(f"Invalid purpose '{purpose}'; use one of: {', '.join(UPLOAD_PURPOSES)}.",
+        raise InvalidRequest(f"Invalid purpose '{excerpt(purpose)}'; use one of: {', '.join(UPLOAD_PURPOSES)}.",
                              code="invalid_purpose", param="purpose")
     return purpose
 
@@ -115,8 +115,8 @@ class FileService:
     async def get(self, workspace_id: str, file_id: str, param: str = "file_id") -> FileRecord:
         record = await self.store.get_file(workspace_id, file_id)
         if record is None:
-            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
-                           param=param)
+            raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
+                           code="file_not_found_or_not_owned", param=param)
         if record.expires_at is not None and record.expires_at <= self.clock.now():
             # Gone for its owner the moment it expires, even before the retention sweep removes it.
             raise NotFound(f"File '{file_id}' expired at {record.expires_at} (its expires_after policy).",
@@ -133,7 +133,7 @@ class FileService:
     async def delete(self, workspace_id: str, file_id: str) -> FileRecord:
         record = await self.store.delete_file(workspace_id, file_id)
         if record is None:
-            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
-                           param="file_id")
+            raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
+                           code="file_not_found_or_not_owned", param="file_id")
         await self.blobs.delete(record.blob_key)
         return record
