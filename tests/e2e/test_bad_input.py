@@ -451,6 +451,7 @@ def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
         ({"url": "https://example.com/", "secret": 1}, "webhook.secret"),
         ({"url": "https://example.com/", "secret": ""}, "webhook.secret"),
         ({"url": "https://example.com/", "secret": " padded"}, "webhook.secret"),
+        ({"url": "https://example.com/", "secret": "s" * 5000}, "webhook.secret"),
         ({"url": "https://example.com/", "extra": 1}, "webhook.extra"),
     ]:
         cases.append((with_(webhook=webhook), param))

@@ -278,6 +278,7 @@ WEBHOOK_EVENTS = (
     "batch.cancelled",
     "batch.expired",
 )
+MAX_WEBHOOK_SECRET_CHARS = 1024
 DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 
 
@@ -323,6 +324,11 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
     secret = value.get("secret")
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise InvalidRequest("'webhook.secret' must be a non-empty string.", code="invalid_webhook",
+                             param="webhook.secret")
+    if isinstance(secret, str) and len(secret) > MAX_WEBHOOK_SECRET_CHARS:
+        # Stored with the batch and copied into every event's snapshot: a body-sized secret multiplies.
+        raise InvalidRequest(f"'webhook.secret' is {len(secret):,} characters long; at most "
+                             f"{MAX_WEBHOOK_SECRET_CHARS:,} are allowed.", code="invalid_webhook",
                              param="webhook.secret")
     if isinstance(secret, str) and secret != secret.strip():
         # Receivers (the AI Stats and Phaseo SDKs) strip the secret before verifying; a padded
