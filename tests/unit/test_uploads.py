@@ -88,3 +88,16 @@ def test_content_disposition_is_a_valid_latin1_header_keeping_the_exact_name(nam
     assert "\r" not in header and "\n" not in header and header.startswith(f'attachment; filename="{fallback}"')
     if name != fallback:
         assert unquote(header.split("filename*=UTF-8''", 1)[1]) == name
+
+
+def test_text_fields_are_bounded_in_number_and_size() -> None:
+    many = b"".join(b'--xyzzy\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n%s\r\n' % (i, b"v" * 1000)
+                    for i in range(40)) + b"--xyzzy--\r\n"
+    with pytest.raises(InvalidRequest) as err:
+        _read(many)
+    assert err.value.code == "invalid_multipart" and "more than 32 fields" in err.value.message
+    long_name = b"n" * 3000
+    big = b'--xyzzy\r\nContent-Disposition: form-data; name="' + long_name + b'"\r\n\r\n' + b"v" * 70_000 + b"\r\n"
+    with pytest.raises(InvalidRequest) as err:
+        _read(big)
+    assert err.value.param is not None and len(err.value.param) <= 100 and len(err.value.message) < 300

@@ -17,10 +17,13 @@ from typing import Any
 import orjson
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
+from aistats_gateway.errors import InvalidRequest, PayloadTooLarge, excerpt
 from aistats_gateway.services.files import LimitedWriter
 
 MAX_FIELD_BYTES = 64 * 1024
+# Text fields are held in memory (the file part streams to the blob store): without a count, a chunked body of
+# 64 KB fields under distinct names grew without bound. An upload has four (purpose, expires_after[...]).
+MAX_FIELDS = 32
 
 
 @dataclass
@@ -85,13 +88,17 @@ async def read_multipart(
         else:
             part.value += data[start:end]
             if len(part.value) > MAX_FIELD_BYTES:
-                raise InvalidRequest(f"Form field '{part.name}' is too long.", code="invalid_multipart",
-                                     param=part.name)
+                raise InvalidRequest(f"Form field '{excerpt(part.name)}' is longer than {MAX_FIELD_BYTES:,} bytes.",
+                                     code="invalid_multipart", param=part.name[:100])
 
     def on_part_end() -> None:
         part: _Part = state["part"]
         if part.name and part.name != "file":
             fields[part.name] = part.value.decode("utf-8", "replace")
+            if len(fields) > MAX_FIELDS:
+                raise InvalidRequest(f"The form has more than {MAX_FIELDS} fields; an upload needs 'file' and "
+                                     "'purpose' (and optionally expires_after[anchor], expires_after[seconds]).",
+                                     code="invalid_multipart")
 
     def on_end() -> None:  # called only when the closing boundary arrives
         state["ended"] = True
