@@ -485,7 +485,7 @@ def create_cases(file_id: str) -> list[tuple[dict[str, Any], str | None]]:
     for input_file_id in [1, True, [], {}, ""]:
         cases.append((with_(input_file_id=input_file_id), "input_file_id"))
     cases.append((with_(input_file_id=...), "input_file_id"))
-    for missing in ["file-nope", "file-" + "0" * 26, "é😀", "x" * 5000, "../files/x"]:
+    for missing in ["file-nope", "file-" + "0" * 26, "é😀", "x" * 5000, "../files/x", "\x00", "file-\x00"]:
         cases.append((with_(input_file_id=missing), "input_file_id"))
     for requests in ["x", {}, 1, True]:
         cases.append((with_(input_file_id=..., requests=requests), "requests"))
