@@ -228,7 +228,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(title="AI Stats Gateway", version=__version__, lifespan=lifespan,
                   docs_url="/docs", openapi_url="/openapi.json")
     api_errors.install(app)
-    app.add_middleware(api_errors.RequestIdMiddleware)
+    app.add_middleware(api_errors.NulGuardMiddleware)
+    app.add_middleware(api_errors.RequestIdMiddleware)  # added last: runs first, so the guard's 400 has an id
     for module in (meta_routes, file_routes, batch_routes, stream_routes, usage_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)

@@ -23,6 +23,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def excerpt(text: str, limit: int = 100) -> str:
+    """A caller's value as an error message quotes it: whole when short, else its start and its length (a
+    60 MB 'execution' must not come back as a 60 MB message, nor sit in a batch's stored errors)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 class GatewayError(Exception):
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "server_error"

@@ -188,6 +188,10 @@ def test_semantic_fields_that_cannot_be_honoured_are_rejected_by_name(extra: dic
     ([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"type": "function"}]}],
      "messages[1].tool_calls[0]"),
     ([{"role": "user", "content": 42}], "messages[0].content"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "tool_calls": 1.5}],
+     "messages[1].tool_calls"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "tool_calls": {"id": "c"}}],
+     "messages[1].tool_calls"),
 ])
 def test_malformed_conversations_are_named(messages: list[Any], param: str) -> None:
     assert rejected(chat_to_messages, {"model": M, "messages": messages}).param == param

@@ -10,6 +10,8 @@ from aistats_gateway.domain.batch import (
     RequestCounts,
     normalize_endpoint,
     parse_completion_window,
+    parse_endpoint,
+    parse_expires_after,
     parse_metadata,
     parse_webhook,
 )
@@ -26,16 +28,33 @@ def test_unknown_endpoint() -> None:
     assert normalize_endpoint("/v1/images/generations") is None
 
 
+@pytest.mark.parametrize(("value", "code"), [(None, "missing_required_parameter"), ("  ", "missing_required_parameter"),
+                                             (1, "invalid_type"), (["/v1/responses"], "invalid_type"),
+                                             ("/v1/nope", "invalid_endpoint")])
+def test_bad_endpoints_say_what_is_wrong(value: object, code: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_endpoint(value)
+    assert (err.value.code, err.value.param) == (code, "endpoint")
+
+
 @pytest.mark.parametrize(("window", "seconds"), [(None, 86400), ("24h", 86400), ("90m", 5400), ("168h", 604800)])
 def test_windows(window: str | None, seconds: int) -> None:
     assert parse_completion_window(window) == seconds
 
 
-@pytest.mark.parametrize("window", ["0h", "169h", "1d", "abc", 24])
+@pytest.mark.parametrize("window", ["0h", "169h", "1d", "abc", 24, "١٢h", "²h", "1.5h", "-1h"])
 def test_bad_windows_name_the_field(window: object) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_completion_window(window)
     assert err.value.param == "completion_window"
+
+
+@pytest.mark.parametrize("seconds", ["٣٦٠٠", "3600²", "²", "abc", 3600.5, True, None])
+def test_expires_after_seconds_are_ascii_integers(seconds: object) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_expires_after({"anchor": "created_at", "seconds": seconds}, "expires_after")
+    assert err.value.param == "expires_after.seconds"
+    assert parse_expires_after({"anchor": "created_at", "seconds": " 3600"}, "expires_after") == 3600
 
 
 def test_metadata_rules() -> None:
@@ -100,3 +119,27 @@ def test_retry_policy() -> None:
     capped = RetryPolicy(max_attempts=50, base=1.0, cap=8.0).decide(
         status=500, attempts=20, throttles=0, retry_after=None, jitter=0.999)
     assert capped.delay <= 8.0
+
+
+def test_windows_with_many_digits_are_refused_and_spellings_are_stored_canonical() -> None:
+    from aistats_gateway.domain.batch import completion_window_text
+
+    for window in ("9" * 5000 + "h", "9" * 13 + "m"):  # int() refuses over 4,300 digits: this was a 500
+        with pytest.raises(InvalidRequest) as err:
+            parse_completion_window(window)
+        assert err.value.param == "completion_window" and len(err.value.message) < 300
+    assert parse_completion_window(" 0024 h ") == 86400 and completion_window_text(" 0024 h ") == "24h"
+    assert completion_window_text("1440m") == "1440m" and completion_window_text(None) == "24h"
+    with pytest.raises(InvalidRequest) as err:
+        parse_expires_after({"anchor": "created_at", "seconds": "9" * 5000}, "expires_after")
+    assert err.value.param == "expires_after.seconds"
+
+
+def test_endpoints_are_bounded_and_long_values_are_quoted_short() -> None:
+    for endpoint in ("/v1/responses" + "/" * 200, " " * 100 + "responses", "x" * 100_000):
+        with pytest.raises(InvalidRequest) as err:
+            parse_endpoint(endpoint)
+        assert err.value.code == "invalid_endpoint" and len(err.value.message) < 400
+    with pytest.raises(InvalidRequest) as err:
+        parse_webhook({"url": "https://example.com/" + "a" * 100_000})
+    assert len(err.value.message) < 600

@@ -181,3 +181,60 @@ def test_valid_lines_carry_no_body_copy() -> None:
     validator = LineValidator(endpoint=ENDPOINT, route=route)
     valid = validator.feed(7, line("c7"))
     assert valid is not None and tuple(valid) == (7, "c7", "mock/echo", "mock")
+
+
+def test_a_body_nested_deeper_than_orjson_can_write_is_a_line_error_not_a_crash() -> None:
+    """orjson parses 1024 levels but serializes 255: such a line crashed the ingest (retried forever, the batch
+    stuck in validating) and answered a dry run with 500."""
+    deep = b'{"custom_id": "d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "mock/echo", ' \
+           b'"messages": ' + b"[" * 300 + b"]" * 300 + b"}}"
+    v = run([line("a"), deep])
+    assert only_error(v) == ("invalid_value", 2, "body") and "255" in v.errors[0].message
+    assert only_error(run([deep.replace(b"[" * 300, b"[" * 2000).replace(b"]" * 300, b"]" * 2000)]))[:2] == \
+        ("invalid_json_line", 1)
+    assert run([deep.replace(b"[" * 300, b"[" * 200).replace(b"]" * 300, b"]" * 200)]).errors == []
+
+
+def test_nul_characters_in_custom_id_and_model_are_refused() -> None:
+    """PostgreSQL text columns cannot hold NUL: the item insert failed on every ingest retry."""
+    assert only_error(run([line("a\x00b")])) == ("invalid_value", 1, "custom_id")
+    star = LineValidator(endpoint=ENDPOINT, route=lambda model: ("any", None))
+    assert star.feed(1, line("a", body={"model": "gpt\x00x"})) is None
+    assert [(e.code, e.param) for e in star.errors] == [("invalid_value", "body.model")]
+    assert run([line("a", body={"model": "mock/echo", "messages": [{"role": "user", "content": "a\x00b"}]})]).errors \
+        == []  # NUL inside the body is fine: bodies are stored as bytes
+
+
+def test_the_estimate_saturates_instead_of_overflowing_64_bits() -> None:
+    from aistats_gateway.domain.jsonl import MAX_ESTIMATE_NANOS
+
+    validator = LineValidator(endpoint=ENDPOINT, route=route, estimate=lambda provider, model, body: 2**70)
+    for n in range(3):
+        validator.feed(n + 1, line(f"c{n}"))
+    assert validator.accepted == 3 and validator.estimated_nanos == MAX_ESTIMATE_NANOS < 2**63
+
+
+@pytest.mark.parametrize(("raw", "hint"), [
+    (b'{"custom_id": "a"}\r{"custom_id": "b"}', "carriage return"),
+    ('{"custom_id": "a"}'.encode("utf-16"), "UTF-16"),
+    (b'{"custom_id": "a", "body": {"temperature": NaN}}', "NaN and Infinity"),
+    (b'{"custom_id": "a", "body": {"temperature": -Infinity}}', "NaN and Infinity"),
+    (b'{"custom_id": "a"', "unexpected end of data"),
+])
+def test_unparseable_lines_say_what_the_parser_saw(raw: bytes, hint: str) -> None:
+    v = run([raw])
+    assert v.errors[0].code == "invalid_json_line" and v.errors[0].line == 1
+    assert v.errors[0].message.startswith("This line is not parseable as valid JSON") and hint in v.errors[0].message
+
+
+def test_models_longer_than_the_model_columns_are_refused() -> None:
+    star = LineValidator(endpoint=ENDPOINT, route=lambda model: ("any", None))
+    assert star.feed(1, line("a", body={"model": "m" * 257})) is None
+    assert [(e.code, e.line, e.param) for e in star.errors] == [("invalid_value", 1, "body.model")]
+    assert star.feed(2, line("b", body={"model": "m" * 256})) is not None
+
+
+def test_errors_quote_long_values_short() -> None:
+    v = run([line("a", url="/v1/" + "x" * 1_000_000), line("b", method="x" * 1_000_000)])
+    assert [e.code for e in v.errors] == ["url_mismatch", "invalid_method"]
+    assert all(len(e.message) < 400 for e in v.errors)

@@ -267,3 +267,35 @@ def test_a_known_rate_keeps_rate_times_latency_in_flight() -> None:
     configured = Lane("p/m", "p", "m", LaneLimits(rpm=6000, max_concurrency=20), 64, LocalPermits())
     configured.observe(Entry(None, "b"), 200, 2.0, None, 0, 0)
     assert configured.concurrency() == 20  # a configured cap is the user's word
+
+
+@aio
+async def test_an_absurd_max_tokens_costs_at_most_a_minute_of_budget_and_a_refusal_refunds_it() -> None:
+    """One line asking max_tokens=10^12 used to charge the lane 10^12 tokens: every batch on the lane then
+    waited ~19 years at 100k tpm. The charge is capped at one minute of budget, and an upstream's 4xx
+    refusal (what providers answer to such a request) gives it back."""
+    now = Now()
+    permits = LocalPermits(now)
+    lane = Lane("p/m", "p", "m", LaneLimits(tpm=60_000), 64, permits, headroom=1.0, burst_seconds=0.0)
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**12})
+    for i in range(2):
+        lane.put(work("b", i), "b", body)
+    launched: list[Entry] = []
+
+    def launch(w: Any, entry: Entry) -> None:
+        launched.append(entry)
+        lane.close()
+
+    await lane.pump(launch)
+    first = launched[0]
+    assert first.charged == 60_000
+    assert permits.take_now("p/m", 1, 1, None, 60_000, 0.0) == pytest.approx(60.0, abs=0.01)
+    lane.observe(first, 400, 0.1, None, 0, 0)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert permits.take_now("p/m", 1, 1, None, 60_000, 0.0) == 0.0
+    # An upstream that answers it anyway counted at most its own per-minute limit: no charge beyond a minute.
+    lane.observe(first, 200, 0.1, None, 10, 5)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert permits.take_now("p/m", 1, 1, None, 60_000, 0.0) <= 60.01

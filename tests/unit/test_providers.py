@@ -41,6 +41,19 @@ def test_mock_endpoints_have_their_shapes() -> None:
     assert rejected.status == 400
 
 
+def test_mock_answers_a_malformed_messages_field_like_the_real_apis() -> None:
+    """'messages': 1 made the mock raise TypeError: the line settled as the gateway's own internal_error."""
+    mock = MockProvider()
+    for endpoint in ("/v1/chat/completions", "/v1/messages"):
+        for messages in (1, 1.5, True, "hi", {"role": "user"}):
+            result = asyncio.run(mock.send(endpoint, "mock/echo", orjson.dumps({"model": "mock/echo",
+                                                                                "messages": messages})))
+            error = orjson.loads(result.body)["error"]
+            assert result.status == 400 and error["param"] == "messages", (endpoint, messages)
+    for body in ({"model": "mock/echo"}, {"model": "mock/echo", "messages": [1, None, {"content": {"a": 1}}]}):
+        assert asyncio.run(mock.send("/v1/chat/completions", "mock/echo", orjson.dumps(body))).status == 200
+
+
 def test_routing_prefix_pattern_and_preferences() -> None:
     router = Router([MockProvider(), _openai(), _openai("local", ["llama*"])])
     assert router.route("mock/echo") == ("mock", None)

@@ -85,6 +85,68 @@ def test_local_development_exception_is_a_setting(url: str) -> None:
         check_url(url, allow_local=False)
 
 
+MALFORMED = [
+    "https://[::1/hook",                        # unbalanced bracket: urlsplit raises ValueError
+    "https://[zz]/hook",                        # a bracketed host that is no IP address
+    "https://[v1.x]/hook",                      # IPvFuture: nothing to connect to
+    "https://exa\x00mple.com/hook",             # NUL (socket.inet_aton raises ValueError on it)
+    "https://exa mple.com/hook",                # whitespace
+    "https://example.com/a\r\nb",               # control characters
+    "https://a..b/hook",                        # empty label: IDNA cannot encode it
+    "https://" + "a" * 64 + ".com/hook",        # label over 63 characters
+    "https://exa%mple.com/hook",                # not a DNS name
+    "https://-bad-.example/hook",               # label starting or ending with '-'
+    "https://foo.localhost./hook",              # local-only names with the root dot
+    "https://localhost./hook",
+    "https://example.com/" + "a" * 3000,        # longer than MAX_URL_CHARS
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_urls_are_refused_with_a_reason_not_an_exception(url: str) -> None:
+    with pytest.raises(UnsafeTarget) as info:
+        check_url(url, allow_local=False)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("url", ["https://éxample.com/hook", "https://hooks.example.com./x", "https://a_b.example.com/x",
+                                 "https://example.com/caf%C3%A9?q=é"])
+def test_unusual_but_valid_urls_pass(url: str) -> None:
+    check_url(url, allow_local=False)
+
+
+def test_any_delivery_error_is_recorded_as_a_failed_attempt() -> None:
+    """An error no handler expected (here the resolver's UnicodeError for a host stored before create checked
+    it) is an attempt like any other: recorded and retried, never an event claimed forever."""
+    from types import SimpleNamespace
+
+    from aistats_gateway.clock import FakeClock
+    from aistats_gateway.config import WebhookConfig
+    from aistats_gateway.webhooks.deliverer import Deliverer
+    from aistats_gateway.webhooks.outbox import Event
+
+    recorded: list[dict[str, object]] = []
+
+    class Store:
+        async def record_attempt(self, event: Event, **fields: object) -> str:
+            recorded.append(fields)
+            return "retry_scheduled"
+
+    async def render(_record: object) -> dict[str, object]:
+        return {}
+
+    async def broken_resolver(host: str, port: int) -> list[str]:
+        raise UnicodeError("encoding with 'idna' codec failed (UnicodeError: label empty or too long)")
+
+    deliverer = Deliverer(WebhookConfig(), Store(), FakeClock(), render, allow_local=False,  # type: ignore[arg-type]
+                          resolve=broken_resolver)
+    snapshot = SimpleNamespace(webhook={"url": "https://hooks.example.com/x", "secret": None})
+    event = Event("evt_1", "batch_1", "batch.completed", "batch.completed", snapshot, 1, 4, 0)  # type: ignore[arg-type]
+    asyncio.run(deliverer._attempt(event))
+    assert len(recorded) == 1 and recorded[0]["delivered"] is False
+    assert "UnicodeError" in str(recorded[0]["error"]) and recorded[0]["next_attempt_at"] is not None
+
+
 def test_public_https_is_allowed() -> None:
     assert check_url("https://hooks.example.com:8443/x", allow_local=False) == ("https", "hooks.example.com", 8443)
 

@@ -14,6 +14,7 @@ from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
+MAX_OFFSET = 2**31 - 1  # far beyond any request log; larger values overflow the databases' 64-bit integers
 
 
 @router.post("")
@@ -68,7 +69,7 @@ async def batch_requests(
     workspace: Workspace,
     batch_id: str,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     status: str | None = None,
 ) -> JSONResponse:
     """The request log: every upstream attempt of the batch (`status`: success, error or a code)."""

@@ -6,6 +6,7 @@ Also stamps each response with `x-request-id` (a `G-` id), the same id the error
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,7 @@ from aistats_gateway.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    excerpt,
 )
 from aistats_gateway.logs import request_id_var
 
@@ -68,6 +70,40 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+class NulGuardMiddleware:
+    """Refuses a NUL character (`%00`) in the path or a query parameter with a 400 naming it.
+
+    No id, cursor, filter or name of the gateway contains one, and PostgreSQL text cannot hold it: passed
+    on to a query, `GET /v1/batches/a%00b` or `?after=%00` failed in the driver (a 500). SQLite took them
+    and found nothing; both now answer the same 400. Runs inside RequestIdMiddleware (the id is set)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in(scope)
+            if where is not None:
+                param, message = where
+                response = error_response(InvalidRequest(message, code="invalid_character", param=param),
+                                          Request(scope))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> tuple[str | None, str] | None:
+    if "\x00" in scope.get("path", ""):
+        return None, "The URL path contains a NUL character (%00); no id or route of the gateway has one."
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                shown = name.replace("\x00", "\\u0000")[:64]
+                return shown, f"Query parameter '{shown}' contains a NUL character (%00)."
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
@@ -85,13 +121,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err: GatewayError
         if exc.status_code == 404:
-            err = NotFound(f"No route {request.method} {request.url.path}.", code="route_not_found")
+            err = NotFound(f"No route {request.method} {excerpt(request.url.path, 200)}.", code="route_not_found")
         elif exc.status_code == 401:
             err = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:
             err = PayloadTooLarge(str(exc.detail))
         elif exc.status_code == 405:
-            err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on {excerpt(request.url.path, 200)}.")
         else:
             err = GatewayError(str(exc.detail), code="http_error")
             err.status_code = exc.status_code  # type: ignore[misc]

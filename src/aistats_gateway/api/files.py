@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -13,7 +14,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
 from aistats_gateway.domain import batch as rules
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
-from aistats_gateway.services.files import check_purpose
+from aistats_gateway.services.files import check_filename, check_purpose
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -28,7 +29,8 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
             f"The upload is {int(length):,} bytes; the limit is {files.max_bytes:,} bytes.", code="file_too_large",
             param="file")
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-insensitive (RFC 9110)
+    if media_type == "multipart/form-data":
         file_id, key, writer = files.new_upload()
         try:
             form = await read_multipart(request.stream(), content_type, writer)
@@ -37,21 +39,19 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
                                      code="missing_required_parameter", param="file")
             purpose = check_purpose(form.fields.get("purpose"))
             expires_after = rules.parse_expires_after(_bracketed(form.fields, "expires_after"), "expires_after")
+            filename = check_filename(form.filename)
         except BaseException:
             await writer.writer.abort()
             raise
-        record = await files.finish_upload(workspace, file_id, key, writer,
-                                           filename=form.filename or "upload.jsonl", purpose=purpose,
+        record = await files.finish_upload(workspace, file_id, key, writer, filename=filename, purpose=purpose,
                                            expires_after=expires_after)
-    elif content_type.startswith("application/json") or not content_type:
+    elif media_type.startswith("application/json") or not media_type:
         body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
         purpose = check_purpose(body.get("purpose"))
         expires_after = rules.parse_expires_after(body.get("expires_after"), "expires_after")
         data = json_upload_content(body)
-        filename = body.get("filename")
-        record = await files.create_from_bytes(
-            workspace, data, filename=filename if isinstance(filename, str) and filename else "upload.jsonl",
-            purpose=purpose, expires_after=expires_after)
+        record = await files.create_from_bytes(workspace, data, filename=check_filename(body.get("filename")),
+                                               purpose=purpose, expires_after=expires_after)
     else:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
@@ -93,9 +93,20 @@ async def file_content(request: Request, workspace: Workspace, file_id: str) -> 
     media = "application/jsonl" if record.filename.endswith((".jsonl", ".ndjson")) else "application/octet-stream"
     headers: dict[str, Any] = {
         "content-length": str(record.bytes),
-        "content-disposition": f'attachment; filename="{record.filename}"',
+        "content-disposition": content_disposition(record.filename),
     }
     return StreamingResponse(chunks, media_type=media, headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name as a quoted ASCII fallback and, when that had to change it, the exact name as
+    RFC 5987 `filename*` (UTF-8, percent-encoded). Header values are Latin-1 without control characters, so a
+    name like 'é€.jsonl' or one with a quote or a line break must never reach the header as it is."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename) or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
 
 
 @router.delete("/{file_id}")

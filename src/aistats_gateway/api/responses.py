@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -12,4 +13,11 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError as exc:
+            if "64-bit" not in str(exc):
+                raise
+            # orjson refuses integers beyond 64 bits; JSON has no such limit and the value is exact as it is
+            # (a dry run pricing a line with max_tokens=2**62 at the full cap, say).
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()

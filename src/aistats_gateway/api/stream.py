@@ -26,7 +26,7 @@ from aistats_gateway.api.deps import gateway
 from aistats_gateway.api.errors import request_id_of
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import batch_view
-from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound, UpgradeRequired
+from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound, UpgradeRequired, excerpt
 
 router = APIRouter(tags=["stream"])
 KINDS = ("batch",)
@@ -39,7 +39,7 @@ def clamp_interval(raw: str | None) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidRequest(f"interval_ms must be an integer number of milliseconds, got '{raw}'.",
+        raise InvalidRequest(f"interval_ms must be an integer number of milliseconds, got '{excerpt(raw)}'.",
                              code="invalid_interval_ms", param="interval_ms") from None
     return max(1000, min(10000, value))
 
@@ -52,7 +52,7 @@ def parse_bool(raw: str | None, name: str, default: bool) -> bool:
         return True
     if lowered in ("0", "false", "no"):
         return False
-    raise InvalidRequest(f"{name} must be true or false, got '{raw}'.", code=f"invalid_{name}", param=name)
+    raise InvalidRequest(f"{name} must be true or false, got '{excerpt(raw)}'.", code=f"invalid_{name}", param=name)
 
 
 @router.get("/v1/async/{kind}/{job_id}/ws")
@@ -70,14 +70,14 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
     try:
         workspace = await gw.auth.workspace_for(token)
         if kind not in KINDS:
-            raise InvalidRequest(f"Unknown job kind '{kind}'; supported: {', '.join(KINDS)}.",
+            raise InvalidRequest(f"Unknown job kind '{excerpt(kind)}'; supported: {', '.join(KINDS)}.",
                                  code="unknown_job_kind", param="kind")
         interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
         close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
-        record = await gw.store.get_batch(job_id, workspace)
+        record = await gw.store.get_batch(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
         if record is None:
-            raise NotFound(f"No {kind} job '{job_id}' in this workspace.", code="async_job_not_found_or_not_owned",
-                           param="id")
+            raise NotFound(f"No {kind} job '{excerpt(job_id)}' in this workspace.",
+                           code="async_job_not_found_or_not_owned", param="id")
     except GatewayError as exc:
         rid = request_id_of(websocket)
         await websocket.send_denial_response(JSONResponse(exc.body(rid), status_code=exc.status_code))

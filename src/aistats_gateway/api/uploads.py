@@ -17,10 +17,13 @@ from typing import Any
 import orjson
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
+from aistats_gateway.errors import InvalidRequest, PayloadTooLarge, excerpt
 from aistats_gateway.services.files import LimitedWriter
 
 MAX_FIELD_BYTES = 64 * 1024
+# Text fields are held in memory (the file part streams to the blob store): without a count, a chunked body of
+# 64 KB fields under distinct names grew without bound. An upload has four (purpose, expires_after[...]).
+MAX_FIELDS = 32
 
 
 @dataclass
@@ -49,7 +52,7 @@ async def read_multipart(
     pending: list[bytes] = []
     fields: dict[str, str] = {}
     state: dict[str, Any] = {"part": None, "header_field": b"", "header_value": b"", "filename": None,
-                             "saw_file": False}
+                             "saw_file": False, "ended": False}
 
     def on_part_begin() -> None:
         state["part"] = _Part()
@@ -85,20 +88,33 @@ async def read_multipart(
         else:
             part.value += data[start:end]
             if len(part.value) > MAX_FIELD_BYTES:
-                raise InvalidRequest(f"Form field '{part.name}' is too long.", code="invalid_multipart",
-                                     param=part.name)
+                raise InvalidRequest(f"Form field '{excerpt(part.name)}' is longer than {MAX_FIELD_BYTES:,} bytes.",
+                                     code="invalid_multipart", param=part.name[:100])
 
     def on_part_end() -> None:
         part: _Part = state["part"]
         if part.name and part.name != "file":
             fields[part.name] = part.value.decode("utf-8", "replace")
+            if len(fields) > MAX_FIELDS:
+                raise InvalidRequest(f"The form has more than {MAX_FIELDS} fields; an upload needs 'file' and "
+                                     "'purpose' (and optionally expires_after[anchor], expires_after[seconds]).",
+                                     code="invalid_multipart")
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    def on_end() -> None:  # called only when the closing boundary arrives
+        state["ended"] = True
+
+    try:
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+            "on_header_value": on_header_value, "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+            "on_end": on_end,
+        })
+    except ValueError as exc:  # e.g. a boundary over the 256 bytes the parser (and RFC 2046: 70) allows
+        raise InvalidRequest(f"Malformed multipart Content-Type: {exc}", code="invalid_multipart") from exc
+    received = 0
     async for chunk in stream:
+        received += len(chunk)
         try:
             parser.write(chunk)
         except (InvalidRequest, PayloadTooLarge):
@@ -109,6 +125,11 @@ async def read_multipart(
             await writer.write(data)
         pending.clear()
     parser.finalize()
+    if received and not state["ended"]:
+        # A body cut short (a client that stopped mid-upload, a proxy limit) must not be stored as if whole.
+        raise InvalidRequest("The multipart body ended before its closing boundary ('--<boundary>--'): the upload "
+                             "is incomplete; send it again.", code="invalid_multipart",
+                             param="file" if state["saw_file"] else None)
     return MultipartUpload(fields, state["filename"], state["saw_file"])
 
 
@@ -128,9 +149,12 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
 def json_upload_content(body: dict[str, Any]) -> bytes:
     """The bytes of a JSON upload's `file`: raw text, or a `data:<type>;base64,<payload>` URL."""
     value = body.get("file")
-    if not isinstance(value, str):
+    if value is None:
         raise InvalidRequest("Missing required parameter 'file': give the JSONL text or a data: URL.",
                              code="missing_required_parameter", param="file")
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'file' must be a string (the JSONL text or a data: URL), got {type(value).__name__}.",
+                             code="invalid_type", param="file")
     if value.startswith("data:"):
         header, sep, payload = value.partition(",")
         if not sep:

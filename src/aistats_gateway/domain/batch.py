@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aistats_gateway.errors import InvalidRequest
+from aistats_gateway.errors import InvalidRequest, excerpt
 from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url
 
 
@@ -91,17 +91,26 @@ def normalize_endpoint(value: str) -> str | None:
     return path if path in ENDPOINTS else None
 
 
+MAX_ENDPOINT_CHARS = 64  # the caller's spelling is stored (VARCHAR(128)) and echoed: no valid one is longer
+
+
 def parse_endpoint(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(
+            f"'endpoint' must be a string, got {type(value).__name__}. Use one of: " + ", ".join(ENDPOINTS) + ".",
+            code="invalid_type",
+            param="endpoint",
+        )
+    if value is None or not value.strip():
         raise InvalidRequest(
             "Missing required parameter 'endpoint'. Use one of: " + ", ".join(ENDPOINTS) + ".",
             code="missing_required_parameter",
             param="endpoint",
         )
-    normalized = normalize_endpoint(value)
+    normalized = normalize_endpoint(value) if len(value) <= MAX_ENDPOINT_CHARS else None
     if normalized is None:
         raise InvalidRequest(
-            f"Unsupported endpoint '{value}'. Use one of: " + ", ".join(ENDPOINTS)
+            f"Unsupported endpoint '{excerpt(value)}'. Use one of: " + ", ".join(ENDPOINTS)
             + " (the '/v1' prefix and leading slash are optional).",
             code="invalid_endpoint",
             param="endpoint",
@@ -109,7 +118,8 @@ def parse_endpoint(value: Any) -> str:
     return normalized
 
 
-_WINDOW = re.compile(r"^\s*(\d+)\s*([hm])\s*$")
+# ASCII digits (\d would take "١٢h" too), at most 12 of them (int() refuses over 4,300 digits: a 500)
+_WINDOW = re.compile(r"^\s*([0-9]{1,12})\s*([hm])\s*$")
 MAX_WINDOW_SECONDS = 7 * 24 * 3600
 
 
@@ -126,7 +136,7 @@ def parse_completion_window(value: Any) -> int:
     match = _WINDOW.match(value)
     if not match:
         raise InvalidRequest(
-            f"Invalid completion_window '{value}': use '<N>h' or '<N>m', e.g. '24h' (at most 168h).",
+            f"Invalid completion_window '{excerpt(value)}': use '<N>h' or '<N>m', e.g. '24h' (at most 168h).",
             code="invalid_completion_window",
             param="completion_window",
         )
@@ -134,11 +144,18 @@ def parse_completion_window(value: Any) -> int:
     seconds = amount * (3600 if unit == "h" else 60)
     if seconds < 60 or seconds > MAX_WINDOW_SECONDS:
         raise InvalidRequest(
-            f"completion_window '{value}' is out of range: it must be between 1m and 168h (7 days).",
+            f"completion_window '{excerpt(value)}' is out of range: it must be between 1m and 168h (7 days).",
             code="invalid_completion_window",
             param="completion_window",
         )
     return seconds
+
+
+def completion_window_text(value: Any) -> str:
+    """The window as stored and echoed, for a value `parse_completion_window` accepted: '0024 h' → '24h'
+    (the column is VARCHAR(16), and spaces or leading zeros mean nothing)."""
+    match = _WINDOW.match(value) if isinstance(value, str) else None
+    return f"{int(match.group(1))}{match.group(2)}" if match else "24h"
 
 
 # OpenAI's bounds for `expires_after` (files) and `output_expires_after` (batches): 1 hour to 30 days.
@@ -157,16 +174,19 @@ def parse_expires_after(value: Any, param: str) -> int | None:
         raise InvalidRequest(f"{shape}, got {type(value).__name__}.", code="invalid_type", param=param)
     unknown = sorted(set(value) - {"anchor", "seconds"})
     if unknown:
-        raise InvalidRequest(f"Unknown parameter '{param}.{unknown[0]}'; {shape}.", code="unknown_parameter",
-                             param=f"{param}.{unknown[0]}")
+        raise InvalidRequest(f"Unknown parameter '{param}.{excerpt(unknown[0])}'; {shape}.", code="unknown_parameter",
+                             param=f"{param}.{unknown[0][:100]}")
     if value.get("anchor") != "created_at":
-        raise InvalidRequest(f"'{param}.anchor' must be 'created_at' (the only anchor), got {value.get('anchor')!r}.",
+        raise InvalidRequest(f"'{param}.anchor' must be 'created_at' (the only anchor), got "
+                             f"{excerpt(repr(value.get('anchor')))}.",
                              code="invalid_value", param=f"{param}.anchor")
     seconds = value.get("seconds")
-    if isinstance(seconds, str) and seconds.strip().isdigit():
-        seconds = int(seconds)
+    if isinstance(seconds, str) and seconds.strip().isascii() and seconds.strip().isdigit():
+        # ASCII only: str.isdigit() is true for "٣٦٠٠" and "²" too; more than 12 digits is out of range anyway
+        # (and int() refuses over 4,300 of them)
+        seconds = int(seconds) if len(seconds.strip()) <= 12 else EXPIRES_AFTER_MAX_SECONDS + 1
     if not isinstance(seconds, int) or isinstance(seconds, bool):
-        raise InvalidRequest(f"'{param}.seconds' must be an integer number of seconds, got {seconds!r}.",
+        raise InvalidRequest(f"'{param}.seconds' must be an integer number of seconds, got {excerpt(repr(seconds))}.",
                              code="invalid_type", param=f"{param}.seconds")
     if not EXPIRES_AFTER_MIN_SECONDS <= seconds <= EXPIRES_AFTER_MAX_SECONDS:
         raise InvalidRequest(f"'{param}.seconds' is {seconds}; it must be between {EXPIRES_AFTER_MIN_SECONDS} "
@@ -207,6 +227,9 @@ def parse_session_id(value: Any) -> str | None:
     if len(value) > 256:
         raise InvalidRequest(f"'session_id' is {len(value)} characters long; at most 256 allowed.",
                              code="invalid_session_id", param="session_id")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest("'session_id' must not contain NUL characters (\\u0000).", code="invalid_session_id",
+                             param="session_id")
     return value
 
 
@@ -242,8 +265,8 @@ def parse_provider_preferences(value: Any) -> dict[str, Any] | None:
             out[key] = val
         else:
             raise InvalidRequest(
-                f"Unknown field 'provider.{key}'; allowed: order, only, ignore, allow_fallbacks, sort.",
-                code="invalid_provider_preferences", param=f"provider.{key}")
+                f"Unknown field 'provider.{excerpt(key)}'; allowed: order, only, ignore, allow_fallbacks, sort.",
+                code="invalid_provider_preferences", param=f"provider.{key[:100]}")
     return out
 
 
@@ -255,6 +278,7 @@ WEBHOOK_EVENTS = (
     "batch.cancelled",
     "batch.expired",
 )
+MAX_WEBHOOK_SECRET_CHARS = 1024
 DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 
 
@@ -271,16 +295,16 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
                              param="webhook")
     unknown = set(value) - {"url", "events", "secret"}
     if unknown:
-        raise InvalidRequest(f"Unknown webhook field(s): {', '.join(sorted(unknown))}.",
-                             code="invalid_webhook", param=f"webhook.{sorted(unknown)[0]}")
+        raise InvalidRequest(f"Unknown webhook field(s): {excerpt(', '.join(sorted(unknown)))}.",
+                             code="invalid_webhook", param=f"webhook.{sorted(unknown)[0][:100]}")
     url = value.get("url")
     if not isinstance(url, str) or not url:
         raise InvalidRequest("'webhook.url' is required.", code="invalid_webhook", param="webhook.url")
     try:
         check_url(url, allow_local=allow_local_http)
     except UnsafeTarget as exc:
-        raise InvalidRequest(f"Invalid webhook.url '{url}': {exc}.", code="invalid_webhook_url",
-                             param="webhook.url") from None
+        raise InvalidRequest(f"Invalid webhook.url '{excerpt(url)}': {excerpt(str(exc), 300)}.",
+                             code="invalid_webhook_url", param="webhook.url") from None
     events_in = value.get("events")
     if events_in is None:
         events = list(DEFAULT_WEBHOOK_EVENTS)
@@ -295,11 +319,16 @@ def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any
                 events.append(normalized)
         if not events:
             raise InvalidRequest(
-                f"webhook.events {events_in} has no valid event; use any of {', '.join(WEBHOOK_EVENTS)} "
+                f"webhook.events {excerpt(repr(events_in))} has no valid event; use any of {', '.join(WEBHOOK_EVENTS)} "
                 "(or their job.* forms).", code="invalid_webhook_events", param="webhook.events")
     secret = value.get("secret")
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise InvalidRequest("'webhook.secret' must be a non-empty string.", code="invalid_webhook",
+                             param="webhook.secret")
+    if isinstance(secret, str) and len(secret) > MAX_WEBHOOK_SECRET_CHARS:
+        # Stored with the batch and copied into every event's snapshot: a body-sized secret multiplies.
+        raise InvalidRequest(f"'webhook.secret' is {len(secret):,} characters long; at most "
+                             f"{MAX_WEBHOOK_SECRET_CHARS:,} are allowed.", code="invalid_webhook",
                              param="webhook.secret")
     if isinstance(secret, str) and secret != secret.strip():
         # Receivers (the AI Stats and Phaseo SDKs) strip the secret before verifying; a padded

@@ -16,9 +16,15 @@ from typing import Any, NamedTuple
 import orjson
 
 from aistats_gateway.domain.batch import normalize_endpoint
+from aistats_gateway.errors import excerpt
 
 MAX_CUSTOM_ID_CHARS = 512
 MEMO_SIZE = 256  # distinct models / urls whose answer a validator remembers
+MAX_MODEL_CHARS = 256
+MAX_BODY_DEPTH = 255  # orjson parses 1024 levels of nesting but serializes at most this many
+# A batch's estimate saturates here (~4.6 billion USD): any limited workspace refuses it all the same, and the
+# sum of absurd per-line caps (max_tokens=2**62 on every line) must not overflow the 64-bit estimate column.
+MAX_ESTIMATE_NANOS = 2**62
 
 
 @dataclass(frozen=True)
@@ -137,16 +143,17 @@ class LineValidator:
             return None
         try:
             obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self._error("invalid_json_line", "This line is not parseable as valid JSON.", line_no)
+        except orjson.JSONDecodeError as exc:
+            self._error("invalid_json_line", _unparseable(raw, exc), line_no)
             return None
         if not isinstance(obj, dict):
             self._error("invalid_json_line",
                         f"Each line must be a JSON object, got {type(obj).__name__}.", line_no)
             return None
-        return self._check(line_no, obj)
+        # Only a line with that many brackets can nest too deep to be written back: check just those.
+        return self._check(line_no, obj, raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH)
 
-    def _check(self, line_no: int, obj: dict[str, Any]) -> ValidLine | None:
+    def _check(self, line_no: int, obj: dict[str, Any], maybe_deep: bool = True) -> ValidLine | None:
         ok = True
         custom_id = obj.get("custom_id")
         if custom_id is None or custom_id == "":
@@ -162,6 +169,10 @@ class LineValidator:
             self._error("invalid_value",
                         f"'custom_id' is {len(custom_id)} characters long; at most {MAX_CUSTOM_ID_CHARS}.",
                         line_no, "custom_id")
+            ok = False
+        elif "\x00" in custom_id:  # PostgreSQL text cannot hold NUL: the ingest would fail on every retry
+            self._error("invalid_value", "'custom_id' must not contain NUL characters (\\u0000).", line_no,
+                        "custom_id")
             ok = False
         else:
             first = self._custom_ids.get(custom_id)
@@ -179,7 +190,7 @@ class LineValidator:
                         line_no, "method")
             ok = False
         elif not isinstance(method, str) or method.upper() != "POST":
-            self._error("invalid_method", f"Invalid method {method!r}: batch requests must use \"POST\".",
+            self._error("invalid_method", f"Invalid method {excerpt(repr(method))}: batch requests must use \"POST\".",
                         line_no, "method")
             ok = False
 
@@ -190,7 +201,7 @@ class LineValidator:
             ok = False
         elif not self._url_matches(url):
             self._error("url_mismatch",
-                        f"The url '{url}' does not match the batch endpoint '{self.endpoint}'; "
+                        f"The url '{excerpt(url)}' does not match the batch endpoint '{self.endpoint}'; "
                         "every line must target the batch's endpoint.", line_no, "url")
             ok = False
 
@@ -203,6 +214,13 @@ class LineValidator:
                 self._error("invalid_type", f"'body' must be a JSON object, got {type(body).__name__}.",
                             line_no, "body")
             return None
+        if maybe_deep:
+            try:
+                orjson.dumps(body)
+            except TypeError:  # "Recursion limit reached": parsed fine (up to 1024 levels), cannot be sent on
+                self._error("invalid_value",
+                            f"'body' nests objects and arrays more than {MAX_BODY_DEPTH} levels deep.", line_no, "body")
+                return None
         if body.get("stream") is True:
             self._error("invalid_value", "Streaming is not supported in batches: remove 'stream' or set it "
                         "to false.", line_no, "body.stream")
@@ -212,6 +230,14 @@ class LineValidator:
         if not isinstance(model, str) or not model.strip():
             self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
                         line_no, "body.model")
+            ok = False
+        elif len(model) > MAX_MODEL_CHARS:  # items.model and the request log are VARCHAR(256)
+            self._error("invalid_value", f"'body.model' is {len(model):,} characters long; at most {MAX_MODEL_CHARS}.",
+                        line_no, "body.model")
+            ok = False
+        elif "\x00" in model:
+            self._error("invalid_value", "'body.model' must not contain NUL characters (\\u0000).", line_no,
+                        "body.model")
             ok = False
         else:
             routed = self._routes.get(model)
@@ -228,7 +254,7 @@ class LineValidator:
             return None
         self.accepted += 1
         if self.estimate is not None:
-            self.estimated_nanos += self.estimate(provider, model, body)
+            self.estimated_nanos = min(self.estimated_nanos + self.estimate(provider, model, body), MAX_ESTIMATE_NANOS)
         self.models[model] = self.models.get(model, 0) + 1
         self.providers[provider] = self.providers.get(provider, 0) + 1
         return ValidLine(line_no, custom_id, model, provider)
@@ -245,6 +271,18 @@ class LineValidator:
         if self.seen_lines == 0 and self.error_count == 0:
             self._error("empty_file", "The batch input file is empty: it holds no request lines.", None)
         return self.errors
+
+
+def _unparseable(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """OpenAI's message for a line that is not JSON, plus what the parser saw and a hint for common causes."""
+    message = f"This line is not parseable as valid JSON ({exc.msg} at column {exc.colno})."
+    if b"\r" in raw:
+        message += (" It contains a carriage return (\\r): lines must end with \\n (or \\r\\n), not \\r alone.")
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:4]:
+        message += " The file looks UTF-16 encoded: batch input files must be UTF-8."
+    elif isinstance(exc.doc, str) and exc.doc[exc.pos:exc.pos + 9].lstrip("-").startswith(("NaN", "Infinity")):
+        message += " NaN and Infinity are not JSON numbers."
+    return message
 
 
 def success_line(result_id: str, custom_id: str, status_code: int, request_id: str, body: bytes,

@@ -212,7 +212,7 @@ class Lane:
                 if tpm:
                     if entry.estimate is None:
                         entry.estimate = TokenEstimate.of(_body_of(entry.work))
-                    tokens = self.ratio.scale(entry.estimate.prompt_raw) + entry.estimate.cap
+                    tokens = self._at_most_a_minute(self.ratio.scale(entry.estimate.prompt_raw) + entry.estimate.cap)
                 wait = await self.permits.take(self.key, 1, tokens, _paced(rpm, self.headroom),
                                                _paced(tpm, self.headroom), self.burst_seconds)
                 if wait > 0:
@@ -252,11 +252,20 @@ class Lane:
                 self.ratio.observe(entry.estimate.prompt_raw, prompt_tokens)
                 counted = prompt_tokens + (entry.estimate.cap if entry.estimate.explicit_cap else completion_tokens)
                 if entry.charged:
-                    delta = counted - entry.charged
+                    delta = self._at_most_a_minute(counted) - entry.charged
                     if delta:
                         self._adjust(delta)
         elif status == 429 or status in (503, 529):
             self._decrease()
+        elif status is not None and 400 <= status < 500 and entry.charged:
+            self._adjust(-entry.charged)  # a request the upstream refused (400 ...) used none of its budget
+
+    def _at_most_a_minute(self, tokens: int) -> int:
+        """A request's token charge, capped at one minute of the lane's budget. An upstream refuses a request
+        that asks for more than its per-minute limit, and charging, say, a `max_tokens` of 10^12 in full would
+        stall the lane (every batch on it, other workspaces' too) for years."""
+        minute = _paced(self.tpm, self.headroom)
+        return min(tokens, minute) if minute else tokens
 
     def _adjust(self, delta: int) -> None:
         tpm = _paced(self.tpm, self.headroom)

@@ -287,7 +287,9 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
             turns.add("user", _blocks(content, f"{where}.content", images=True), message.get("cache_control"))
         elif role == "assistant":
             blocks = _blocks(content, f"{where}.content", images=False)
-            for j, call in enumerate(message.get("tool_calls") or []):
+            calls = message.get("tool_calls") or []
+            _reject_if(not isinstance(calls, list), f"{where}.tool_calls", "must be a list of tool calls")
+            for j, call in enumerate(calls):
                 at = f"{where}.tool_calls[{j}]"
                 function = call.get("function") if isinstance(call, dict) else None
                 _reject_if(not isinstance(function, dict) or not isinstance(function.get("name"), str)

@@ -47,7 +47,9 @@ def _text_of(content: Any) -> str:
 def _prompt(endpoint: str, body: dict[str, Any]) -> tuple[str, int]:
     """(text to echo, prompt tokens) for a request body."""
     if endpoint in ("/v1/chat/completions", "/v1/messages"):
-        messages = body.get("messages") or []
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            messages = []
         texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
         system = body.get("system")
         tokens = sum(estimate_tokens(t) + 4 for t in texts) + 3 + (estimate_tokens(_text_of(system)) if system else 0)
@@ -107,6 +109,13 @@ class MockProvider:
         if model == "mock/reject":
             error = {"error": {"message": "mock/reject rejects every request (use mock/echo for answers).",
                                "type": "invalid_request_error", "param": "model", "code": "mock_rejected"}}
+            return ProviderResult(400, orjson.dumps(error))
+        messages = request.get("messages")
+        if endpoint in ("/v1/chat/completions", "/v1/messages") and messages is not None \
+                and not isinstance(messages, list):  # as OpenAI and Anthropic answer it
+            error = {"error": {"message": f"Invalid type for 'messages': expected an array, got "
+                                          f"{type(messages).__name__}.",
+                               "type": "invalid_request_error", "param": "messages", "code": "invalid_type"}}
             return ProviderResult(400, orjson.dumps(error))
         answer = respond(endpoint, model, request)
         tin, tout = usage_of(answer)

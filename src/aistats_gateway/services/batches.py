@@ -8,6 +8,8 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 from __future__ import annotations
 
 import builtins
+import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from aistats_gateway.domain import batch as rules
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
-from aistats_gateway.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound, StaleTransition
+from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.pricing.calculator import PricingLines, usd
 from aistats_gateway.pricing.pricer import Pricer
@@ -34,6 +36,7 @@ CREATE_FIELDS = {
     "requests", "output_expires_after", "dry_run", "execution",
 }
 EXECUTION_MODES = ("auto", "managed", "native")
+_HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
 DAY = 24 * 3600
 
 
@@ -59,8 +62,8 @@ class BatchService:
         unknown = sorted(set(body) - CREATE_FIELDS)
         if unknown:
             raise InvalidRequest(
-                f"Unknown parameter '{unknown[0]}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
-                code="unknown_parameter", param=unknown[0])
+                f"Unknown parameter '{excerpt(unknown[0])}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
+                code="unknown_parameter", param=unknown[0][:100])
         endpoint_input = body.get("endpoint")
         endpoint = rules.parse_endpoint(endpoint_input)
         window = rules.parse_completion_window(body.get("completion_window"))
@@ -78,22 +81,46 @@ class BatchService:
             output_expires_after = self.files.retention.output_files_seconds
         execution = body.get("execution", "auto")
         if execution not in EXECUTION_MODES:
-            raise InvalidRequest(f"Invalid 'execution' {execution!r}: use \"auto\", \"managed\" or \"native\".",
+            raise InvalidRequest(f"Invalid 'execution' {excerpt(repr(execution))}: use \"auto\", \"managed\" or "
+                                 "\"native\".",
                                  code="invalid_value", param="execution")
         if execution == "auto" and (window < DAY or not self.batch_api):
             execution = "managed"  # auto needs a 24h window and providers with a batch API
         if input_file_id is not None and inline is not None:
             raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
                                  code="conflicting_parameters", param="requests")
+        inline_file: str | None = None
         if inline is not None:
             data = self._inline_bytes(inline)
             if dry_run:
                 return await self._dry_run(workspace_id, endpoint, prefs, _once(data))
-            input_file_id = (await self.files.create_from_bytes(workspace_id, data, filename="inline_requests.jsonl",
-                                                                purpose="batch")).id
-        elif not isinstance(input_file_id, str) or not input_file_id:
+            inline_file = input_file_id = (await self.files.create_from_bytes(
+                workspace_id, data, filename="inline_requests.jsonl", purpose="batch")).id
+        elif input_file_id is not None and not isinstance(input_file_id, str):
+            raise InvalidRequest(f"'input_file_id' must be a file id string, got {type(input_file_id).__name__}.",
+                                 code="invalid_type", param="input_file_id")
+        elif not input_file_id:
             raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
                                  code="missing_required_parameter", param="input_file_id")
+        try:
+            record = await self._create_from(workspace_id, body, input_file_id, endpoint, window, metadata,
+                                             session_id, webhook, prefs, dry_run, output_expires_after, execution)
+        except BaseException:
+            # Nothing half-created: whatever refused the batch (a native check, the credit hold, a storage
+            # error), the file made from its inline rows goes too.
+            if inline_file is not None:
+                with contextlib.suppress(Exception):
+                    await self.files.delete(workspace_id, inline_file)
+            raise
+        if isinstance(record, BatchRecord) and self.executor is not None:
+            self.executor.submitted(record)
+        return record
+
+    async def _create_from(
+        self, workspace_id: str, body: dict[str, Any], input_file_id: str, endpoint: str, window: int,
+        metadata: dict[str, str] | None, session_id: str | None, webhook: dict[str, Any] | None,
+        prefs: dict[str, Any] | None, dry_run: bool, output_expires_after: int | None, execution: str,
+    ) -> BatchRecord | dict[str, Any]:
         file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
         if file.purpose != "batch":
             raise InvalidRequest(
@@ -102,36 +129,24 @@ class BatchService:
         if dry_run:
             return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key))
         if execution == "native":
-            try:
-                await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
-            except InvalidRequest:
-                if inline is not None:
-                    await self.files.delete(workspace_id, input_file_id)
-                raise
+            await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
         hold: int | None = None
         balance, _held = await self.store.credit_account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
             hold = (await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key))).estimated_nanos
         now = self.clock.now()
-        window_text = body.get("completion_window") or "24h"
         values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
-            "endpoint": endpoint, "endpoint_input": str(endpoint_input), "status": BatchStatus.VALIDATING.value,
-            "input_file_id": input_file_id, "completion_window": str(window_text).strip(),
+            "endpoint": endpoint, "endpoint_input": str(body.get("endpoint")),
+            "status": BatchStatus.VALIDATING.value,
+            "input_file_id": input_file_id,
+            "completion_window": rules.completion_window_text(body.get("completion_window")),
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
             "execution": execution, "output_expires_after": output_expires_after,
         }
-        try:
-            record = await self.store.insert_batch(values, hold_nanos=hold)
-        except InsufficientFunds:
-            if inline is not None:
-                await self.files.delete(workspace_id, input_file_id)
-            raise
-        if self.executor is not None:
-            self.executor.submitted(record)
-        return record
+        return await self.store.insert_batch(values, hold_nanos=hold)
 
     async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes]) -> None:
         """`execution: "native"` needs every line's provider to have a batch API: else 400 naming one line's
@@ -158,7 +173,14 @@ class BatchService:
         if len(inline) > self.max_lines:
             raise InvalidRequest(f"'requests' has {len(inline)} rows; at most {self.max_lines} per batch.",
                                  code="too_many_tasks", param="requests")
-        return b"".join(orjson.dumps(row) + b"\n" for row in inline)
+        lines = []
+        for index, row in enumerate(inline):
+            try:
+                lines.append(orjson.dumps(row) + b"\n")
+            except TypeError:  # parsed (orjson reads 1024 levels) but cannot be written back (255)
+                raise InvalidRequest(f"'requests[{index}]' nests objects and arrays more than 255 levels deep.",
+                                     code="invalid_value", param=f"requests[{index}]") from None
+        return b"".join(lines)
 
     async def _scan(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes],
                     expected: PricingLines | None = None) -> LineValidator:
@@ -187,7 +209,7 @@ class BatchService:
     async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
         record = await self.store.get_batch(batch_id, workspace_id)
         if record is None:
-            raise NotFound(f"No batch with id '{batch_id}' in this workspace.",
+            raise NotFound(f"No batch with id '{excerpt(batch_id)}' in this workspace.",
                            code="batch_not_found_or_not_owned", param="batch_id")
         return record
 
@@ -195,7 +217,7 @@ class BatchService:
         self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
     ) -> tuple[list[BatchRecord], bool]:
         if status is not None and status not in {s.value for s in BatchStatus}:
-            raise InvalidRequest(f"Unknown status filter '{status}'; use one of "
+            raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use one of "
                                  + ", ".join(s.value for s in BatchStatus) + ".",
                                  code="invalid_status", param="status")
         return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status,
@@ -206,15 +228,17 @@ class BatchService:
     ) -> tuple[builtins.list[dict[str, Any]], bool]:
         """The request log of a batch: one row per upstream attempt."""
         await self.get(workspace_id, batch_id)
-        if status is not None and status not in ("success", "error") and not status.isdigit():
-            raise InvalidRequest(f"Unknown status filter '{status}'; use success, error or an HTTP status code.",
-                                 code="invalid_status", param="status")
+        if status is not None and status not in ("success", "error") and not _HTTP_STATUS.fullmatch(status):
+            # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
+            raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use success, error or an HTTP status "
+                                 "code (100-599).", code="invalid_status", param="status")
         return await self.store.request_logs(workspace_id, batch_id, limit=limit, offset=offset, status=status)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
         entry = await self.store.request_log_entry(workspace_id, request_id)
         if entry is None:
-            raise NotFound(f"No request '{request_id}' in this workspace.", code="generation_not_found_or_not_owned",
+            raise NotFound(f"No request '{excerpt(request_id)}' in this workspace.",
+                           code="generation_not_found_or_not_owned",
                            param="request_id")
         return entry
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import RetentionConfig
-from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
+from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, excerpt
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.store import Store
@@ -20,14 +20,30 @@ from aistats_gateway.storage.store import Store
 UPLOAD_PURPOSES = ("batch", "fine-tune", "assistants", "vision", "user_data", "evals")
 
 
-def check_purpose(purpose: str | None) -> str:
+def check_purpose(purpose: object) -> str:
+    if purpose is not None and not isinstance(purpose, str):
+        raise InvalidRequest(f"'purpose' must be a string such as \"batch\", got {type(purpose).__name__}.",
+                             code="invalid_type", param="purpose")
     if not purpose:
         raise InvalidRequest("Missing required parameter 'purpose' (use \"batch\" for batch input files).",
                              code="missing_required_parameter", param="purpose")
     if purpose not in UPLOAD_PURPOSES:
-        raise InvalidRequest(f"Invalid purpose '{purpose}'; use one of: {', '.join(UPLOAD_PURPOSES)}.",
+        raise InvalidRequest(f"Invalid purpose '{excerpt(purpose)}'; use one of: {', '.join(UPLOAD_PURPOSES)}.",
                              code="invalid_purpose", param="purpose")
     return purpose
+
+
+def check_filename(filename: object, default: str = "upload.jsonl") -> str:
+    """The name to store: the uploader's (any text, kept as given) or `default` when none was given."""
+    if filename is None or filename == "":
+        return default
+    if not isinstance(filename, str):
+        raise InvalidRequest(f"'filename' must be a string, got {type(filename).__name__}.", code="invalid_type",
+                             param="filename")
+    if "\x00" in filename:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest("'filename' must not contain NUL characters (\\u0000).", code="invalid_value",
+                             param="filename")
+    return filename
 
 
 class LimitedWriter:
@@ -97,10 +113,12 @@ class FileService:
                                         expires_after=expires_after)
 
     async def get(self, workspace_id: str, file_id: str, param: str = "file_id") -> FileRecord:
-        record = await self.store.get_file(workspace_id, file_id)
+        # No id holds a NUL, and PostgreSQL refuses one in a query (the path and query string are guarded by the
+        # API's middleware; this is for ids in request bodies, like a batch's input_file_id).
+        record = await self.store.get_file(workspace_id, file_id) if "\x00" not in file_id else None
         if record is None:
-            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
-                           param=param)
+            raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
+                           code="file_not_found_or_not_owned", param=param)
         if record.expires_at is not None and record.expires_at <= self.clock.now():
             # Gone for its owner the moment it expires, even before the retention sweep removes it.
             raise NotFound(f"File '{file_id}' expired at {record.expires_at} (its expires_after policy).",
@@ -119,8 +137,8 @@ class FileService:
         point into it): then the executor removes it when the last such batch is terminal (purge_deleted_inputs)."""
         found = await self.store.delete_file(workspace_id, file_id)
         if found is None:
-            raise NotFound(f"No file with id '{file_id}' in this workspace.", code="file_not_found_or_not_owned",
-                           param="file_id")
+            raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
+                           code="file_not_found_or_not_owned", param="file_id")
         record, blob_free = found
         if blob_free:
             await self.blobs.delete(record.blob_key)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aistats_gateway import ids
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.domain.jsonl import error_line
-from aistats_gateway.errors import InvalidRequest
+from aistats_gateway.errors import InvalidRequest, excerpt
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.schema import ITEM_SUCCEEDED
 from aistats_gateway.storage.store import ItemResult, Store
@@ -43,7 +43,7 @@ async def cursor_of(store: Store, batch: BatchRecord, after: str | None) -> int:
         return 0
     seq = await store.seq_of(batch.id, after)
     if seq is None:
-        raise InvalidRequest(f"'after' names no line of batch {batch.id}: no custom_id '{after}'.",
+        raise InvalidRequest(f"'after' names no line of batch {batch.id}: no custom_id '{excerpt(after)}'.",
                              code="invalid_cursor", param="after")
     if seq < 0:
         raise InvalidRequest(f"'after' names line '{after}', which has not settled yet.",

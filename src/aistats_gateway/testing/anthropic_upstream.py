@@ -71,8 +71,8 @@ def _text(content: Any) -> str:
         return content
     parts: list[str] = []
     for block in content if isinstance(content, list) else []:
-        if block.get("type") == "text":
-            parts.append(block.get("text", ""))
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
         elif block.get("type") == "tool_result":
             parts.append(_text(block.get("content")))
     return " ".join(parts)
@@ -90,6 +90,14 @@ def validate(body: dict[str, Any]) -> None:
     temperature = body.get("temperature")
     if temperature is not None and not (isinstance(temperature, (int, float)) and 0 <= temperature <= 1):
         raise Invalid("temperature: Input should be less than or equal to 1")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str) and not (
+            isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text"
+                                             and isinstance(b.get("text"), str) for b in system)):
+        raise Invalid("system: Input should be a valid string or a list of text blocks")
+    stops = body.get("stop_sequences")
+    if stops is not None and not (isinstance(stops, list) and all(isinstance(x, str) for x in stops)):
+        raise Invalid("stop_sequences: Input should be a valid list of strings")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise Invalid("messages: at least one message is required")
@@ -109,7 +117,7 @@ def validate(body: dict[str, Any]) -> None:
         seen: set[str] = set()
         for j, block in enumerate(content):
             kind = block.get("type") if isinstance(block, dict) else None
-            if kind not in BLOCKS:
+            if not isinstance(kind, str) or kind not in BLOCKS:
                 raise Invalid(f"messages.{i}.content.{j}.type: Input tag '{kind}' found using 'type' does not "
                               f"match any of the expected tags: {', '.join(sorted(BLOCKS))}")
             if kind == "tool_use":
@@ -117,12 +125,17 @@ def validate(body: dict[str, Any]) -> None:
                     raise Invalid(f"messages.{i}.content.{j}: tool_use blocks belong to assistant turns, with an "
                                   "object input")
                 seen.add(str(block.get("id")))
-            if kind == "tool_result" and block.get("tool_use_id") not in tool_ids:
+            if kind == "text" and not isinstance(block.get("text"), str):
+                raise Invalid(f"messages.{i}.content.{j}.text: Input should be a valid string")
+            if kind == "tool_result" and str(block.get("tool_use_id")) not in tool_ids:
                 raise Invalid(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
                               f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
                               "`tool_use` block in the previous message.")
         tool_ids = seen
-    for i, tool in enumerate(body.get("tools") or []):
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise Invalid("tools: Input should be a valid list")
+    for i, tool in enumerate(tools or []):
         if not isinstance(tool, dict) or not tool.get("name") or not isinstance(tool.get("input_schema"), dict):
             raise Invalid(f"tools.{i}: a tool needs a name and an input_schema object")
 

@@ -171,7 +171,10 @@ class Deliverer:
             error = f"refused target: {exc}"
         except TimeoutError:
             error = f"no answer within {self.cfg.timeout_seconds:g}s"
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: e.g. a host IDNA cannot encode
+            error = f"delivery failed: {exc.__class__.__name__}: {exc}"
+        except Exception as exc:  # a bug must not leave the event claimed with no attempt recorded, forever
+            log.exception("webhook %s delivery hit an unexpected error", event.id, extra={"batch_id": event.batch_id})
             error = f"delivery failed: {exc.__class__.__name__}: {exc}"
         delivered = error is None
         now = self.clock.now()

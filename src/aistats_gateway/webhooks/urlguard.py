@@ -14,6 +14,7 @@ whose embedded address is refused. Loopback is allowed only for the local-develo
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -71,10 +72,24 @@ def check_ip(ip: IP, *, allow_loopback: bool = False) -> None:
         raise UnsafeTarget(f"{ip} is not a public address")
 
 
+MAX_URL_CHARS = 2048
+_HOST_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*\.?$")
+
+
 def check_url(url: str, *, allow_local: bool) -> tuple[str, str, int]:
-    """Scheme and literal-host rules; returns (scheme, host, port). Hostnames are checked at resolution."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    """Scheme and literal-host rules; returns (scheme, host, port). Hostnames are checked at resolution.
+
+    A URL that could never be delivered to (unparseable, control characters or spaces, a host name that is
+    not a valid DNS name) is refused here too, so it fails at create with a 400 instead of at every delivery."""
+    if len(url) > MAX_URL_CHARS:
+        raise UnsafeTarget(f"the URL is {len(url):,} characters long; at most {MAX_URL_CHARS:,} are allowed")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise UnsafeTarget("the URL contains spaces or control characters; percent-encode them")
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError as exc:  # e.g. an unbalanced or non-IP bracketed host: "https://[::1/"
+        raise UnsafeTarget(f"'{url}' is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
         raise UnsafeTarget(f"'{url}' is not an absolute http(s) URL")
     if parts.username or parts.password:
@@ -87,10 +102,20 @@ def check_url(url: str, *, allow_local: bool) -> tuple[str, str, int]:
     except ValueError as exc:
         raise UnsafeTarget(f"invalid port in '{url}'") from exc
     literal = _literal(host)
+    if "[" in parts.netloc and not isinstance(literal, ipaddress.IPv6Address):
+        raise UnsafeTarget(f"'{host}' in brackets is not an IPv6 address")
     if literal is not None:
         check_ip(literal, allow_loopback=local and allow_local)
-    elif host.endswith((".localhost", ".local", ".internal")) or (host == "localhost" and not allow_local):
+        return parts.scheme, host, port
+    bare = host.rstrip(".")  # "localhost." is "localhost"
+    if bare.endswith((".localhost", ".local", ".internal")) or (bare == "localhost" and not allow_local):
         raise UnsafeTarget(f"'{host}' is a local-only host name")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # an empty label ("a..b"), a label over 63 characters, ...
+        raise UnsafeTarget(f"'{host}' is not a valid host name") from None
+    if len(ascii_host) > 254 or not _HOST_NAME.match(ascii_host):
+        raise UnsafeTarget(f"'{host}' is not a valid host name")
     return parts.scheme, host, port
 
 
@@ -102,7 +127,7 @@ def _literal(host: str) -> IP | None:
     # Shorthand forms that resolvers accept as IPv4 literals: 2130706433, 0x7f000001, 127.1, 0177.0.0.1
     try:
         packed = socket.inet_aton(host)
-    except OSError:
+    except (OSError, ValueError, UnicodeError):  # not an address; ValueError: an embedded NUL
         return None
     return ipaddress.IPv4Address(packed)
 
