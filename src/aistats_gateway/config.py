@@ -178,6 +178,10 @@ class RetentionConfig(BaseModel):
 
     input_files_seconds: int | None = Field(None, ge=3600)  # uploads of purpose "batch"
     output_files_seconds: int | None = Field(None, ge=3600)  # a batch's output and error files
+    # How long an ended batch keeps its per-line rows (results and request log) in the database. The batch
+    # object, counts, billing, pricing lines, webhook history and output/error files stay; `/results` and
+    # `/requests` of the batch answer that its rows were purged, and usage stops counting its lines.
+    batch_rows_seconds: int | None = Field(None, ge=3600)
     sweep_seconds: float = Field(60.0, gt=0)
 
 

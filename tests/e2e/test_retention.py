@@ -4,6 +4,7 @@ a clock the test moves, so "an hour later" takes no time)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessGate
     data = tmp_path_factory.mktemp("retention")
     clock = FakeClock(start=time.time())
     g = InProcessGateway(data, clock, retention={"input_files_seconds": 5 * HOUR, "output_files_seconds": 6 * HOUR,
-                                                 "sweep_seconds": 0.05})
+                                                 "batch_rows_seconds": 48 * HOUR, "sweep_seconds": 0.05})
     yield g, clock, data
     g.stop()
 
@@ -152,3 +153,42 @@ def test_expired_files_disappear_and_are_removed(gw: tuple[InProcessGateway, Fak
         assert time.monotonic() < deadline, left
         time.sleep(0.05)
     httpx.delete(f"{g.base_url}/files/{kept['id']}", headers={"Authorization": f"Bearer {g.api_key}"})
+
+
+def rows_of(data: Path, table: str, batch_id: str) -> int:
+    with sqlite3.connect(data / "gateway.db") as db:
+        return int(db.execute(f"SELECT count(*) FROM {table} WHERE batch_id = ?", (batch_id,)).fetchone()[0])
+
+
+def test_ended_batches_lose_their_per_line_rows_after_batch_rows_seconds(
+    gw: tuple[InProcessGateway, FakeClock, Path]
+) -> None:
+    g, clock, data = gw
+    api = g.client()
+    rows = [chat_line(f"r{i}", f"row {i}") for i in range(30)] + [chat_line("bad", "x", model="mock/reject")]
+    batch = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": rows,
+                                       "output_expires_after": {"anchor": "created_at", "seconds": 30 * 24 * HOUR}})
+    done = wait_for_batch(api, batch.json()["id"])
+    assert done["request_counts"] == {"total": 31, "completed": 30, "failed": 1}
+    assert len(api.get(f"/batches/{done['id']}/results").text.splitlines()) == 31
+    assert api.get(f"/batches/{done['id']}/requests").json()["data"]
+    assert rows_of(data, "items", done["id"]) == 31 and rows_of(data, "request_log", done["id"]) >= 31
+    clock.advance(47 * HOUR)  # not yet
+    time.sleep(0.3)
+    assert rows_of(data, "items", done["id"]) == 31
+    clock.advance(2 * HOUR)
+    deadline = time.monotonic() + 10
+    while (gone := api.get(f"/batches/{done['id']}/results")).status_code == 200:
+        assert time.monotonic() < deadline, "the retention sweep did not purge the ended batch's rows"
+        time.sleep(0.05)
+    error = gone.json()["error"]
+    assert gone.status_code == 404 and error["code"] == "batch_rows_purged"
+    assert done["output_file_id"] in error["message"]
+    assert api.get(f"/batches/{done['id']}/requests").json()["error"]["code"] == "batch_rows_purged"
+    assert rows_of(data, "items", done["id"]) == 0 and rows_of(data, "request_log", done["id"]) == 0
+    # The batch itself, its counts, billing and pricing, and its files (30-day policy) stay.
+    kept = api.get(f"/batches/{done['id']}").json()
+    assert kept["status"] == "completed" and kept["request_counts"] == done["request_counts"]
+    assert kept["billing"] == done["billing"] and kept["pricing_lines"] == done["pricing_lines"]
+    output = api.get(f"/files/{done['output_file_id']}/content").text.splitlines()
+    assert len(output) == 30

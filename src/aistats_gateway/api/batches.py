@@ -10,6 +10,7 @@ from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
 from aistats_gateway.api.views import batch_page, batch_view, log_entry
+from aistats_gateway.services.batches import ensure_rows_kept
 from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -58,6 +59,7 @@ async def batch_results(
     custom_id; `follow=true` keeps the stream open until the batch is terminal."""
     gw = gateway(request)
     record = await gw.batches.get(workspace, batch_id)
+    ensure_rows_kept(record, "per-line results")
     cursor = await cursor_of(gw.store, record, after)
     return StreamingResponse(stream_results(gw.store, gw.bus, record, cursor=cursor, follow=follow),
                              media_type="application/x-ndjson")

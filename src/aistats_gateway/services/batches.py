@@ -40,6 +40,18 @@ _HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
 DAY = 24 * 3600
 
 
+def ensure_rows_kept(batch: BatchRecord, what: str) -> None:
+    """Refuse, saying why, to serve per-line rows that the retention policy removed (an empty answer would
+    read as "nothing happened")."""
+    if batch.rows_purged_at is not None:
+        files = ", ".join(f"{name} {value}" for name, value in (("output_file_id", batch.output_file_id),
+                                                                  ("error_file_id", batch.error_file_id)) if value)
+        raise NotFound(f"The {what} of batch {batch.id} was removed by the retention policy ([retention] "
+                       f"batch_rows_seconds) at {batch.rows_purged_at}, after the batch ended"
+                       + (f"; its lines are in {files} unless those have expired." if files else "."),
+                       code="batch_rows_purged", param="batch_id")
+
+
 class BatchService:
     def __init__(
         self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int,
@@ -227,7 +239,7 @@ class BatchService:
         self, workspace_id: str, batch_id: str, *, limit: int, offset: int, status: str | None
     ) -> tuple[builtins.list[dict[str, Any]], bool]:
         """The request log of a batch: one row per upstream attempt."""
-        await self.get(workspace_id, batch_id)
+        ensure_rows_kept(await self.get(workspace_id, batch_id), "request log")
         if status is not None and status not in ("success", "error") and not _HTTP_STATUS.fullmatch(status):
             # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
             raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use success, error or an HTTP status "

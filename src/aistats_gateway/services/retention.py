@@ -52,7 +52,19 @@ class RetentionSweeper:
             await asyncio.sleep(self.cfg.sweep_seconds)
 
     async def sweep(self) -> int:
-        """Remove every file expired by now; the number removed."""
+        """Remove every file expired by now, then the per-line rows of batches that ended long enough ago;
+        the number of files removed."""
+        removed = await self._expired_files()
+        if self.cfg.batch_rows_seconds is not None:
+            now = self.clock.now()
+            purged = 0
+            while await self.store.purge_ended_batch_rows(now - self.cfg.batch_rows_seconds, int(now)):
+                purged += 1
+            if purged:
+                log.info("retention: purged the per-line rows of %d ended batch(es)", purged)
+        return removed
+
+    async def _expired_files(self) -> int:
         removed = 0
         while True:
             expired = await self.store.expired_files(int(self.clock.now()), PAGE)

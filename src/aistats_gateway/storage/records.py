@@ -66,6 +66,7 @@ class BatchRecord:
     execution: str | None = None  # managed | native | auto (until validated); None: managed (older rows)
     native_batch_id: str | None = None
     output_expires_after: int | None = None  # seconds the output/error files live
+    rows_purged_at: int | None = None  # when retention deleted its per-line rows (results, request log)
 
     @property
     def counts(self) -> RequestCounts:

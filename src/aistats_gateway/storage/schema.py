@@ -117,6 +117,8 @@ batches = Table(
     Column("native_batch_id", String(128), nullable=True),
     # OpenAI's `output_expires_after` (0008): seconds the output and error files live after they are written.
     Column("output_expires_after", Integer, nullable=True),
+    # When the retention sweep deleted its per-line rows (items, request log) (0008); NULL: still there.
+    Column("rows_purged_at", BigInteger, nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
 )

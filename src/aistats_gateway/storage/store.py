@@ -766,6 +766,30 @@ class Store:
             return None
         return int(row[0]) if row[0] is not None else -1
 
+    async def purge_ended_batch_rows(self, ended_before: float, now: int, chunk: int = 5000) -> int:
+        """Delete the per-line rows (items, request log) of one batch that ended before `ended_before`, a chunk
+        per transaction so a big batch never holds the writer long; then mark it. The number of batches purged
+        (0 or 1: the caller loops). A purge cut short is finished by the next call (the mark comes last)."""
+        terminal = [s.value for s in BatchStatus if s.terminal]
+        async with self.engine.connect() as conn:
+            batch_id = (await conn.execute(
+                select(batches.c.id).where(and_(batches.c.status.in_(terminal), batches.c.updated_at < ended_before,
+                                                batches.c.rows_purged_at.is_(None)))
+                .order_by(batches.c.updated_at).limit(1))).scalar()
+        if batch_id is None:
+            return 0
+        for table, key in ((items, items.c.line), (request_log, request_log.c.id)):
+            while True:
+                some = select(key).where(table.c.batch_id == batch_id).limit(chunk).scalar_subquery()
+                async with self._write() as conn:
+                    gone = (await conn.execute(
+                        delete(table).where(and_(table.c.batch_id == batch_id, key.in_(some))))).rowcount
+                if not gone or gone < chunk:
+                    break
+        async with self._write() as conn:
+            await conn.execute(update(batches).where(batches.c.id == batch_id).values(rows_purged_at=now))
+        return 1
+
     async def results_after(self, batch_id: str, after_seq: int, limit: int) -> list[tuple[int, ItemResult]]:
         """Settled items in settle order after `after_seq`: what the results stream sends next."""
         query = (

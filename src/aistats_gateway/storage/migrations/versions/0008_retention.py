@@ -20,6 +20,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("batches") as batch_op:
         batch_op.add_column(sa.Column("output_expires_after", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("rows_purged_at", sa.BigInteger(), nullable=True))
     op.create_index("ix_files_expires_at", "files", ["expires_at"])
     with op.batch_alter_table("native_jobs") as batch_op:
         batch_op.add_column(sa.Column("part", sa.Integer(), server_default="0", nullable=False))
@@ -34,4 +35,5 @@ def downgrade() -> None:
         batch_op.drop_column("part")
     op.drop_index("ix_files_expires_at", table_name="files")
     with op.batch_alter_table("batches") as batch_op:
+        batch_op.drop_column("rows_purged_at")
         batch_op.drop_column("output_expires_after")
