@@ -191,3 +191,16 @@ class Receiver(Proc):
 
     def received(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"http://127.0.0.1:{self.port}/_received").json())
+
+
+# mock/echo with prices (USD per 1M tokens), for tests that need spend, estimates and credit holds.
+MOCK_PRICES = """
+[[prices]]
+provider = "mock"
+model = "mock/echo"
+default_max_output_tokens = 4096
+[prices.plans.standard]
+input_text_tokens = "3"
+output_text_tokens = "7"
+requests = "0"
+"""

@@ -28,7 +28,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.backends import PG_SKIP, pg_available, pg_database
-from tests.harness import Gateway, InProcessGateway, chat_line, jsonl
+from tests.harness import MOCK_PRICES, Gateway, InProcessGateway, chat_line, jsonl
 
 SEED = 20261129
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -43,16 +43,7 @@ kind = "openai"
 base_url = "http://127.0.0.1:9/v1"
 api_key = "none"
 models = ["wild/*"]
-
-[[prices]]
-provider = "mock"
-model = "mock/echo"
-default_max_output_tokens = 4096
-[prices.plans.standard]
-input_text_tokens = "3"
-output_text_tokens = "7"
-requests = "0"
-"""
+""" + MOCK_PRICES
 VALID_LINE = chat_line("ok", "hi")
 
 

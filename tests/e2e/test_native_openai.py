@@ -102,6 +102,14 @@ def wait_native_id(api: httpx.Client, batch_id: str, timeout: float = 15.0) -> d
         time.sleep(0.05)
 
 
+def wait_provider_completed(up: httpx.Client, native_id: str, at_least: int, timeout: float = 15.0) -> None:
+    """Until the provider's batch has finished `at_least` lines."""
+    deadline = time.monotonic() + timeout
+    while up.get(f"/batches/{native_id}").json()["request_counts"]["completed"] < at_least:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 @dataclass
 class Stack:
     a: Gateway  # the gateway under test: native batches on
@@ -260,10 +268,7 @@ def test_cancel_cancels_the_provider_batch_and_keeps_what_it_finished(stack: Sta
     rows = [chat_line(f"c{i}", f"slow {i}", model="mock/slow") for i in range(40)]  # 10 s unless cancelled
     batch = create(api, rows, execution="native")
     native_id = wait_native_id(api, batch["id"])["native_batch_id"]
-    deadline = time.monotonic() + 15
-    while up.get(f"/batches/{native_id}").json()["request_counts"]["completed"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_provider_completed(up, native_id, 2)
     cancelling = api.post(f"/batches/{batch['id']}/cancel").json()
     assert cancelling["status"] == "cancelling"
     done = wait_for_batch(api, batch["id"], timeout=30)
@@ -282,10 +287,7 @@ def test_provider_side_expiry_keeps_finished_lines(stack: Stack) -> None:
     # routed to C, which gets A's own window (under 24h, so only an explicit `native` runs natively)
     batch = create(api, rows, execution="native", completion_window="1h", provider={"only": ["clocked"]})
     native_id = wait_native_id(api, batch["id"])["native_batch_id"]
-    deadline = time.monotonic() + 15
-    while up.get(f"/batches/{native_id}").json()["request_counts"]["completed"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_provider_completed(up, native_id, 2)
     stack.clock.advance(3601)  # C's copy of the window runs out (A's own clock has not moved)
     done = wait_for_batch(api, batch["id"], timeout=30)
     assert done["status"] == "expired", (done, up.get(f"/batches/{native_id}").json())
@@ -306,10 +308,7 @@ def test_provider_side_expiry_is_not_overtaken_by_the_housekeeper(stack: Stack, 
         rows = [chat_line(f"h{i}", f"slow {i}", model="mock/slow") for i in range(20)]
         batch = create(api, rows, execution="native", completion_window="1h", provider={"only": ["clocked"]})
         native_id = wait_native_id(api, batch["id"])["native_batch_id"]
-        deadline = time.monotonic() + 15
-        while up.get(f"/batches/{native_id}").json()["request_counts"]["completed"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_provider_completed(up, native_id, 1)
         stack.clock.advance(3601)
         done = wait_for_batch(api, batch["id"], timeout=30)
         assert up.get(f"/batches/{native_id}").json()["status"] == "expired"

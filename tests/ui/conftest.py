@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import MOCK_PRICES, Gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
@@ -19,16 +19,6 @@ PHONE = {"width": 390, "height": 844}
 # Two lines on the wire at a time, 200 ms each: 30 lines take ~3 s, long enough for the page to see
 # the progress bar between 0 and 100 (the stream pushes at most once a second). mock/echo gets prices
 # (USD per 1M tokens) so the overview has spend to chart.
-MOCK_PRICES = """
-[[prices]]
-provider = "mock"
-model = "mock/echo"
-default_max_output_tokens = 4096
-[prices.plans.standard]
-input_text_tokens = "3"
-output_text_tokens = "7"
-requests = "0"
-"""
 CONFIG = """
 [executor]
 concurrency = 2

@@ -15,8 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aistats_gateway.services.usage import DAY_SECONDS, day_number
 from aistats_gateway.storage.schema import request_log
-from tests.harness import Gateway, chat_line, jsonl, wait_for_batch
-from tests.ui.conftest import MOCK_PRICES
+from tests.harness import MOCK_PRICES, Gateway, chat_line, jsonl, wait_for_batch
 
 # Non-zero prices for mock/echo so spend is something to add up (USD per 1M tokens).
 CONFIG = MOCK_PRICES
