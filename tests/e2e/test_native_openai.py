@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -238,6 +240,33 @@ def test_progress_of_a_running_provider_batch_reaches_webhooks_and_the_stream(st
         assert all(0 < d["request_counts"]["completed"] < 10 and d["status"] == "in_progress" for d in progress)
     finally:
         receiver.stop()
+
+
+def test_a_native_batch_is_held_and_estimated_at_the_batch_price(stack: Stack, tmp_path: Path) -> None:
+    """The providers run native batches at half price: a limited workspace whose credit covers that, but not
+    the standard price, may run the batch natively (and is refused managed), and estimates say so."""
+    a4 = Gateway(tmp_path / "a4", config=a_config(stack.b.base_url))
+    try:
+        api = a4.client()
+        rows = [chat_line(f"p{i}", "a prompt of a few words " * 20) for i in range(50)]
+        native = api.post("/batches", json={"endpoint": ENDPOINT, "requests": rows, "execution": "native",
+                                            "dry_run": True}).json()
+        managed = api.post("/batches", json={"endpoint": ENDPOINT, "requests": rows, "execution": "managed",
+                                             "dry_run": True}).json()
+        assert 0 < native["estimated_nanos"] and 1.9 < managed["estimated_nanos"] / native["estimated_nanos"] <= 2.0
+        between = (native["estimated_nanos"] + managed["estimated_nanos"]) // 2
+        subprocess.run([sys.executable, "-m", "aistats_gateway.cli.main", "credits", "grant", "--usd",
+                        f"{between / 1e9:.9f}"], env=a4.env, check=True, capture_output=True)
+        refused = api.post("/batches", json={"endpoint": ENDPOINT, "requests": rows, "execution": "managed"})
+        assert refused.status_code == 402, refused.text
+        accepted = api.post("/batches", json={"endpoint": ENDPOINT, "requests": rows, "execution": "native"})
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["billing"]["reserved_nanos"] == native["estimated_nanos"]
+        done = wait_for_batch(api, accepted.json()["id"], timeout=30)
+        assert done["status"] == "completed" and done["billing"]["cost_nanos"] <= native["estimated_nanos"]
+        assert api.get("/credits").json()["held_nanos"] == 0
+    finally:
+        a4.stop()
 
 
 def test_execution_is_chosen_per_batch(stack: Stack) -> None:

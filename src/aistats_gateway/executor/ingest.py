@@ -22,6 +22,7 @@ from aistats_gateway.config import LimitsConfig
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import LineError, LineSplitter, LineValidator
 from aistats_gateway.errors import StaleTransition
+from aistats_gateway.pricing.catalog import BATCH, STANDARD
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -49,12 +50,14 @@ async def ingest(
         # ingesting again would delete items that are already leased, sent or settled.
         return None
     await store.delete_items(batch.id)
+    plan_pricer = pricer.with_plan(BATCH if batch.execution == "native" else STANDARD)
     validator = LineValidator(
         endpoint=batch.endpoint,
         route=lambda model: router.route(model, batch.provider_prefs),
         # A held batch keeps the estimate its hold was taken for (at create): pricing its lines again is wasted.
+        # A batch that asked for native execution runs at the providers' batch prices.
         estimate=None if batch.reservation_id else (
-            lambda provider, model, body: pricer.estimate(provider, model, batch.endpoint, body)),
+            lambda provider, model, body: plan_pricer.estimate(provider, model, batch.endpoint, body)),
         max_lines=limits.max_batch_lines,
         max_errors=limits.max_validation_errors,
     )

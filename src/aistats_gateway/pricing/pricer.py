@@ -40,6 +40,14 @@ class Pricer:
         self.plan = plan
         self._cache: dict[tuple[str, str], ModelPrice | None] = {}
         self._estimators: dict[tuple[str, str, str], Callable[[Mapping[str, Any]], int]] = {}
+        self._plans: dict[str, Pricer] = {plan: self}
+
+    def with_plan(self, plan: str) -> Pricer:
+        """The same catalog priced at `plan` (models without it fall back to standard, as always)."""
+        found = self._plans.get(plan)
+        if found is None:
+            found = self._plans[plan] = Pricer(self.catalog, plan)
+        return found
 
     def price_of(self, provider: str, model: str) -> ModelPrice | None:
         key = (provider, model)

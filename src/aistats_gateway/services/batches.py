@@ -24,6 +24,7 @@ from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.pricing.calculator import PricingLines, usd
+from aistats_gateway.pricing.catalog import BATCH, STANDARD
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
@@ -98,6 +99,9 @@ class BatchService:
                                  code="invalid_value", param="execution")
         if execution == "auto" and (window < DAY or not self.batch_api):
             execution = "managed"  # auto needs a 24h window and providers with a batch API
+        # What an explicitly native batch costs is the providers' batch price; `auto` is resolved only at
+        # validation, so its hold and preview stay at the standard price (an upper bound either way).
+        plan = BATCH if execution == "native" else STANDARD
         if input_file_id is not None and inline is not None:
             raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
                                  code="conflicting_parameters", param="requests")
@@ -105,7 +109,7 @@ class BatchService:
         if inline is not None:
             data = self._inline_bytes(inline)
             if dry_run:
-                return await self._dry_run(workspace_id, endpoint, prefs, _once(data))
+                return await self._dry_run(workspace_id, endpoint, prefs, _once(data), plan)
             inline_file = input_file_id = (await self.files.create_from_bytes(
                 workspace_id, data, filename="inline_requests.jsonl", purpose="batch")).id
         elif input_file_id is not None and not isinstance(input_file_id, str):
@@ -138,14 +142,18 @@ class BatchService:
             raise InvalidRequest(
                 f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",
                 code="invalid_file_purpose", param="input_file_id")
+        plan = BATCH if execution == "native" else STANDARD  # as in create()
         if dry_run:
-            return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key))
+            return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key), plan)
+        scanned: LineValidator | None = None
         if execution == "native":
-            await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
+            scanned = await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
         hold: int | None = None
         balance, _held = await self.store.credit_account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
-            hold = (await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key))).estimated_nanos
+            if scanned is None:
+                scanned = await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key), plan=plan)
+            hold = scanned.estimated_nanos
         now = self.clock.now()
         values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
@@ -160,15 +168,17 @@ class BatchService:
         }
         return await self.store.insert_batch(values, hold_nanos=hold)
 
-    async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes]) -> None:
+    async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None,
+                            chunks: AsyncIterator[bytes]) -> LineValidator:
         """`execution: "native"` needs every line's provider to have a batch API: else 400 naming one line's
-        model and provider (lines that fail validation are left to the batch's own validation)."""
+        model and provider (lines that fail validation are left to the batch's own validation). Returns the scan,
+        priced at the batch plan (the hold of a limited workspace reuses it)."""
         assert self.router is not None
         if not self.batch_api:
             raise InvalidRequest("'execution' is \"native\" but no provider has a batch API enabled "
                                  "(set batch_api = true on an openai or anthropic [[providers]] entry).",
                                  code="native_unavailable", param="execution")
-        validator = await self._scan(endpoint, prefs, chunks)
+        validator = await self._scan(endpoint, prefs, chunks, plan=BATCH)
         for model in validator.models:
             provider, _reason = self.router.route(model, prefs)
             if provider is not None and provider not in self.batch_api:
@@ -177,6 +187,7 @@ class BatchService:
                     f"has no batch API enabled (providers with one: {', '.join(sorted(self.batch_api))}). Use "
                     "\"managed\" or \"auto\", or route the model to one of those.",
                     code="native_unavailable", param="execution")
+        return validator
 
     def _inline_bytes(self, inline: Any) -> bytes:
         if not isinstance(inline, list):
@@ -195,16 +206,19 @@ class BatchService:
         return b"".join(lines)
 
     async def _scan(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes],
-                    expected: PricingLines | None = None) -> LineValidator:
+                    expected: PricingLines | None = None, plan: str = STANDARD) -> LineValidator:
+        """Validate and price the lines; `plan` "batch" for a batch that runs natively (at the providers'
+        batch prices), so its hold and estimate are not twice what it can cost."""
         assert self.router is not None and self.pricer is not None
-        return await scan(chunks, endpoint=endpoint, router=self.router, prefs=prefs, pricer=self.pricer,
-                          max_lines=self.max_lines, max_errors=self.max_errors, expected=expected)
+        return await scan(chunks, endpoint=endpoint, router=self.router, prefs=prefs,
+                          pricer=self.pricer.with_plan(plan), max_lines=self.max_lines, max_errors=self.max_errors,
+                          expected=expected)
 
     async def _dry_run(self, workspace_id: str, endpoint: str, prefs: dict[str, Any] | None,
-                       chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+                       chunks: AsyncIterator[bytes], plan: str = STANDARD) -> dict[str, Any]:
         """Validate and price without creating anything (our extension: `"dry_run": true`)."""
         expected = PricingLines()
-        validator = await self._scan(endpoint, prefs, chunks, expected)
+        validator = await self._scan(endpoint, prefs, chunks, expected, plan)
         balance, held = await self.store.credit_account(workspace_id)
         available = None if balance is None else balance - held
         errors = [e.as_dict() for e in validator.errors]
