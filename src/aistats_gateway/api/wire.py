@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.storage.records import BatchRecord, FileRecord
@@ -66,10 +65,7 @@ def batch_object(
     counts = b.counts
     if native_batches and not b.status.terminal:
         # Lines of a running provider batch settle here only when it ends: show the provider's progress meanwhile.
-        running = [n["request_counts"] or {} for n in native_batches if n.pop("running")]
-        completed = min(counts.total, counts.completed + sum(c.get("completed", 0) for c in running))
-        counts = RequestCounts(counts.total, completed,
-                               min(counts.total - completed, counts.failed + sum(c.get("failed", 0) for c in running)))
+        counts = counts.with_running([n["request_counts"] or {} for n in native_batches if n.pop("running")])
     else:
         for n in native_batches or []:
             n.pop("running", None)

@@ -7,6 +7,7 @@ naming the field (`param`) and the accepted forms, so the API can answer 400 wit
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -67,6 +68,15 @@ class RequestCounts:
             return 0
         pct = (self.settled * 100) // self.total
         return 100 if self.settled >= self.total else min(pct, 99)
+
+    def with_running(self, running: Iterable[Mapping[str, int]]) -> RequestCounts:
+        """These (settled) counts plus those running provider batches report: lines of a native batch settle
+        here only when their provider batch ends, so meanwhile its progress is the providers' (never past
+        `total`)."""
+        running = list(running)
+        completed = min(self.total, self.completed + sum(c.get("completed", 0) for c in running))
+        failed = min(self.total - completed, self.failed + sum(c.get("failed", 0) for c in running))
+        return RequestCounts(self.total, completed, failed)
 
 
 # Endpoints the gateway accepts, normalized to their `/v1/...` form.

@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, update
 
 from aistats_gateway import ids
-from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
 from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.records import batch_record
@@ -193,13 +192,8 @@ class NativeJobs:
             running = {r[0]: r[1] or {} for r in (await conn.execute(
                 select(native_jobs.c.id, native_jobs.c.request_counts).where(and_(
                     native_jobs.c.batch_id == job.batch_id, native_jobs.c.state.in_(["creating", "running"]))))).all()}
-
-            def combined(jobs: dict[str, dict[str, int]]) -> RequestCounts:
-                done = min(record.total, record.completed + sum(c.get("completed", 0) for c in jobs.values()))
-                failed = min(record.total - done, record.failed + sum(c.get("failed", 0) for c in jobs.values()))
-                return RequestCounts(record.total, done, failed)
-
-            bucket = progress_crossed(combined({**running, job.id: job.request_counts or {}}), combined(running))
+            before = record.counts.with_running({**running, job.id: job.request_counts or {}}.values())
+            bucket = progress_crossed(before, record.counts.with_running(running.values()))
             if bucket is not None:
                 queued = await outbox.queue(conn, record, "batch.progress", delivery_key("batch.progress", bucket),
                                             now, self.store.webhook_max_attempts)

@@ -784,7 +784,7 @@ class Store:
                 async with self._write() as conn:
                     gone = (await conn.execute(
                         delete(table).where(and_(table.c.batch_id == batch_id, key.in_(some))))).rowcount
-                if not gone or gone < chunk:
+                if gone < chunk:
                     break
         async with self._write() as conn:
             await conn.execute(update(batches).where(batches.c.id == batch_id).values(rows_purged_at=now))
