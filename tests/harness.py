@@ -66,7 +66,8 @@ class Gateway(Proc):
     """`aistats serve` as a subprocess; `.client()` gives an authenticated httpx client."""
 
     def __init__(self, data_dir: Path, *, api_key: str = "sk-test-default", env: dict[str, str] | None = None,
-                 config: str | None = None, log_level: str | None = None, port: int | None = None) -> None:
+                 config: str | None = None, log_level: str | None = None, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()  # a fixed port lets a test restart a gateway other processes point at
         self.data_dir = data_dir
         self.api_key = api_key
@@ -83,7 +84,7 @@ class Gateway(Proc):
         data_dir.mkdir(parents=True, exist_ok=True)
         level = log_level or os.environ.get("AISTATS_TEST_LOG_LEVEL", "warning")
         super().__init__([sys.executable, "-m", "aistats_gateway.cli.main", "serve", "--log-level", level,
-                          "--log-format", "json"],
+                          "--log-format", "json", *args],
                          full_env, data_dir.parent / f"{data_dir.name}.log", f"{self.base_url}/health")
 
     def client(self, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:

@@ -111,6 +111,8 @@ class ExecutorConfig(BaseModel):
     # A lane with a known rate limit keeps rate x latency requests in flight (Little's law), up to this;
     # it is also the size of each provider's connection pool.
     max_lane_concurrency: int = Field(1024, ge=1, le=100_000)
+    # Batches validated at once by this process; the others wait their turn, taken across workspaces in turn.
+    validation_concurrency: int = Field(4, ge=1, le=256)
 
 
 class S3Config(BaseModel):

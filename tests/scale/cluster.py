@@ -111,6 +111,12 @@ class Cluster:
         return httpx.Client(base_url=self.apis[api].base_url, timeout=timeout,
                             headers={"Authorization": f"Bearer {API_KEY}"})
 
+    def new_key(self, workspace: str) -> str:
+        """A key of `workspace` (created if new), minted by the CLI against the cluster's database."""
+        out = subprocess.run([*CLI, "keys", "create", "--workspace", workspace], check=True, capture_output=True,
+                             text=True, env={**self.env, "AISTATS_DATA_DIR": str(self.tmp / "keys")}, timeout=60)
+        return out.stdout.strip().splitlines()[-1]
+
     def accepts(self) -> dict[str, Any]:
         assert self.upstream is not None
         return dict(httpx.get(f"http://127.0.0.1:{self.upstream.port}/_accepts", timeout=30).json())

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from aistats_gateway.executor.lanes import Circuit, Entry, Lane
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.pacing import LocalPermits, PermitSource
 from aistats_gateway.executor.retry import Decision, RetryPolicy
+from aistats_gateway.executor.rotation import FairQueue, Rotation
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -120,7 +122,9 @@ class Executor:
         self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
         self.bodies = InputBodies(store, blobs)
         self.batches: dict[str, BatchState] = {}
-        self.order: deque[str] = deque()
+        self.order = Rotation()  # the batches worked on here, in serving order (fair across workspaces)
+        self._validating = 0  # validations running (at most cfg.validation_concurrency)
+        self._validation_queue: FairQueue[asyncio.Future[None]] = FairQueue()
         self._target = self.cfg.concurrency * 2  # lines to hold leased (see _memory_target)
         self.in_memory = 0  # leased here and not yet settled: queued, in flight or waiting to retry
         self.settle_buffer: list[Settlement] = []
@@ -219,7 +223,7 @@ class Executor:
             self.batches[batch.id] = BatchState(batch.endpoint, batch.workspace_id, batch.session_id,
                                                 prefs=batch.provider_prefs,
                                                 single_model=batch.model is not None)
-            self.order.append(batch.id)
+            self.order.add(batch.id, batch.workspace_id)
         elif state.halt is None:
             state.exhausted = False
         self._wake.set()
@@ -246,9 +250,13 @@ class Executor:
 
     # ------------------------------------------------------------------ validation
     async def _ingest(self, batch: BatchRecord) -> None:
-        result = await ingest(batch, store=self.store, blobs=self.blobs, router=self.router,
-                              limits=self.settings.limits, clock=self.clock, pricer=self.pricer,
-                              execution=self.native.resolve if self.native is not None else None)  # [native hook]
+        await self._admit_validation(batch.workspace_id)
+        try:
+            result = await ingest(batch, store=self.store, blobs=self.blobs, router=self.router,
+                                  limits=self.settings.limits, clock=self.clock, pricer=self.pricer,
+                                  execution=self.native.resolve if self.native is not None else None)  # [native]
+        finally:
+            self._release_validation()
         if result is None:
             current = await self.store.get_batch(batch.id)
             if current is not None and current.status is BatchStatus.CANCELLING:
@@ -256,6 +264,31 @@ class Executor:
             return
         if result.status is BatchStatus.IN_PROGRESS:
             self.activate(result)
+
+    async def _admit_validation(self, workspace_id: str) -> None:
+        """Wait for one of `validation_concurrency` slots. Waiters are admitted in turn across workspaces
+        (rotation.FairQueue), so one workspace's backlog of a thousand batches does not delay another's."""
+        if self._validating < self.cfg.validation_concurrency and not len(self._validation_queue):
+            self._validating += 1
+            return
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._validation_queue.push(workspace_id, ticket)
+        try:
+            await ticket
+        except asyncio.CancelledError:
+            if ticket.done() and not ticket.cancelled():
+                self._release_validation()  # the slot was handed over just as this waiter was cancelled
+            else:
+                self._validation_queue.discard(workspace_id, ticket)
+            raise
+
+    def _release_validation(self) -> None:
+        """Hand the slot to the next waiter (it keeps `_validating` as it is), or free it."""
+        while (ticket := self._validation_queue.pop()) is not None:
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        self._validating -= 1
 
     # ------------------------------------------------------------------ scheduling
     async def _scheduler(self) -> None:
@@ -273,30 +306,19 @@ class Executor:
             self._wake.clear()
             progressed = False
             target = self._target = self._memory_target()
+            room = target - self.in_memory
+            # A batch whose lines wait in slow lanes must not take every slot from the others.
             fair = max(LEASE_CHUNK // 4, 2 * target // max(1, len(self.order)))
-            for _ in range(len(self.order)):
-                room = target - self.in_memory
-                if room <= 0:
-                    break
-                batch_id = self.order[0]
-                self.order.rotate(-1)
+            now = time.monotonic()
+            for batch_id, share in self.order.plan(room, functools.partial(self._lease_cap, fair=fair, now=now)):
                 state = self.batches.get(batch_id)
-                if state is None or state.exhausted or state.halt is not None:
-                    continue
-                # A batch whose lines wait in slow lanes must not take every slot from the others.
-                share = min(LEASE_CHUNK, room // max(1, len(self.order)), fair - state.outstanding)
-                if share <= 0:
+                if state is None or state.halt is not None or self._draining:
                     continue
                 # Lines of models whose lanes are full stay pending, so a mixed batch's fast models are not
                 # held to the pace of its slowest one (every leased slot would end up waiting in that lane).
                 skip = [model for model, lane in state.lanes.items() if lane.saturated]
                 if skip and len(skip) == len(state.lanes):
-                    # Every lane this batch has used is full. Leasing past all of them scans every pending line,
-                    # so do it only to find models not seen yet, and at most once a second.
-                    now = time.monotonic()
-                    if state.single_model or now - state.last_discovery < 1.0:
-                        continue
-                    state.last_discovery = now
+                    state.last_discovery = now  # a lease past every full lane: only to find models not seen yet
                 leased = await self.store.lease_items(
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds, skip_models=skip)
                 if len(leased) < share and not skip:
@@ -316,6 +338,18 @@ class Executor:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
+
+    def _lease_cap(self, batch_id: str, *, fair: int, now: float) -> int:
+        """How many lines `batch_id` may lease now (0: pass it over this round)."""
+        state = self.batches.get(batch_id)
+        if state is None or state.exhausted or state.halt is not None:
+            return 0
+        if state.lanes and all(lane.saturated for lane in state.lanes.values()):
+            # Every lane this batch has used is full. Leasing past all of them scans every pending line, so do
+            # it only to find models not seen yet, and at most once a second.
+            if state.single_model or now - state.last_discovery < 1.0:
+                return 0
+        return max(0, min(LEASE_CHUNK, fair - state.outstanding))
 
     def _load(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
         task = asyncio.create_task(self._load_bodies(batch_id, state, items), name=f"bodies-{batch_id}")
@@ -722,8 +756,7 @@ class Executor:
     def _forget(self, batch_id: str) -> None:
         state = self.batches.pop(batch_id, None)
         if state is not None:
-            with contextlib.suppress(ValueError):
-                self.order.remove(batch_id)
+            self.order.remove(batch_id)
 
     def _job(self, batch_id: str, make: Callable[[], Awaitable[None]]) -> None:
         """Run one background job per batch at a time (validation or finalization)."""
