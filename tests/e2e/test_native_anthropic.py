@@ -2,9 +2,10 @@
 Batches on the fake Anthropic process (testing/anthropic_batches.py, its state kept in a file so a killed fake
 comes back with its batches).
 
-Covers completion with lines translated both ways, custom_ids Anthropic cannot take (the reversible
-`line-<n>` mapping), lines failing before (translation) and at the provider (errored), batch-plan pricing, an
-ambiguous create (the fake stores it but answers 500) found again by listing instead of sent twice, cancel,
+Covers completion with lines translated both ways, custom_ids Anthropic cannot take (sent as `<job id>-<n>`
+and mapped back), lines failing before (translation) and at the provider (errored), batch-plan pricing, an
+ambiguous create (the fake stores it but answers 500) found again by listing instead of sent twice, a lost
+create next to another gateway's batch just like it (only the batch its results prove is taken), cancel,
 expiry on the provider's side, the fake killed while the gateway polls, and the gateway killed while the
 provider batch runs (reattached by native_batch_id)."""
 
@@ -127,7 +128,7 @@ def test_completion_with_translation_id_mapping_failures_and_an_ambiguous_create
     assert stack.fake.batches()[0]["deleted"]  # deleted at Anthropic once its results were stored here
     assert done["native_batches"][0]["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
     out, err = files(api, done)
-    assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from line-<n>
+    assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from <job id>-<n>
     body = out["not/an id ü"]["response"]["body"]
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "echo: mapped back"
     assert err["too-hot"]["response"]["status_code"] == 400
