@@ -2,9 +2,10 @@
 Batches on the fake Anthropic process (testing/anthropic_batches.py, its state kept in a file so a killed fake
 comes back with its batches).
 
-Covers completion with lines translated both ways, custom_ids Anthropic cannot take (the reversible
-`line-<n>` mapping), lines failing before (translation) and at the provider (errored), batch-plan pricing, an
-ambiguous create (the fake stores it but answers 500) found again by listing instead of sent twice, cancel,
+Covers completion with lines translated both ways, custom_ids Anthropic cannot take (sent as `<job id>-<n>`
+and mapped back), lines failing before (translation) and at the provider (errored), batch-plan pricing, an
+ambiguous create (the fake stores it but answers 500) found again by listing instead of sent twice, a lost
+create next to another gateway's batch just like it (only the batch its results prove is taken), cancel,
 expiry on the provider's side, the fake killed while the gateway polls, and the gateway killed while the
 provider batch runs (reattached by native_batch_id)."""
 
@@ -127,7 +128,7 @@ def test_completion_with_translation_id_mapping_failures_and_an_ambiguous_create
     assert stack.fake.batches()[0]["deleted"]  # deleted at Anthropic once its results were stored here
     assert done["native_batches"][0]["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
     out, err = files(api, done)
-    assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from line-<n>
+    assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from <job id>-<n>
     body = out["not/an id ü"]["response"]["body"]
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "echo: mapped back"
     assert err["too-hot"]["response"]["status_code"] == 400
@@ -221,3 +222,48 @@ def test_our_own_window_running_out_cancels_the_provider_batch(stack: Stack) -> 
         assert fake_view["cancel_initiated_at"] is not None and fake_view["request_counts"]["canceled"] == len(err)
     finally:
         gw.stop()
+
+
+def test_a_lost_create_never_adopts_another_clients_batch(tmp_path: Path) -> None:
+    """Issue 14 (2): two gateways share one Anthropic key, and Message Batches carry no metadata. B's batch of
+    the same size exists when A's create is lost after Anthropic stored it (A dies right there). Restarted, A
+    must take only the batch its results prove to be its own, never B's: each tenant gets its own answers,
+    A deletes only its own batch at the provider, and nothing is sent twice."""
+    fake = FakeAnthropic(tmp_path, free_port())
+    keep = config(fake.url).replace("refresh_on_get_seconds = 0", "refresh_on_get_seconds = 0\n"
+                                    "delete_provider_files = false")  # B's batch stays: A must not delete it
+    b = Gateway(tmp_path / "b", config=keep)
+    a = Gateway(tmp_path / "a", config=config(fake.url), env={"AISTATS_FAILPOINTS": "native_after_create"})
+    try:
+        def rows(who: str) -> list[dict[str, Any]]:  # the same custom_ids in both tenants' files; 30 lines
+            return [chat(f"q{i}", f"{who} {i}") for i in range(30)]  # run 3 s: B's still runs as A looks
+        b_api = b.client()
+        b_batch = create(b_api, rows("from-b"))
+        b_native = wait_native(b_api, b_batch["id"], fake, 0)  # B's Message Batch is there first
+        a_batch = create(a.client(), rows("from-a"))
+        deadline = time.monotonic() + 20
+        while a.proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert a.proc.returncode == 86  # Anthropic stored A's batch; A never learnt its id
+        a.stop()
+        lost = [x["id"] for x in fake.batches() if x["id"] != b_native]
+        assert len(lost) == 1
+        a = Gateway(tmp_path / "a", config=config(fake.url))
+        a_done = wait_for_batch(a.client(), a_batch["id"], timeout=40)
+        b_done = wait_for_batch(b_api, b_batch["id"], timeout=40)
+        for api, done, who in ((a.client(), a_done, "from-a"), (b_api, b_done, "from-b")):
+            assert done["status"] == "completed", done
+            assert done["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+            out, _err = files(api, done)
+            assert {cid: x["response"]["body"]["choices"][0]["message"]["content"] for cid, x in out.items()} == \
+                {f"q{i}": f"echo: {who} {i}" for i in range(30)}
+        assert a_done["native_batch_id"] == lost[0] and b_done["native_batch_id"] == b_native
+        view = {x["id"]: x for x in fake.batches()}
+        assert sorted(view) == sorted([b_native, lost[0]])  # A's create was never sent twice
+        assert not view[b_native]["deleted"]  # A never deleted B's batch
+        assert view[lost[0]]["deleted"]  # A's own, proven by its results, is deleted once collected
+    finally:
+        a.stop()
+        b.stop()
+        fake.stop()

@@ -1,5 +1,6 @@
 """Pure parts of native execution: the execution-mode rule, provider batch objects → our view, result lines →
-outcomes (both providers), Anthropic input translation and custom_id rules, and the configuration checks."""
+outcomes (both providers), Anthropic input translation, the custom_id schemes, what proves a lost Anthropic
+create ours and what a job does after one, and the configuration checks."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 
 from aistats_gateway.config import ConfigError, Settings
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.executor.native import choose_execution
+from aistats_gateway.executor.native import ADOPT, GIVE_UP, RECREATE, WAIT, after_lost_create, choose_execution
 from aistats_gateway.executor.native_settle import _as_halted, provider_custom_id
 from aistats_gateway.providers import native_anthropic, native_openai
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
-from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome
+from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome, RemoteBatch, Search
 from aistats_gateway.providers.native_openai import OpenAIBatches
 from aistats_gateway.storage.native_jobs import JobItem, NativeJob
 
@@ -117,17 +118,76 @@ def test_anthropic_input_lines() -> None:
     assert isinstance(embed, Outcome) and embed.status == 400
 
 
-def test_custom_id_rules_and_mapping() -> None:
-    assert ANTHROPIC.custom_id_fits("ok_ID-9") and ANTHROPIC.custom_id_fits("a" * 64)
-    for bad in ("a" * 65, "", "with space", "slash/", "ünï"):
-        assert not ANTHROPIC.custom_id_fits(bad)
-    assert OPENAI.custom_id_fits("anything / goes ü")
-    job = NativeJob(id="nj", batch_id="b", provider="p", model="*", kind="anthropic", state="running",
-                    idempotency_key="k", id_scheme="line", lines=1, input_key=None, provider_file_id=None,
-                    native_batch_id=None, provider_status=None, request_counts=None, result_keys=None,
-                    create_attempts=0, create_attempted_at=None, cancel_sent_at=None, last_polled_at=None,
-                    error=None, created_at=0.0, updated_at=0.0)
-    assert provider_custom_id(job, JobItem(12, "not/ok", "m", b"")) == "line-12"
+def job_of(scheme: str, **over: Any) -> NativeJob:
+    values: dict[str, Any] = dict(
+        id="nj_01JDQ3Z8M4W5X6Y7Z8A9B0C1D2", batch_id="b", provider="p", model="*", kind="anthropic",
+        state="creating", idempotency_key="k", id_scheme=scheme, lines=3, input_key=None, provider_file_id=None,
+        native_batch_id=None, provider_status=None, request_counts=None, result_keys=None, create_attempts=1,
+        create_attempted_at=1000.0, cancel_sent_at=None, last_polled_at=None, error=None, created_at=900.0,
+        updated_at=0.0)
+    return NativeJob(**{**values, **over})
+
+
+def test_custom_id_schemes_and_mapping() -> None:
+    assert ANTHROPIC.id_scheme == "job" and OPENAI.id_scheme == "verbatim"
+    user = JobItem(12, "not/ok ü", "m", b"")
+    assert provider_custom_id(job_of("verbatim"), user) == "not/ok ü"
+    assert provider_custom_id(job_of("line"), user) == "line-12"  # Anthropic jobs built before `job`
+    job = job_of("job")
+    sent = provider_custom_id(job, JobItem(10**12, "x" * 500, "m", b""))
+    assert sent == f"{job.id}-{10**12}" and native_anthropic.CUSTOM_ID.match(sent)  # fits whatever the user's id
+
+
+def remote_batch(created_at: float | None, total: int = 3, batch_id: str = "msgbatch_1",
+                 ended: bool = True) -> RemoteBatch:
+    return RemoteBatch(batch_id, "ended" if ended else "in_progress", COMPLETED if ended else None,
+                       {"total": total, "completed": total, "failed": 0}, created_at=created_at)
+
+
+def test_a_lost_anthropic_create_is_only_a_candidate_by_count_and_time() -> None:
+    job = job_of("job")  # planned at 900, last create attempt at 1000, 3 lines
+    skew = native_anthropic.SKEW_SECONDS
+    assert native_anthropic.is_candidate(remote_batch(950.0), job, set())
+    assert native_anthropic.is_candidate(remote_batch(900.0 - skew), job, set())
+    assert native_anthropic.is_candidate(remote_batch(1000.0 + skew), job, set())
+    assert not native_anthropic.is_candidate(remote_batch(899.0 - skew), job, set())  # made before the job
+    assert not native_anthropic.is_candidate(remote_batch(1001.0 + skew), job, set())  # after its last attempt
+    assert not native_anthropic.is_candidate(remote_batch(950.0, total=4), job, set())
+    assert not native_anthropic.is_candidate(remote_batch(950.0), job, {"msgbatch_1"})  # another job's
+    assert not native_anthropic.is_candidate(remote_batch(None), job, set())
+
+
+def test_only_results_with_exactly_the_jobs_custom_ids_prove_a_batch_ours() -> None:
+    ours = ["nj_A-1", "nj_A-2", "nj_A-3"]
+
+    def proven(ids: list[str | None]) -> bool:
+        proof = native_anthropic.Proof(ours)
+        for cid in ids:
+            if not proof.add(cid):
+                break
+        return proof.proven
+
+    assert proven(["nj_A-3", "nj_A-1", "nj_A-2"])  # in any order
+    assert not proven(["q1", "q2", "q3"])  # another client's batch of the same size
+    assert not proven(["nj_A-1", "nj_A-2"])  # one missing
+    assert not proven(["nj_A-1", "nj_A-2", "nj_A-3", "nj_B-4"])  # one more
+    assert not proven(["nj_A-1", "nj_A-1", "nj_A-2", "nj_A-3"])  # one twice
+    assert not proven(["nj_A-1", None, "nj_A-2", "nj_A-3"])  # a line without a custom_id
+    assert not native_anthropic.Proof([]).proven
+    early = native_anthropic.Proof(ours)
+    assert not early.add("q1") and not early.add("nj_A-1")  # broken at the first foreign id, for good
+
+
+def test_after_a_lost_create() -> None:
+    found, running, nothing = Search(found=remote_batch(950.0)), Search(pending=1), Search()
+    assert after_lost_create(found, 0.0, 60.0, False) == ADOPT  # proven: taken at once, halted or not
+    assert after_lost_create(found, 99.0, 60.0, True) == ADOPT
+    assert after_lost_create(nothing, 10.0, 60.0, False) == WAIT  # the provider may still be making it
+    assert after_lost_create(running, 10.0, 60.0, True) == WAIT
+    assert after_lost_create(running, 61.0, 60.0, False) == WAIT  # may be ours: only its results can tell
+    assert after_lost_create(running, 61.0, 60.0, True) == GIVE_UP  # cancelled: nothing ours to cancel or take
+    assert after_lost_create(nothing, 61.0, 60.0, True) == GIVE_UP
+    assert after_lost_create(nothing, 61.0, 60.0, False) == RECREATE
 
 
 def test_openai_result_lines() -> None:

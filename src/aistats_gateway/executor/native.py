@@ -12,8 +12,9 @@ Exactly-once against the provider:
   * the job row (with its idempotency key) exists before any call; `create_attempts`/`create_attempted_at`
     are written BEFORE the create is sent and the provider's id right after it answers;
   * a create whose outcome is unknown (timeout, 5xx, a crash) is never re-sent blindly: the provider's
-    batches are listed for ours first (OpenAI: our job id in `metadata`; Anthropic: see native_anthropic.py),
-    and only when none shows up `reconcile_grace_seconds` after the last attempt is it sent again (same key);
+    batches are listed for ours first, and only a batch PROVEN ours is taken (OpenAI: our job id in its
+    `metadata`; Anthropic: its results carry exactly the job's custom_ids, see native_anthropic.py) — another
+    client on the same key may have a batch just like it; `after_lost_create` decides what happens next;
   * a restart resumes every job from the database: running ones reattach by `native_batch_id`.
 Cancel and expiry cancel the provider batch, then settle what it finished; the rest become
 `batch_cancelled` / `batch_expired`. Upstream failures while polling are logged and retried next round.
@@ -36,7 +37,7 @@ from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
-from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected, RemoteBatch
+from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected, RemoteBatch, Search
 from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -59,6 +60,25 @@ def choose_execution(requested: str | None, window_seconds: int, providers: list
     if requested == "native":
         return "native" if usable else "managed"  # a provider lost its batch_api since create: run it ourselves
     return "native" if usable and window_seconds >= DAY else "managed"
+
+
+ADOPT, WAIT, GIVE_UP, RECREATE = "adopt", "wait", "give_up", "recreate"
+
+
+def after_lost_create(search: Search, waited: float, grace: float, halted: bool) -> str:
+    """What a job whose last create's outcome is unknown does after looking for its batch (`waited`: seconds
+    since that attempt). ADOPT the batch proven its own. WAIT while the provider may still be making it (under
+    `grace`). GIVE_UP (nothing created) when the batch was cancelled or expired meanwhile — even while
+    candidates run: none is proven ours, so none may be cancelled or taken. WAIT while a candidate that may be
+    it has not ended (Anthropic: only its results can tell). Else RECREATE: had the lost one been made, it
+    would have shown up by now."""
+    if search.found is not None:
+        return ADOPT
+    if waited < grace:
+        return WAIT
+    if halted:
+        return GIVE_UP
+    return WAIT if search.pending else RECREATE
 
 
 def build_client(cfg: Any, timeout: float) -> OpenAIBatches | AnthropicBatches:
@@ -258,6 +278,11 @@ class NativeRunner:
             for key in [k for k in (job.input_key, *(job.result_keys or ())) if k]:
                 await self.blobs.delete(key)
 
+    async def _sent_ids(self, job: NativeJob) -> frozenset[str]:
+        """The custom_ids the job sent to the provider: its held lines (the others failed before the create)."""
+        return frozenset([provider_custom_id(job, item) async for page in self.jobs.held_items(job, with_body=False)
+                          for item in page])
+
     def _limits(self, kind: str) -> tuple[int, int]:
         """The provider's (max lines, max input bytes) per batch, from [native]."""
         if kind == "anthropic":
@@ -277,13 +302,9 @@ class NativeRunner:
 
     async def _build(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches
                      ) -> NativeJob:
-        """Write the provider input into our blob store; lines the provider cannot take fail here."""
-        scheme = "verbatim"
-        async for page in self.jobs.held_items(job, with_body=False):
-            if not all(client.custom_id_fits(item.custom_id) for item in page):
-                scheme = "line"
-                break
-        job = await self.jobs.update(job.id, id_scheme=scheme)
+        """Write the provider input into our blob store (again, over the old one, for a job built with an id
+        scheme its client no longer sends); lines the provider cannot take fail here."""
+        job = await self.jobs.update(job.id, id_scheme=client.id_scheme)
         provider = self.router.by_name.get(job.provider)
         key = f"native/{job.id}/input.jsonl"
         writer = self.blobs.writer(key)
@@ -318,15 +339,21 @@ class NativeRunner:
         now = self.clock.now()
         if job.create_attempts > 0:  # an earlier create's outcome is unknown: look for it before anything else
             claimed = await self.jobs.claimed_ids(job.provider)
-            found = await client.find(job, claimed, self.cfg.list_pages)
-            if found is not None:
-                log.info("native job %s: found provider batch %s of an earlier create", job.id, found.id,
+            search = await client.find(job, claimed, self.cfg.list_pages, lambda: self._sent_ids(job))
+            decision = after_lost_create(search, now - (job.create_attempted_at or 0.0),
+                                         self.cfg.reconcile_grace_seconds, halt is not None)
+            if decision == ADOPT and search.found is not None:
+                log.info("native job %s: found provider batch %s of an earlier create", job.id, search.found.id,
                          extra={"batch_id": batch.id})
-                return await self.jobs.attach(job, found.id, found.status, found.counts)
-            if now - (job.create_attempted_at or 0.0) < self.cfg.reconcile_grace_seconds:
-                return job  # the provider may still be making it: look again next round
-            if halt is not None:
+                return await self.jobs.attach(job, search.found.id, search.found.status, search.found.counts)
+            if decision == WAIT:
+                return job  # look again next round
+            if decision == GIVE_UP:
                 return await self.jobs.update(job.id, state="done", provider_status="not_created")
+        if job.id_scheme != client.id_scheme:  # built before this scheme: a batch of it could not be proven ours
+            job = await self._build(batch, job, client)
+            if job.state == "done":
+                return job
         job = await self.jobs.update(job.id, create_attempts=job.create_attempts + 1, create_attempted_at=now)
         self.failpoints.hit("native_before_create")
         window = "24h" if batch.expires_at - batch.created_at >= DAY else batch.completion_window

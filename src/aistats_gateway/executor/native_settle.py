@@ -37,8 +37,15 @@ MISSING = {
 
 
 def provider_custom_id(job: NativeJob, item: JobItem) -> str:
-    """The custom_id sent to the provider: the user's own, or `line-<n>` when the provider cannot take it."""
-    return item.custom_id if job.id_scheme == "verbatim" else f"line-{item.line}"
+    """The custom_id sent to the provider, by the job's id scheme (the client's, fixed when its input is built):
+    `verbatim` the user's own (OpenAI); `job` `<job id>-<n>` (Anthropic: fits its 64-char pattern whatever the
+    user's id, and no other batch can carry it, so results prove whose a batch is — native_anthropic.py);
+    `line` `line-<n>` (Anthropic jobs built before `job`). n is our line number, so each maps back."""
+    if job.id_scheme == "verbatim":
+        return item.custom_id
+    if job.id_scheme == "job":
+        return f"{job.id}-{item.line}"
+    return f"line-{item.line}"
 
 
 class Settler:

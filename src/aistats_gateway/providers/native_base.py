@@ -1,5 +1,6 @@
 """What every provider batch client (native_openai.py, native_anthropic.py) shares: the remote batch as the
-runner sees it, the outcome of one line, the two failure kinds, and bounded HTTP over one aiohttp session.
+runner sees it, what looking for a lost create found, the outcome of one line, the two failure kinds, and
+bounded HTTP over one aiohttp session.
 
 Failure kinds matter for exactly-once: `Rejected` means the provider answered and refused (a 4xx other than
 408/409/429) — nothing was created; `Unavailable` means no usable answer (timeout, connection, 5xx, 429) —
@@ -10,7 +11,8 @@ Clients never decide retries; they never touch our storage except writing downlo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,18 @@ class RemoteBatch:
     error: str | None = None  # why it failed, for FAILED
     created_at: float | None = None
     tags: dict[str, str] = field(default_factory=dict)  # OpenAI metadata (how a lost create is found again)
+
+
+@dataclass(frozen=True)
+class Search:
+    """What looking for the batch of a create whose answer was lost found (`find()` of a client)."""
+
+    found: RemoteBatch | None = None  # the provider batch PROVEN to be the job's (never one merely alike)
+    pending: int = 0  # batches that may be the job's but cannot be told apart yet (Anthropic: still running)
+
+
+# The custom_ids a job sent to the provider, read from our storage only when a client needs them as proof.
+ExpectedIds = Callable[[], Awaitable[frozenset[str]]]
 
 
 @dataclass(frozen=True)
@@ -109,22 +123,30 @@ class HttpClient:
         except orjson.JSONDecodeError as exc:
             raise Unavailable(f"{what}: {self.name} answered {status} with a body that is not JSON") from exc
 
-    async def download(self, url: str, blobs: BlobStore, key: str, *, what: str) -> int:
-        """Stream `url` into the blob `key` (published atomically); returns its size."""
-        writer = blobs.writer(key)
+    async def stream(self, url: str, *, what: str) -> AsyncGenerator[bytes, None]:
+        """The body of a GET, chunk by chunk; raises Rejected or Unavailable as `call` does. Close it (aclosing)
+        when stopping early, so the connection goes back to the pool."""
         try:
             async with self.session().get(url, allow_redirects=True) as resp:
                 if not 200 <= resp.status < 300:
                     raise classify(resp.status, await resp.read(), f"{what}: {self.name}")
                 async for chunk in resp.content.iter_chunked(1 << 20):
+                    yield chunk
+        except TimeoutError as exc:
+            raise Unavailable(f"{what}: {self.name} did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"{what}: cannot reach {self.name}: {exc}") from exc
+
+    async def download(self, url: str, blobs: BlobStore, key: str, *, what: str) -> int:
+        """Stream `url` into the blob `key` (published atomically); returns its size."""
+        writer = blobs.writer(key)
+        try:
+            async with contextlib.aclosing(self.stream(url, what=what)) as chunks:
+                async for chunk in chunks:
                     await writer.write(chunk)
             return await writer.commit()
-        except BaseException as exc:
+        except BaseException:
             await writer.abort()
-            if isinstance(exc, TimeoutError):
-                raise Unavailable(f"{what}: {self.name} did not answer in time") from exc
-            if isinstance(exc, (aiohttp.ClientError, OSError)):
-                raise Unavailable(f"{what}: cannot reach {self.name}: {exc}") from exc
             raise
 
     async def close(self) -> None:
@@ -133,10 +155,10 @@ class HttpClient:
             await asyncio.sleep(0)
 
 
-async def blob_lines(blobs: BlobStore, key: str) -> AsyncIterator[bytes]:
-    """The non-empty lines of a blob, streamed."""
+async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-empty lines of a stream of chunks."""
     buf = b""
-    async for chunk in blobs.read(key):
+    async for chunk in chunks:
         buf += chunk
         *lines, buf = buf.split(b"\n")
         for line in lines:
@@ -144,3 +166,8 @@ async def blob_lines(blobs: BlobStore, key: str) -> AsyncIterator[bytes]:
                 yield line
     if buf.strip():
         yield buf
+
+
+def blob_lines(blobs: BlobStore, key: str) -> AsyncIterator[bytes]:
+    """The non-empty lines of a blob, streamed."""
+    return split_lines(blobs.read(key))

@@ -23,10 +23,12 @@ from aistats_gateway.providers.native_base import (
     COMPLETED,
     EXPIRED,
     FAILED,
+    ExpectedIds,
     HttpClient,
     Outcome,
     Rejected,
     RemoteBatch,
+    Search,
 )
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.native_jobs import JobItem, NativeJob
@@ -56,6 +58,7 @@ def remote(obj: Any) -> RemoteBatch:
 
 class OpenAIBatches:
     kind = "openai"
+    id_scheme = "verbatim"  # OpenAI takes any custom_id our validation accepts
 
     def __init__(self, name: str, base_url: str, api_key: str | None, *, timeout_seconds: float) -> None:
         self.name = name
@@ -66,9 +69,6 @@ class OpenAIBatches:
         self.http = HttpClient(name, headers, timeout_seconds)
 
     # ---------------------------------------------------------------- input
-    def custom_id_fits(self, custom_id: str) -> bool:
-        return True  # OpenAI takes any custom_id our validation accepts
-
     def input_line(self, endpoint: str, custom_id: str, upstream_model: str, item: JobItem) -> bytes | Outcome:
         body = orjson.loads(item.body or b"{}")  # held_items reads it; None only for unreadable lines
         body["model"] = upstream_model
@@ -102,8 +102,9 @@ class OpenAIBatches:
         return remote(await self.http.call("POST", f"{self.base_url}/batches/{native_id}/cancel",
                                            what="batch cancel"))
 
-    async def find(self, job: NativeJob, claimed: set[str], pages: int) -> RemoteBatch | None:
-        """The provider batch a lost create made for `job`, by the job id we put in its metadata."""
+    async def find(self, job: NativeJob, claimed: set[str], pages: int, expected: ExpectedIds) -> Search:
+        """The provider batch a lost create made for `job`, proven by the job id we put in its metadata (unique:
+        a ULID; a batch without it — another client's, however alike — is never taken). `expected` is unused."""
         after: str | None = None
         for _ in range(pages):
             params = {"limit": "100"}
@@ -114,13 +115,13 @@ class OpenAIBatches:
             for obj in data:
                 found = remote(obj)
                 if found.tags.get(JOB_TAG) == job.id and found.id not in claimed:
-                    return found
+                    return Search(found=found)
             oldest = data[-1].get("created_at") if data else None
             if not page.get("has_more") or not data or (
                     isinstance(oldest, (int, float)) and oldest < job.created_at - 3600):
-                return None
+                return Search()
             after = str(data[-1]["id"])
-        return None
+        return Search()
 
     # ---------------------------------------------------------------- results
     async def download(self, found: RemoteBatch, blobs: BlobStore, prefix: str) -> list[str]:
