@@ -42,14 +42,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aistats_gateway import config_file
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
 
-class LaneLimits(BaseModel):
+class Section(BaseModel):
+    """Base of every settings model. Frozen: settings are values once loaded, nothing changes them behind the
+    reader's back. `extra="forbid"`: a misspelt key (`concurency = 12`) stops the gateway at start instead of
+    being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaneLimits(Section):
     """Pacing limits of one lane; None means "unknown": learned from the upstream's headers, and
     concurrency found by additive increase / multiplicative decrease."""
 
@@ -58,7 +68,7 @@ class LaneLimits(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
 
 
-class ProviderConfig(BaseModel):
+class ProviderConfig(Section):
     """One upstream. `models` are patterns: exact names, `prefix*`, or `*` for anything.
 
     `rpm`/`tpm`/`max_concurrency` apply to each (provider, model) lane; `limits` overrides them per
@@ -91,7 +101,7 @@ class ProviderConfig(BaseModel):
         )
 
 
-class ExecutorConfig(BaseModel):
+class ExecutorConfig(Section):
     concurrency: int = Field(64, ge=1, le=10_000)
     max_attempts: int = Field(5, ge=1, le=50)
     backoff_base_seconds: float = Field(0.5, gt=0)
@@ -115,7 +125,7 @@ class ExecutorConfig(BaseModel):
     validation_concurrency: int = Field(4, ge=1, le=256)
 
 
-class S3Config(BaseModel):
+class S3Config(Section):
     """The S3-compatible endpoint behind `blob_url = "s3://bucket/prefix"`; unset credentials mean botocore's
     usual chain (AWS_* variables, ~/.aws, instance roles)."""
 
@@ -127,18 +137,18 @@ class S3Config(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = "path"
 
 
-class RedisConfig(BaseModel):
+class RedisConfig(Section):
     key_prefix: str = "aistats:"
     limiter_ttl_seconds: int = Field(3600, ge=60)  # idle rate-limit state expires after this long
 
 
-class LimitsConfig(BaseModel):
+class LimitsConfig(Section):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     max_batch_lines: int = Field(50_000, ge=1)
     max_validation_errors: int = Field(100, ge=1)
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(Section):
     retry_schedule_seconds: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     jitter_fraction: float = Field(0.1, ge=0, le=1)
@@ -153,7 +163,7 @@ class WebhookConfig(BaseModel):
         return 1 + len(self.retry_schedule_seconds)
 
 
-class NativeConfig(BaseModel):
+class NativeConfig(Section):
     """The provider-batch poller (executor/native.py)."""
 
     poll_interval_seconds: float = Field(30.0, gt=0)  # how often a running provider batch is polled
@@ -174,7 +184,7 @@ class NativeConfig(BaseModel):
     anthropic_max_bytes: int = Field(243_000_000, ge=1024)
 
 
-class RetentionConfig(BaseModel):
+class RetentionConfig(Section):
     """How long files live when their uploader or batch creator did not say (`expires_after`,
     `output_expires_after`), and how often expired ones are removed. Unset: kept until deleted."""
 
@@ -187,11 +197,11 @@ class RetentionConfig(BaseModel):
     sweep_seconds: float = Field(60.0, gt=0)
 
 
-class MockConfig(BaseModel):
+class MockConfig(Section):
     slow_latency_ms: int = Field(250, ge=0)
 
 
-class Settings(BaseModel):
+class Settings(Section):
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -216,6 +226,11 @@ class Settings(BaseModel):
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     prices: list[dict[str, Any]] = Field(default_factory=list)  # [[prices]] entries override the shipped catalog
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -252,7 +267,10 @@ class Settings(BaseModel):
                 raise ConfigError(f"AISTATS_CONFIG points at {path}, which does not exist") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-            raw.update(_from_toml(toml))
+            try:
+                raw.update(config_file.from_toml(toml, cls, str(path)))
+            except config_file.UnknownSetting as exc:
+                raise ConfigError(str(exc)) from exc
             raw["config_file"] = path
         for var, key in (
             ("AISTATS_DATA_DIR", "data_dir"),
@@ -283,20 +301,18 @@ class Settings(BaseModel):
             xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
             raw["data_dir"] = str(Path(xdg) / "aistats")
         raw.update(overrides)
-        providers = [dict(p) if isinstance(p, Mapping) else p for p in raw.get("providers", [])]
+        providers = [p.model_dump(exclude_unset=True) if isinstance(p, BaseModel) else dict(p)
+                     for p in raw.get("providers", [])]
         _add_env_providers(providers, env)
+        for entry in providers:  # a key named by its variable is read here, once, before validation
+            if entry.get("api_key") is None and entry.get("api_key_env"):
+                entry["api_key"] = env.get(str(entry["api_key_env"]))
         raw["providers"] = providers
         try:
             settings = cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"invalid setting '{where}': {first['msg']}") from exc
-        settings.data_dir = settings.data_dir.expanduser()
+            raise ConfigError(_explain(exc, cls, raw.get("config_file"))) from exc
         _check_urls(settings)
-        for provider in settings.providers:
-            if provider.api_key is None and provider.api_key_env:
-                provider.api_key = env.get(provider.api_key_env)
         if settings.prices:
             from aistats_gateway.pricing.catalog import PriceCatalog
 
@@ -312,6 +328,19 @@ class Settings(BaseModel):
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
         return settings
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], path: Path | None) -> str:
+    """The first validation error as one sentence naming the key, its place in the file, and a close match."""
+    first = exc.errors()[0]
+    loc = [p for p in first["loc"] if isinstance(p, (int, str))]
+    where = config_file.place(loc)
+    source = f" in {path}" if path is not None else ""
+    key = str(loc[-1]) if loc else "?"
+    if first["type"] == "extra_forbidden":
+        return (f"unknown setting '{key}' in {where}{source}"
+                f"{config_file.hint(key, config_file.known_keys(model, loc))}")
+    return f"invalid setting '{'.'.join(str(p) for p in loc)}' ({where}{source}): {first['msg']}"
 
 
 def database_url_for_sqlalchemy(url: str) -> str:
@@ -338,26 +367,6 @@ def _check_urls(settings: Settings) -> None:
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis_url (AISTATS_REDIS_URL) must be redis://HOST:PORT[/DB], rediss://… or unix://PATH, "
                           f"got {settings.redis_url!r}")
-
-
-def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    server = toml.get("server", {})
-    for key in ("host", "port", "public_url", "api_key"):
-        if key in server:
-            out[key] = server[key]
-    storage = toml.get("storage", {})
-    for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms", "blob_url", "redis_url"):
-        if key in storage:
-            out[key] = storage[key]
-    for section in ("executor", "limits", "mock", "webhooks", "native", "s3", "redis"):
-        if section in toml:
-            out[section] = toml[section]
-    if "providers" in toml:
-        out["providers"] = toml["providers"]
-    if "prices" in toml:
-        out["prices"] = toml["prices"]
-    return out
 
 
 def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:

@@ -50,9 +50,9 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
 ) -> None:
     """Run the gateway (API + executor) on the configured storage."""
+    settings = _settings(host=host, port=port, run_worker=False if no_worker else None)  # refuse bad ones first
     from aistats_gateway.app import build_app
 
-    settings = _settings(host=host, port=port, run_worker=False if no_worker else None)
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
                f"({'API only' if no_worker else 'API + executor'}; {_where(settings)}; "
@@ -85,9 +85,9 @@ def worker(
 
     Run several, each with its own AISTATS_NODE_ID, against PostgreSQL + S3-compatible blobs (+ Redis
     for shared rate limits and immediate cancels); see the README's Deployment section."""
+    settings = _settings(host=host, port=port)  # refuse bad settings before the slow imports
     from aistats_gateway.app import build_worker_app
 
-    settings = _settings(host=host, port=port)
     configure_logging(log_level, log_format)
     if settings.node_id == "local" and settings.is_postgresql:
         typer.secho("warning: AISTATS_NODE_ID is 'local'; give every worker process its own node id",

@@ -101,7 +101,7 @@ class Executor:
         self.metrics = metrics or Metrics()
         self.metrics.watch(self.state)
         self._metric_children: dict[tuple[str, ...], Any] = {}
-        self.pricer = pricer or Pricer(PriceCatalog.load())
+        self.pricer = pricer or Pricer(PriceCatalog.load(settings.prices))  # [[prices]] count here too
         self.settings = settings
         self.cfg = settings.executor
         self.store = store
