@@ -134,24 +134,32 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys (id, workspace, prefix, label, created, revoked); never the keys themselves."""
-    rows = _with_store(lambda store: store.list_keys())
+    """Keys (id, workspace, prefix, state, kind, label); never the keys themselves. The static key the
+    gateway accepts (AISTATS_API_KEY at its last start) is marked `static (current)`."""
+    from aistats_gateway.services.keys import listing
+
+    rows = listing(_with_store(lambda store: store.list_keys()))
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
         state = "revoked" if row["revoked_at"] else "active"
-        typer.echo(f"{row['id']}  {row['workspace_id']:<20} {row['prefix']}…  {state:<8} {row['name'] or ''}")
+        kind = f"{row['kind']} (current)" if row["current_static"] else row["kind"]
+        shown = f"{row['shown']}…" if row["shown"] else "(shared prefix)"
+        typer.echo(f"{row['id']}  {row['workspace_id']:<20} {shown:<20} {state:<8} {kind:<17} {row['name'] or ''}")
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the key's first 12 characters.")) -> None:
-    """Revoke a key; a running gateway refuses it within seconds."""
-    revoked = _with_store(lambda store: store.revoke_key(key, time.time()))
-    if not revoked:
-        typer.secho(f"no active key matches '{key}'", fg="red", err=True)
+def keys_revoke(key: str = typer.Argument(..., help="The key's id (key_…, see `keys list`), the key itself, "
+                                                    "or its SHA-256 hash (64 hex digits).")) -> None:
+    """Revoke exactly one key; a running gateway refuses it (and closes its WebSockets) within seconds."""
+    from aistats_gateway.services.keys import revoke
+
+    revoked, message = _with_store(lambda store: revoke(store, key, time.time()))
+    if revoked is None:
+        typer.secho(message, fg="red", err=True)
         raise typer.Exit(2)
-    typer.echo("revoked " + ", ".join(revoked))
+    typer.echo(message)
 
 
 credits_app = typer.Typer(help="Workspace credit (works on the local database).", no_args_is_help=True)
