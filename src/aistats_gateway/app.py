@@ -109,8 +109,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
-    store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
-    generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
+    store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts, clock=clock)
+    generated = await ensure_default_keys(store.workspaces, settings.api_key) if serve_api else None
     metrics = Metrics()
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
@@ -130,7 +130,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         async def render(record: BatchRecord) -> dict[str, Any]:
             return await render_batch(store, record, public)
 
-        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
+        deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.allow_local_webhooks,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
                               owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)

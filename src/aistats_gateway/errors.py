@@ -130,3 +130,16 @@ class StaleTransition(Exception):
 
     Internal only; callers decide whether that is benign (a concurrent cancel) or a conflict.
     """
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """Our database is busy or unreachable (a driver's operational error, translated by storage.database):
+    nothing was lost, the caller may retry. The API answers it as 503 `storage_unavailable`."""
+
+    default_code = "storage_unavailable"
+    MESSAGE = ("The gateway's database is busy or unavailable (for example locked by another process); nothing "
+               "was lost — retry shortly.")
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE, code=self.default_code)
+        self.detail = detail

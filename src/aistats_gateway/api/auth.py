@@ -85,7 +85,7 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        workspace = await self.store.workspace_for_key(digest)
+        workspace = await self.store.workspaces.for_key(digest)
         if workspace is None:
             raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if len(self._cache) > 10_000:

@@ -20,7 +20,7 @@ metrics_router = APIRouter(tags=["meta"])
 async def metrics(request: Request) -> Response:
     """Prometheus text format. Unauthenticated, like most exporters: bind or proxy accordingly."""
     gw = gateway(request)
-    gw.storage_counts.update(await gw.store.state_counts())  # one cheap query per scrape
+    gw.storage_counts.update(await gw.store.batches.state_counts())  # one cheap query per scrape
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -53,7 +53,7 @@ async def generation(request: Request, workspace: Workspace, request_id: str) ->
 @router.get("/credits")
 async def credits(request: Request, workspace: Workspace) -> JSONResponse:
     """The workspace's credit: balance (or unlimited), what open batches hold, and what is available."""
-    balance, held = await gateway(request).store.credit_account(workspace)
+    balance, held = await gateway(request).store.ledger.account(workspace)
     return JSONResponse(credit_view(workspace, balance, held))
 
 

@@ -204,7 +204,7 @@ class NativeRunner:
 
     async def _round(self, batch_id: str) -> bool:
         """One pass over a batch's jobs; True when the batch was handed to the finalizer (or is gone)."""
-        batch = await self.store.get_batch(batch_id)
+        batch = await self.store.batches.get(batch_id)
         if batch is None or batch.status.terminal:
             return True
         if batch.status is BatchStatus.FINALIZING:

@@ -91,7 +91,7 @@ class Settler:
             return
         group, logs = self.settlements, self.logs
         self.settlements, self.logs = [], []
-        await self.store.settle(group, self.clock.now(), logs)
+        await self.store.items.settle(group, self.clock.now(), logs)
 
 
 async def collect(

@@ -181,16 +181,16 @@ class Executor:
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()
-        released = await self.store.release_leases(self.boot_id)
+        released = await self.store.items.release_owner(self.boot_id)
         log.info("executor stopped; %d unsent item(s) handed back", released)
 
     async def recover(self) -> None:
         """Rebuild from the database: free earlier incarnations' leases at once, resume every batch."""
-        released = await self.store.release_earlier_incarnations(self.node_prefix, self.boot_id)
-        released += await self.store.release_expired_leases(self.clock.now(), self.boot_id)
+        released = await self.store.items.release_earlier_incarnations(self.node_prefix, self.boot_id)
+        released += await self.store.items.release_expired(self.clock.now(), self.boot_id)
         if released:
             log.info("released %d leases of earlier incarnations", released)
-        for batch in await self.store.batches_in(
+        for batch in await self.store.batches.in_statuses(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING]
         ):
             self.resume(batch)
@@ -258,7 +258,7 @@ class Executor:
         finally:
             self._release_validation()
         if result is None:
-            current = await self.store.get_batch(batch.id)
+            current = await self.store.batches.get(batch.id)
             if current is not None and current.status is BatchStatus.CANCELLING:
                 self.halt(current.id, BatchStatus.CANCELLED, current.endpoint)
             return
@@ -319,7 +319,7 @@ class Executor:
                 skip = [model for model, lane in state.lanes.items() if lane.saturated]
                 if skip and len(skip) == len(state.lanes):
                     state.last_discovery = now  # a lease past every full lane: only to find models not seen yet
-                leased = await self.store.lease_items(
+                leased = await self.store.items.lease(
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds, skip_models=skip)
                 if len(leased) < share and not skip:
                     state.exhausted = True
@@ -682,7 +682,7 @@ class Executor:
         group, self.settle_buffer = self.settle_buffer, []
         logs, self.log_buffer = self.log_buffer, []
         try:
-            updated = await self.store.settle(group, self.clock.now(), logs)
+            updated = await self.store.items.settle(group, self.clock.now(), logs)
         except BaseException:
             self.settle_buffer[:0] = group  # keep them for the next try
             self.log_buffer[:0] = logs
@@ -717,7 +717,7 @@ class Executor:
         self._job(batch_id, lambda: self._finalize(batch_id, target))
 
     async def _finalize(self, batch_id: str, target: BatchStatus) -> None:
-        batch = await self.store.get_batch(batch_id)
+        batch = await self.store.batches.get(batch_id)
         if batch is None or batch.status.terminal:
             self._forget(batch_id)
             return
@@ -730,20 +730,20 @@ class Executor:
             # Several processes may hold lines of this batch: hand back ours that were never sent, and wait
             # while another process still has lines on the wire (the sweep comes back), so an answer that is
             # on its way is kept rather than overwritten by `batch_cancelled`.
-            await self.store.release_batch_leases(batch_id, self.boot_id)
-            if await self.store.leased_by_others(batch_id, self.boot_id, self.clock.now()):
+            await self.store.items.release_batch(batch_id, self.boot_id)
+            if await self.store.items.leased_by_others(batch_id, self.boot_id, self.clock.now()):
                 log.info("batch %s: other processes still have lines in flight; finalizing later", batch_id,
                          extra={"batch_id": batch_id})
                 return
         try:
             if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
-                batch = await self.store.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                batch = await self.store.batches.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
                                                     self.clock.now())
             await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock,
                            failpoints=self.failpoints)
         except StaleTransition:
             log.info("batch %s moved while finalizing; re-checking", batch_id, extra={"batch_id": batch_id})
-            current = await self.store.get_batch(batch_id)
+            current = await self.store.batches.get(batch_id)
             if current is not None and not current.status.terminal:
                 self.resume(current)
             return
@@ -793,9 +793,9 @@ class Executor:
             try:
                 now = self.clock.now()
                 if now - last_beat >= self.cfg.lease_seconds / 3:
-                    await self.store.heartbeat_leases(self.boot_id, now + self.cfg.lease_seconds)
+                    await self.store.items.heartbeat(self.boot_id, now + self.cfg.lease_seconds)
                     last_beat = now
-                await self.store.release_expired_leases(now, self.boot_id)
+                await self.store.items.release_expired(now, self.boot_id)
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
@@ -810,7 +810,7 @@ class Executor:
         except Exception:  # storage trouble must not hold up expiry and cancels
             log.exception("removing deleted input files failed")
         now = self.clock.now()
-        for batch in await self.store.batches_in(
+        for batch in await self.store.batches.in_statuses(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING]
         ):
             state = self.batches.get(batch.id)
@@ -830,8 +830,8 @@ class Executor:
                     if job is not None:
                         job.cancel()
                     with contextlib.suppress(StaleTransition):
-                        await self.store.fail_unfinished(batch.id, "batch_expired", now)
-                        await self.store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.EXPIRED, now)
+                        await self.store.items.fail_unfinished(batch.id, "batch_expired", now)
+                        await self.store.batches.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.EXPIRED, now)
                 else:
                     self.halt(batch.id, BatchStatus.EXPIRED, batch.endpoint)
             elif batch.status is BatchStatus.IN_PROGRESS and state is None:

@@ -89,7 +89,7 @@ class InputBodies:
     async def blob_key(self, batch_id: str) -> str:
         key = self._keys.get(batch_id)
         if key is None:
-            key = await self.store.input_blob_key(batch_id)
+            key = await self.store.files.input_blob_key(batch_id)
             if key is None:
                 raise InputFileUnavailable(f"batch {batch_id} has no input file row any more")
             if len(self._keys) >= KEY_CACHE:

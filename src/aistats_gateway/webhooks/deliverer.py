@@ -26,10 +26,9 @@ from aistats_gateway.config import WebhookConfig
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
+from aistats_gateway.storage.outbox import Event, Outbox
 from aistats_gateway.storage.records import BatchRecord
-from aistats_gateway.storage.store import Store
 from aistats_gateway.webhooks import signer
-from aistats_gateway.webhooks.outbox import Event
 from aistats_gateway.webhooks.urlguard import UnsafeTarget, resolve_checked
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 
 class Deliverer:
-    def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
+    def __init__(self, cfg: WebhookConfig, outbox: Outbox, clock: Clock, render: Any, *, allow_local: bool,
                  resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS,
                  metrics: Metrics | None = None, node_prefix: str = "local:", owner: str = "local:deliverer") -> None:
         self.node_prefix = node_prefix
@@ -72,7 +71,7 @@ class Deliverer:
         self.failpoints = failpoints
         self.metrics = metrics
         self.cfg = cfg
-        self.store = store
+        self.outbox = outbox
         self.clock = clock
         self.render = render  # async BatchRecord -> dict (the public batch object)
         self.allow_local = allow_local
@@ -89,7 +88,7 @@ class Deliverer:
 
     async def start(self) -> None:
         now = self.clock.now()
-        spread = await self.store.spread_overdue_events(
+        spread = await self.outbox.spread_overdue(
             now, self.cfg.restart_spread_seconds, [self._rng.random() for _ in range(64)], self.node_prefix,
             self.owner)
         if spread:
@@ -122,9 +121,9 @@ class Deliverer:
 
     async def _round(self) -> None:
         now = self.clock.now()
-        for event_id in await self.store.due_events(now, 50):
+        for event_id in await self.outbox.due(now, 50):
             lease = now + self.cfg.timeout_seconds * 3 + 30
-            event = await self.store.claim_event(event_id, now, lease, self.owner)
+            event = await self.outbox.claim(event_id, now, lease, self.owner)
             if event is None:
                 continue
             self.failpoints.hit("after_event_claimed")
@@ -182,7 +181,7 @@ class Deliverer:
         if not delivered and event.attempts < event.max_attempts:
             base = self.cfg.retry_schedule_seconds[event.attempts - 1]
             next_at = now + base * (1 + self.cfg.jitter_fraction * (2 * self._rng.random() - 1))
-        outcome = await self.store.record_attempt(
+        outcome = await self.outbox.record_attempt(
             event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=status,
             body_preview=preview, error=error, duration_ms=int((time.monotonic() - started) * 1000))
         if self.metrics is not None:
