@@ -24,7 +24,7 @@ from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, items
 from aistats_gateway.storage.store import Store
-from tests.storage.test_store import run, seed
+from tests.storage.support import run, seed
 
 
 async def _mixed(store: Store) -> None:

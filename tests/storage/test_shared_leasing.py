@@ -18,7 +18,7 @@ from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.schema import batches
 from aistats_gateway.storage.store import Settlement, Store, create_engine
-from tests.storage.test_store import seed
+from tests.storage.support import seed
 
 T = TypeVar("T")
 

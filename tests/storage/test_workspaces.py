@@ -10,7 +10,7 @@ from aistats_gateway.api.auth import DEFAULT_WORKSPACE, hash_key, key_prefix
 from aistats_gateway.services.keys import create_key, ensure_default_keys, listing, revoke
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.store import Store, create_engine
-from tests.storage.test_store import run
+from tests.storage.support import run
 
 
 def active(rows: list[dict[str, Any]]) -> set[str]:
