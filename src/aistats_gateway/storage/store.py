@@ -844,9 +844,14 @@ class Store:
         return record
 
     # ---------------------------------------------------------------- webhook outbox
-    async def due_events(self, now: float, limit: int) -> list[str]:
+    async def due_event_candidates(self, now: float, *, per_url: int, per_workspace: int,
+                                   limit: int) -> list[tuple[str, str, str]]:
         async with self.engine.connect() as conn:
-            return await outbox.due(conn, now, limit)
+            return await outbox.due_candidates(conn, now, per_url=per_url, per_workspace=per_workspace, limit=limit)
+
+    async def postpone_events(self, event_ids: list[str], now: float, until: float) -> int:
+        async with self._write() as conn:
+            return await outbox.postpone(conn, event_ids, now, until)
 
     async def claim_event(self, event_id: str, now: float, lease_until: float, owner: str) -> outbox.Event | None:
         async with self._write() as conn:
