@@ -181,13 +181,15 @@ class Receiver(Proc):
     """The webhook receiver process (`aistats_gateway.testing.receiver`)."""
 
     def __init__(self, log: Path, *, port: int | None = None, secret: str | None = None, status: int = 200,
-                 fail_first: int = 0) -> None:
+                 fail_first: int = 0, hang: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/hooks/batch"
         args = [sys.executable, "-m", "aistats_gateway.testing.receiver", "--port", str(self.port),
                 "--status", str(status), "--fail-first", str(fail_first)]
         if secret:
             args += ["--secret", secret]
+        if hang:
+            args.append("--hang")
         super().__init__(args, dict(os.environ), log, f"http://127.0.0.1:{self.port}/_received")
 
     def received(self) -> list[dict[str, Any]]:

@@ -130,7 +130,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         async def render(record: BatchRecord) -> dict[str, Any]:
             return await render_batch(store, record, public)
 
-        deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.allow_local_webhooks,
+        deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
                               owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)
@@ -164,7 +164,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         store.listeners.append(fanout.publish)
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes, settings.retention)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
-                           allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
+                           allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,

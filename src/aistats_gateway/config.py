@@ -152,9 +152,15 @@ class WebhookConfig(Section):
     retry_schedule_seconds: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     jitter_fraction: float = Field(0.1, ge=0, le=1)
-    # Plain http to localhost/127.0.0.1/[::1]: None means "allowed when the gateway itself binds to loopback".
-    allow_local: bool | None = None
+    # Webhooks to localhost/127.0.0.1/[::1] (plain http allowed), for local development only: off by default,
+    # also on a loopback bind, since any workspace could otherwise reach services on the gateway's host.
+    allow_local: bool = False
     max_concurrent_deliveries: int = Field(8, ge=1, le=256)
+    # Fair shares of those slots (webhooks/fairness.py): attempts in flight per workspace, and per workspace
+    # and target host:port; a target whose attempt timed out rests this long (doubling, at most 10 minutes).
+    max_deliveries_per_workspace: int = Field(4, ge=1, le=256)
+    max_deliveries_per_target: int = Field(2, ge=1, le=256)
+    target_rest_seconds: float = Field(30.0, ge=0)
     restart_spread_seconds: float = Field(10.0, ge=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
 
@@ -241,12 +247,6 @@ class Settings(Section):
     @property
     def is_postgresql(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
-
-    @property
-    def allow_local_webhooks(self) -> bool:
-        if self.webhooks.allow_local is not None:
-            return self.webhooks.allow_local
-        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def blob_dir(self) -> Path:

@@ -292,7 +292,7 @@ MAX_WEBHOOK_SECRET_CHARS = 1024
 DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 
 
-def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any] | None:
+def parse_webhook(value: Any, *, allow_local_http: bool = False) -> dict[str, Any] | None:
     """`{url, events?, secret?}`: URL rules and event normalization (`job.*` → `batch.*`).
 
     Here the URL's shape, scheme and literal host are checked so a bad value fails at create with a
