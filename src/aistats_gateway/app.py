@@ -162,13 +162,13 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store, blobs, clock, settings.limits.max_file_bytes, settings.retention)
+    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
-    gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits,
+    gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
+                 deliverer, pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw

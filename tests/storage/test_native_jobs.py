@@ -102,7 +102,7 @@ def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, 
         done = await ingest(batch, store=store, blobs=blobs, router=Router([MockProvider()]), limits=LimitsConfig(),
                             clock=SystemClock(), pricer=Pricer(PriceCatalog.load()))
         assert done is not None and done.status is BatchStatus.IN_PROGRESS and done.total == len(rows)
-        jobs = NativeJobs(store, InputBodies(store, blobs))
+        jobs = NativeJobs(store, InputBodies(store.files, blobs))
         (job,) = await jobs.plan("batch_n", lambda _p: "openai", 10.0)
         held = [item async for page in jobs.held_items(job, page=3) for item in page]
         assert [(i.custom_id, i.body) for i in held] == [(r["custom_id"], orjson.dumps(r["body"])) for r in rows]

@@ -98,7 +98,7 @@ class NativeRunner:
         self.clock = clock
         self.finish = finish
         self.failpoints = failpoints
-        self.jobs = NativeJobs(store, InputBodies(store, blobs))
+        self.jobs = NativeJobs(store, InputBodies(store.files, blobs))
         self.pricer = Pricer(catalog, BATCH)
         self.clients = {p.name: build_client(p, self.cfg.request_timeout_seconds)
                         for p in settings.providers if p.batch_api}

@@ -120,7 +120,7 @@ class Executor:
         self.circuits: dict[str, Circuit] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
-        self.bodies = InputBodies(store, blobs)
+        self.bodies = InputBodies(store.files, blobs)
         self.batches: dict[str, BatchState] = {}
         self.order = Rotation()  # the batches worked on here, in serving order (fair across workspaces)
         self._validating = 0  # validations running (at most cfg.validation_concurrency)
@@ -359,7 +359,7 @@ class Executor:
     async def _load_bodies(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
         """Read a leased page's bodies from the input file (coalesced ranged reads), then queue its lines. A
         failing read (storage unreachable) is retried with backoff while the items stay leased here; a file that
-        is gone for good fails its lines (it cannot happen through the API: see Store.delete_file)."""
+        is gone for good fails its lines (it cannot happen through the API: see Files.delete)."""
         rows = [(item.body, item.body_offset, item.body_length) for item in items]
         delay = 0.5
         missing = "The batch's input file could not be read; this line's request is not available."
