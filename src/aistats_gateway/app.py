@@ -111,7 +111,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics.max_model_labels)
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
         if record.status.terminal:  # only a terminal transition publishes a terminal record
