@@ -125,7 +125,7 @@ def keys_create(
     name: str = typer.Option(None, help="A label for the key."),
 ) -> None:
     """Create an API key and print it (only its hash is stored)."""
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
     from aistats_gateway.services.keys import create_key
 
     typer.echo(_with_store(lambda store: create_key(
@@ -167,7 +167,7 @@ app.add_typer(credits_app, name="credits")
 
 
 def _workspace_id(workspace: str) -> str:
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
 
     if workspace == "default":
         return DEFAULT_WORKSPACE
