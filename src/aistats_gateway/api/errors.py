@@ -15,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
 
 from aistats_gateway import ids
 from aistats_gateway.api.responses import JSONResponse
@@ -45,19 +44,6 @@ def request_id_of(request: HTTPConnection) -> str:
 
 def error_response(exc: GatewayError, request: HTTPConnection) -> JSONResponse:
     return JSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code, headers=exc.headers or None)
-
-
-async def _answer(exc: GatewayError, conn: HTTPConnection) -> JSONResponse:
-    """The error's response. For a WebSocket the handler's return value is dropped (Starlette only sends it
-    for HTTP), which left the handshake unanswered: uvicorn logged "ASGI callable returned without completing
-    handshake" at error level and sent a bare 500. So a WebSocket is refused here, with the envelope."""
-    response = error_response(exc, conn)
-    if isinstance(conn, WebSocket):
-        if conn.application_state == WebSocketState.CONNECTING:
-            await conn.send_denial_response(response)
-        elif conn.application_state == WebSocketState.CONNECTED:
-            await conn.close(1011 if exc.status_code >= 500 else 1008, exc.message[:120])
-    return response
 
 
 # A full disk (or quota) while writing a blob is the operator's to fix, not a bug: 507, no traceback.
@@ -125,9 +111,11 @@ def _nul_in(scope: Scope) -> tuple[str | None, str] | None:
 
 
 def install(app: FastAPI) -> None:
+    """The handlers serve WebSocket handshakes too (Starlette sends their response as the refusal), so they read
+    only what both have: `request.method` raised AttributeError on a WebSocket, turning a 503 into a bare 500."""
     @app.exception_handler(GatewayError)
     async def _gateway(request: HTTPConnection, exc: GatewayError) -> JSONResponse:
-        return await _answer(exc, request)
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: HTTPConnection, exc: RequestValidationError) -> JSONResponse:
@@ -135,7 +123,7 @@ def install(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         param = ".".join(loc) or None
         msg = f"Invalid parameter '{param}': {first.get('msg')}" if param else str(first.get("msg"))
-        return await _answer(InvalidRequest(msg, code="invalid_parameter", param=param), request)
+        return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: HTTPConnection, exc: StarletteHTTPException) -> JSONResponse:
@@ -156,12 +144,12 @@ def install(app: FastAPI) -> None:
             err.status_code = exc.status_code  # type: ignore[misc]
             if exc.status_code < 500:
                 err.error_type = "invalid_request_error"  # type: ignore[misc]
-        return await _answer(err, request)
+        return error_response(err, request)
 
     @app.exception_handler(OperationalError)
     async def _storage(request: HTTPConnection, exc: OperationalError) -> JSONResponse:
         log.warning("storage unavailable on %s: %s", request.url.path, exc.orig)
-        return await _answer(ServiceUnavailable(
+        return error_response(ServiceUnavailable(
             "The gateway's database is busy or unavailable (for example locked by another process); nothing "
             "was lost — retry shortly.", code="storage_unavailable"), request)
 
@@ -179,12 +167,12 @@ def install(app: FastAPI) -> None:
         if exc.errno not in STORAGE_FULL_ERRNOS:
             raise exc  # as if unhandled here: the generic 500 (HTTP), or uvicorn's own handling (WebSocket)
         log.warning("storage full on %s: %s", request.url.path, exc)
-        return await _answer(InsufficientStorage(
+        return error_response(InsufficientStorage(
             f"The gateway's file storage is full ({exc.strerror}); nothing was stored. Retry once space has been "
             "freed.", code="insufficient_storage"), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: HTTPConnection, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.scope.get("method", "WEBSOCKET"), request.url.path)
-        return await _answer(GatewayError("The gateway hit an internal error; it has been logged.",
+        return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
                                           code="internal_error"), request)
