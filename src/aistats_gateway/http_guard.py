@@ -31,6 +31,7 @@ from aistats_gateway.config import LimitsConfig
 from aistats_gateway.errors import GatewayError, HeaderTooLarge, RequestTimeout
 
 log = logging.getLogger(__name__)
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
 def error_bytes(err: GatewayError) -> bytes:
@@ -41,9 +42,6 @@ def error_bytes(err: GatewayError) -> bytes:
             f"content-length: {len(body)}\r\n"
             "connection: close\r\n\r\n")
     return head.encode("ascii") + body
-
-
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
 def header_room(limit: int, used: int, incoming: int) -> int | None:
