@@ -151,6 +151,14 @@ class LimitsConfig(Section):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     max_batch_lines: int = Field(50_000, ge=1)
     max_validation_errors: int = Field(100, ge=1)
+    # What one connection may cost before it is refused (http_guard.py, api/limits.py): a request line plus
+    # headers at most this big (431), delivered within this long of the connection or request starting (408);
+    # a request body that sends nothing for body_timeout_seconds is abandoned (408, a partial upload removed).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(20.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # Uploads (POST /v1/files) streaming at once in this process; more answer 503 with Retry-After.
+    max_concurrent_uploads: int = Field(16, ge=1)
 
 
 class WebhookConfig(Section):
