@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
+from aistats_gateway.domain.urlguard import Target, UnsafeTarget, resolve_checked, target_key
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -34,7 +35,6 @@ from aistats_gateway.storage.outbox import Event, Outbox
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.webhooks import signer
 from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
-from aistats_gateway.webhooks.urlguard import Target, UnsafeTarget, resolve_checked, target_key
 
 log = logging.getLogger(__name__)
 PREVIEW_CHARS = 500
