@@ -119,7 +119,8 @@ class Upstream(Proc):
 
 
 def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
-                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired")) -> dict[str, Any]:
+                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired"),
+                   every: float = 0.05) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         batch: dict[str, Any] = client.get(f"/batches/{batch_id}").json()
@@ -127,7 +128,7 @@ def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
             return batch
         if time.monotonic() > deadline:
             raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout}s: {batch}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def chat_line(custom_id: str, text: str, model: str = "mock/echo", **extra: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def serve(
     """Run the gateway (API + executor) on the configured storage."""
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)  # refuse bad ones first
     from aistats_gateway.app import build_app
+    from aistats_gateway.http_guard import guarded_protocol
 
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
@@ -60,7 +61,9 @@ def serve(
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
-                access_log=access_log, loop="auto", http="auto", lifespan="on",
+                access_log=access_log, loop="auto", lifespan="on",
+                # httptools with a limit on the request head's size and a deadline for reading it (http_guard.py)
+                http=guarded_protocol(settings.limits),
                 # open streams (WebSockets, results with follow=true) get this long before the executor drains
                 timeout_graceful_shutdown=5)
 
@@ -87,6 +90,7 @@ def worker(
     for shared rate limits and immediate cancels); see the README's Deployment section."""
     settings = _settings(host=host, port=port)  # refuse bad settings before the slow imports
     from aistats_gateway.app import build_worker_app
+    from aistats_gateway.http_guard import guarded_protocol
 
     configure_logging(log_level, log_format)
     if settings.node_id == "local" and settings.is_postgresql:
@@ -96,7 +100,8 @@ def worker(
                f"http://{settings.host}:{settings.port}/v1/health; {_where(settings)})")
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_worker_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                http=guarded_protocol(settings.limits))
 
 
 def _with_store(fn: Any) -> Any:
@@ -125,7 +130,7 @@ def keys_create(
     name: str = typer.Option(None, help="A label for the key."),
 ) -> None:
     """Create an API key and print it (only its hash is stored)."""
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
     from aistats_gateway.services.keys import create_key
 
     typer.echo(_with_store(lambda store: create_key(
@@ -167,7 +172,7 @@ app.add_typer(credits_app, name="credits")
 
 
 def _workspace_id(workspace: str) -> str:
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
 
     if workspace == "default":
         return DEFAULT_WORKSPACE
