@@ -47,7 +47,7 @@ from aistats_gateway.executor.rotation import FairQueue, Rotation
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
-from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import Provider, ProviderResult, UpstreamUnavailable, with_model
@@ -597,8 +597,9 @@ class Executor:
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body,
                                 provider.name)
             self._metric("lines", provider.name, item.model, "succeeded").inc()
+            cached, reasoning = usage_details(work.endpoint, result.usage)
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
-                                    result.input_tokens, result.output_tokens, tuple(usage_rows)))
+                                    result.input_tokens, result.output_tokens, tuple(usage_rows), cached, reasoning))
             return
         retry_after = result.retry_after if result is not None else None
         if status == 429 and not (result is not None and result.final):
