@@ -28,6 +28,7 @@ from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
+from aistats_gateway.api import webhook_endpoints as webhook_endpoint_routes
 from aistats_gateway.api.auth import Authenticator
 from aistats_gateway.api.limits import BodyTimeoutMiddleware, UploadSlots
 from aistats_gateway.api.responses import JSONResponse
@@ -54,6 +55,7 @@ from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.services.webhook_endpoints import WebhookEndpointService
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
@@ -80,6 +82,7 @@ class Gateway:
     metrics: Metrics
     generated_key: str | None
     uploads: UploadSlots  # uploads streaming at once (limits.max_concurrent_uploads)
+    webhook_endpoints: WebhookEndpointService
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
@@ -137,7 +140,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
 
         deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
-                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
+                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}", endpoints=store.webhook_endpoints)
         store.listeners.append(deliverer.notify)
     blobs = await open_blob_store(settings)
     redis_client: Any = None
@@ -174,6 +177,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
                  deliverer, pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
+                 WebhookEndpointService(store.webhook_endpoints, settings.webhooks, clock),
                  redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)
@@ -248,7 +252,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         app.include_router(catalog_routes.router, prefix=prefix)
     for prefix in batch_routes.PREFIXES:
         app.include_router(batch_routes.router, prefix=prefix)
-    for module in (stream_routes, usage_routes):
+    for module in (stream_routes, usage_routes, webhook_endpoint_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
     app.include_router(build_ui_router())  # the dashboard at /ui/

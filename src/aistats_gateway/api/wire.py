@@ -68,9 +68,10 @@ def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | N
     for name in _DELIVERY_TIMES:
         delivery[name] = iso(delivery.get(name))
     attempts = [{**a, **{name: iso(a.get(name)) for name in _ATTEMPT_TIMES}} for a in (state or {}).get("attempts", [])]
-    return {
-        "url": b.webhook.get("url"), "events": b.webhook.get("events", []),
-        "has_secret": bool(b.webhook.get("secret")),
+    return {  # a registered endpoint's batch: `endpoint_id`, no URL (the endpoint's may change), a secret always
+        "endpoint_id": b.webhook.get("endpoint_id"), "url": b.webhook.get("url"),
+        "events": b.webhook.get("events", []),
+        "has_secret": bool(b.webhook.get("secret") or b.webhook.get("endpoint_id")),
         "delivery": delivery,
         "attempts": attempts,
     }

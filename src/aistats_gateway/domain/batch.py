@@ -282,6 +282,7 @@ def parse_provider_preferences(value: Any) -> dict[str, Any] | None:
 
 WEBHOOK_EVENTS = (
     "batch.created",
+    "batch.status_changed",
     "batch.progress",
     "batch.completed",
     "batch.failed",

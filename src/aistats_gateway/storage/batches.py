@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key
+from aistats_gateway.domain.events import STATUS_CHANGED, TERMINAL_EVENTS, delivery_key, status_change_key
 from aistats_gateway.errors import NotFound, StaleTransition
 from aistats_gateway.storage import ledger
 from aistats_gateway.storage.database import Database
@@ -52,8 +52,9 @@ async def transition_in(
     if row is None:
         raise StaleTransition(f"{batch_id} is not {current.value}")
     record = batch_record(row)
+    queued = await outbox.queue(conn, record, STATUS_CHANGED, status_change_key(current.value, target.value), now)
     event = TERMINAL_EVENTS.get(target)
-    queued = event is not None and await outbox.queue(conn, record, event, delivery_key(event), now)
+    queued = (event is not None and await outbox.queue(conn, record, event, delivery_key(event), now)) or queued
     return record, queued
 
 

@@ -210,6 +210,28 @@ webhook_attempts = Table(
     Index("ix_webhook_attempts_batch", "batch_id", "id"),
 )
 
+# Registered webhook endpoints (0011): a batch may name one (`webhook_endpoint_id`) instead of an inline URL and
+# secret; deliveries read its URL, status and secrets when they are sent. After a rotation the previous secret
+# still signs deliveries until `previous_secret_until`, so receivers can roll over.
+WEBHOOK_ENDPOINT_DELETED = "deleted"
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("name", String(120), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("status", String(16), nullable=False),  # active | disabled | deleted
+    Column("events", JSON, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    Index("ix_webhook_endpoints_workspace", "workspace_id", "id"),
+)
+
 # One row per upstream attempt (the request log): what was sent where, how it went, what it cost.
 request_log = Table(
     "request_log",
@@ -231,6 +253,7 @@ request_log = Table(
     Column("cost_nanos", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_request_log_batch", "batch_id", "id"),  # lookups by id use the primary key, then check workspace
+    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of request rows: their attempts (0011)
 )
 
 # Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.

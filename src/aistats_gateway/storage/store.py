@@ -1,8 +1,8 @@
 """The Store: one Database and the repositories over it, built together at start.
 
 Owns nothing but their wiring: each aggregate's reads and writes live in its repository (workspaces.py,
-files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py; native_jobs.py over
-the same Database), and consumers take the repository they need (`store.batches`, `store.items`, …).
+files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py, webhook_endpoints.py;
+native_jobs.py over the same Database), and consumers take the repository they need (`store.batches`, `store.items`, …).
 Statuses change only through `Batches.transition()`, a compare-and-set; an item's outcome and its
 batch's counters change in the same transaction (settlement.py). How SQLite and PostgreSQL differ is
 said in dialects.py and in the repository that needs it.
@@ -22,6 +22,7 @@ from aistats_gateway.storage.ledger import Ledger
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.settlement import Settlement
 from aistats_gateway.storage.usage import RequestLog
+from aistats_gateway.storage.webhook_endpoints import WebhookEndpoints
 from aistats_gateway.storage.workspaces import Workspaces
 
 __all__ = ["BatchListener", "ItemRef", "ItemResult", "Settlement", "Store", "create_engine"]
@@ -39,6 +40,7 @@ class Store:
         self.items = Items(self.db, self.outbox)
         self.ledger = Ledger(self.db)
         self.request_log = RequestLog(self.db)
+        self.webhook_endpoints = WebhookEndpoints(self.db)
 
     @property
     def engine(self) -> AsyncEngine:
