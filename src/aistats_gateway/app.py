@@ -54,6 +54,7 @@ from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
+from aistats_gateway.services.request_rows import RequestRowService
 from aistats_gateway.services.retention import RetentionSweeper
 from aistats_gateway.services.webhook_endpoints import WebhookEndpointService
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
@@ -83,6 +84,7 @@ class Gateway:
     generated_key: str | None
     uploads: UploadSlots  # uploads streaming at once (limits.max_concurrent_uploads)
     webhook_endpoints: WebhookEndpointService
+    request_rows: RequestRowService  # GET /v1/batches/{id}/requests
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
@@ -178,6 +180,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
                  deliverer, pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
                  WebhookEndpointService(store.webhook_endpoints, settings.webhooks, clock),
+                 RequestRowService(store, blobs),
                  redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)

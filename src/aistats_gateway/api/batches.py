@@ -14,8 +14,9 @@ from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import parse_json_object, read_limited
-from aistats_gateway.api.views import batch_page, batch_view, log_entry
+from aistats_gateway.api.views import batch_page, batch_view, log_entry, request_row
 from aistats_gateway.services.batches import ensure_rows_kept
+from aistats_gateway.services.request_rows import parse_view
 from aistats_gateway.services.results import cursor_of, stream_results
 
 router = APIRouter(tags=["batches"])
@@ -76,14 +77,24 @@ async def batch_requests(
     request: Request,
     workspace: Workspace,
     batch_id: str,
-    limit: int = Query(50, ge=1, le=1000),
+    limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     status: str | None = None,
+    view: str | None = None,
 ) -> JSONResponse:
-    """The request log: every upstream attempt of the batch (`status`: success, error or a code)."""
-    rows, has_more = await gateway(request).batches.requests(workspace, batch_id, limit=limit, offset=offset,
-                                                             status=status)
-    return JSONResponse({"object": "list", "data": [log_entry(r) for r in rows], "has_more": has_more,
+    """The request rows (one per input line, the SDKs' BatchRequestRow; `status`: queued, in_progress, completed,
+    failed, cancelled, expired, success, error or an HTTP code); `view=attempts`: every upstream attempt."""
+    gw = gateway(request)
+    chosen = parse_view(view)
+    batch = await gw.batches.get(workspace, batch_id)
+    ensure_rows_kept(batch, "request log" if chosen == "attempts" else "request rows")
+    if chosen == "attempts":
+        rows, has_more = await gw.request_rows.attempts(batch, limit=limit, offset=offset, status=status)
+        data = [log_entry(r) for r in rows]
+    else:
+        rows, has_more = await gw.request_rows.rows(batch, limit=limit, offset=offset, status=status)
+        data = [request_row(r) for r in rows]
+    return JSONResponse({"object": "list", "batch_id": batch_id, "view": chosen, "data": data, "has_more": has_more,
                          "offset": offset, "limit": limit})
 
 

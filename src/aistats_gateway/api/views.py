@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aistats_gateway.api import wire
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.request_rows import TIMES
 from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
@@ -54,6 +55,11 @@ async def render_batch(store: Store, record: BatchRecord, base_url: str,
                    "request_counts": j.request_counts, "running": j.state in ("creating", "running")}
                   for j in await NativeJobs(store).for_batch(record.id)]
     return wire.batch_object(record, base_url, state, lines, native)
+
+
+def request_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A request row (domain/request_rows.py) on the wire: its times as ISO 8601, as the SDKs type them."""
+    return {**row, **{name: wire.iso(row[name]) for name in TIMES}}
 
 
 def log_entry(row: dict[str, Any]) -> dict[str, Any]:

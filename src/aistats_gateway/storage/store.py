@@ -20,6 +20,7 @@ from aistats_gateway.storage.files import Files
 from aistats_gateway.storage.items import ItemRef, ItemResult, Items
 from aistats_gateway.storage.ledger import Ledger
 from aistats_gateway.storage.outbox import Outbox
+from aistats_gateway.storage.request_rows import RequestRows
 from aistats_gateway.storage.settlement import Settlement
 from aistats_gateway.storage.usage import RequestLog
 from aistats_gateway.storage.webhook_endpoints import WebhookEndpoints
@@ -40,6 +41,7 @@ class Store:
         self.items = Items(self.db, self.outbox)
         self.ledger = Ledger(self.db)
         self.request_log = RequestLog(self.db)
+        self.request_rows = RequestRows(self.db)  # a read model over items and the request log
         self.webhook_endpoints = WebhookEndpoints(self.db)
 
     @property
