@@ -92,3 +92,24 @@ def test_row_status_filters_and_bounded_bodies() -> None:
     halted = rows.render(line(rows.FAILED, "batch_expired"), endpoint="/v1/chat/completions", native_batch_id=None,
                          session_id=None, created_at=5, input_mode="file", budget=rows.Budget())
     assert halted["status"] == "expired" and halted["error_body"]["code"] == "batch_expired"
+
+
+def test_a_batch_names_an_endpoint_by_id_or_webhook_object() -> None:
+    from aistats_gateway.domain.batch import parse_webhook_choice
+
+    assert parse_webhook_choice(None, "we_1") == {"endpoint_id": "we_1", "events": []}
+    assert parse_webhook_choice({"endpointId": "we_2", "events": ["job.completed", "video.failed"]}, "we_1") == \
+        {"endpoint_id": "we_2", "events": ["batch.completed"]}  # the object wins, as on the AI Stats server
+    inline = parse_webhook_choice({"url": "https://h.example.com/x", "secret": "s"}, None)
+    assert inline is not None and inline["url"] == "https://h.example.com/x"
+    assert parse_webhook_choice(None, None) is None
+    for webhook, endpoint_id, param in (
+            ({"url": "https://h.example.com/x"}, "we_1", "webhook_endpoint_id"),
+            ({"endpoint_id": "we_1", "url": "https://h.example.com/x"}, None, "webhook.url"),
+            ({"endpoint_id": ""}, None, "webhook.endpoint_id"),
+            ({"endpoint_id": "we_1", "events": ["video.failed"]}, None, "webhook.events"),
+            ({"endpoint_id": "we_1", "events": ["nope"]}, None, "webhook.events[0]"),
+            (None, 5, "webhook_endpoint_id")):
+        with pytest.raises(InvalidRequest) as bad:
+            parse_webhook_choice(webhook, endpoint_id)
+        assert bad.value.param == param, (webhook, endpoint_id)
