@@ -27,6 +27,7 @@ from aistats_gateway.api.errors import request_id_of
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import batch_view
 from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound, UpgradeRequired, excerpt
+from aistats_gateway.tasks import cancel_and_wait
 
 router = APIRouter(tags=["stream"])
 KINDS = ("batch",)
@@ -145,6 +146,4 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
         pass
     finally:
         sub.close()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        await cancel_and_wait([reader])

@@ -13,7 +13,6 @@ length, from the splitter), and the executor reads the bodies back a leased page
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
@@ -28,6 +27,7 @@ from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import ItemRef, Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 5000  # rows per insert: large enough that the insert's round trips hide behind the parsing
@@ -108,9 +108,7 @@ async def ingest(
             await flush([])
         finally:
             if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+                await cancel_and_wait([pending])
     now = clock.now()
     try:
         if errors:

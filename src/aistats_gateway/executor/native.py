@@ -31,13 +31,14 @@ from typing import Any
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import Settings
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.errors import NativeError, Rejected
 from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
-from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected, RemoteBatch, Search
+from aistats_gateway.providers.native_base import Outcome, RemoteBatch, Search
 from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
@@ -45,6 +46,7 @@ from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.native_jobs import NativeJob, NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 DAY = 24 * 3600
@@ -158,12 +160,7 @@ class NativeRunner:
 
     async def stop(self) -> None:
         self._running = False
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()
         for client in self.clients.values():
             await client.close()

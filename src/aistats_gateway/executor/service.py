@@ -35,7 +35,7 @@ from aistats_gateway.clock import Clock
 from aistats_gateway.config import LaneLimits, Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
-from aistats_gateway.errors import StaleTransition
+from aistats_gateway.errors import InputFileUnavailable, StaleTransition, UpstreamUnavailable
 from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.executor.lanes import Circuit, Entry, Lane
@@ -49,12 +49,13 @@ from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.calculator import PricingRow
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.base import Provider, ProviderResult, UpstreamUnavailable, with_model
+from aistats_gateway.providers.base import Provider, ProviderResult, with_model
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
-from aistats_gateway.storage.bodies import InputBodies, InputFileUnavailable
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.records import BatchRecord, ItemRecord
 from aistats_gateway.storage.store import Settlement, Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 LEASE_CHUNK = 256
@@ -172,12 +173,7 @@ class Executor:
         if self.native is not None:  # [native hook] provider batches keep running; their tasks just stop
             await self.native.stop()
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
-            tasks = [*self._tasks, *self._jobs.values(), *self._sends, *self._loads]
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait([*self._tasks, *self._jobs.values(), *self._sends, *self._loads])
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()
