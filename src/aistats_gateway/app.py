@@ -32,7 +32,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
-from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.config import Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.service import Executor
@@ -42,10 +42,7 @@ from aistats_gateway.fanout import RedisFanout
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.anthropic import AnthropicProvider
-from aistats_gateway.providers.base import Provider
-from aistats_gateway.providers.mock import MockProvider
-from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
+from aistats_gateway.providers.kinds import build_provider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.files import FileService
@@ -81,26 +78,6 @@ class Gateway:
     fanout: RedisFanout | None = None
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
-
-
-def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
-    if cfg.kind == "mock":
-        return MockProvider(cfg.name, settings.mock.slow_latency_ms)
-    if cfg.kind == "anthropic":
-        return AnthropicProvider(
-            cfg.name, cfg.base_url, cfg.api_key, cfg.models,
-            timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-            connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-            max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-            max_response_bytes=settings.executor.max_response_bytes,
-        )
-    return OpenAICompatibleProvider(
-        cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
-        timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-        connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-        max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-        max_response_bytes=settings.executor.max_response_bytes,
-    )
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.storage.records import BatchRecord, FileRecord
@@ -95,7 +96,7 @@ def batch_object(
         "cancel_url": f"{base}/v1/batches/{b.id}/cancel" if b.status in CANCELLABLE else None,
         "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
         "pricing_lines": pricing_lines or [], "billing": _billing(b),
-        "execution": b.execution if b.execution in ("native", "managed", "auto") else "managed",
+        "execution": ExecutionMode.of(b.execution).value,
         "native_batch_id": b.native_batch_id, "native_batches": native_batches,
     }
 

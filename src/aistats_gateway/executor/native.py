@@ -26,20 +26,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import Settings
+from aistats_gateway.domain import execution
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.errors import NativeError, Rejected
 from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
-from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
+from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.native_anthropic import AnthropicBatches
+from aistats_gateway.providers.kinds import BatchClient, build_batch_client
 from aistats_gateway.providers.native_base import Outcome, RemoteBatch, Search
-from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
+from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.bodies import InputBodies
@@ -49,19 +50,7 @@ from aistats_gateway.storage.store import Store
 from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-DAY = 24 * 3600
 Finish = Callable[[str, BatchStatus], None]
-
-
-def choose_execution(requested: str | None, window_seconds: int, providers: list[str], batch_api: set[str]) -> str:
-    """The execution mode a validated batch runs in. `auto`: native exactly when every line's provider has a
-    batch API enabled and the completion window is at least the providers' 24h; else managed."""
-    if requested in (None, "managed"):
-        return "managed"
-    usable = bool(providers) and all(p in batch_api for p in providers)
-    if requested == "native":
-        return "native" if usable else "managed"  # a provider lost its batch_api since create: run it ourselves
-    return "native" if usable and window_seconds >= DAY else "managed"
 
 
 ADOPT, WAIT, GIVE_UP, RECREATE = "adopt", "wait", "give_up", "recreate"
@@ -83,13 +72,6 @@ def after_lost_create(search: Search, waited: float, grace: float, halted: bool)
     return WAIT if search.pending else RECREATE
 
 
-def build_client(cfg: Any, timeout: float) -> OpenAIBatches | AnthropicBatches:
-    if cfg.kind == "anthropic":
-        return AnthropicBatches(cfg.name, cfg.base_url, cfg.api_key, timeout_seconds=timeout)
-    return OpenAIBatches(cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key,
-                         timeout_seconds=timeout)
-
-
 class NativeRunner:
     def __init__(self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
                  catalog: PriceCatalog, finish: Finish, failpoints: Failpoints = NO_FAILPOINTS) -> None:
@@ -101,8 +83,8 @@ class NativeRunner:
         self.finish = finish
         self.failpoints = failpoints
         self.jobs = NativeJobs(store, InputBodies(store, blobs))
-        self.pricer = Pricer(catalog, BATCH)
-        self.clients = {p.name: build_client(p, self.cfg.request_timeout_seconds)
+        self.pricer = Pricer(catalog, execution.pricing_plan(ExecutionMode.NATIVE))
+        self.clients = {p.name: build_batch_client(p, self.cfg.request_timeout_seconds)
                         for p in settings.providers if p.batch_api}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -116,15 +98,15 @@ class NativeRunner:
     def batch_api(self) -> set[str]:
         return set(self.clients)
 
-    def resolve(self, batch: BatchRecord, providers: list[str]) -> str:
-        return choose_execution(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
+    def resolve(self, batch: BatchRecord, providers: list[str]) -> ExecutionMode:
+        return execution.resolve(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
 
     # ------------------------------------------------------------------ executor hooks
     def adopt(self, batch: BatchRecord, *, wake: bool = True) -> bool:
         """Run `batch` here if it is native (True); the executor leaves it alone then — including its
         finalization, whose target (completed, expired, cancelled) only the provider's outcome decides.
         `wake`: poll the provider now if the batch already runs here (the housekeeper's sweep does not)."""
-        if batch.execution != "native" or batch.status is BatchStatus.VALIDATING:
+        if batch.execution != ExecutionMode.NATIVE or batch.status is BatchStatus.VALIDATING:
             return False
         task = self._tasks.get(batch.id)
         if task is None or task.done():
@@ -286,7 +268,7 @@ class NativeRunner:
             return self.cfg.anthropic_max_lines, self.cfg.anthropic_max_bytes
         return self.cfg.openai_max_lines, self.cfg.openai_max_bytes
 
-    async def _discard(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+    async def _discard(self, batch: BatchRecord, job: NativeJob, client: BatchClient,
                        found: RemoteBatch) -> None:
         """Best effort: the provider's copies of our requests and results are deleted once ours are stored
         (they hold users' prompts, and providers cap storage). A failure is logged, never retried: the lines
@@ -297,7 +279,7 @@ class NativeRunner:
             log.warning("native job %s (%s): could not delete the provider's copies: %s", job.id, job.provider,
                         exc.message, extra={"batch_id": batch.id})
 
-    async def _build(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches
+    async def _build(self, batch: BatchRecord, job: NativeJob, client: BatchClient
                      ) -> NativeJob:
         """Write the provider input into our blob store (again, over the old one, for a job built with an id
         scheme its client no longer sends); lines the provider cannot take fail here."""
@@ -331,7 +313,7 @@ class NativeRunner:
         await writer.commit()
         return await self.jobs.update(job.id, input_key=key, lines=sent)
 
-    async def _create(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+    async def _create(self, batch: BatchRecord, job: NativeJob, client: BatchClient,
                       halt: BatchStatus | None) -> NativeJob:
         now = self.clock.now()
         if job.create_attempts > 0:  # an earlier create's outcome is unknown: look for it before anything else
@@ -353,7 +335,7 @@ class NativeRunner:
                 return job
         job = await self.jobs.update(job.id, create_attempts=job.create_attempts + 1, create_attempted_at=now)
         self.failpoints.hit("native_before_create")
-        window = "24h" if batch.expires_at - batch.created_at >= DAY else batch.completion_window
+        window = execution.provider_window(batch.expires_at - batch.created_at, batch.completion_window)
 
         async def on_file(file_id: str) -> None:
             await self.jobs.update(job.id, provider_file_id=file_id)

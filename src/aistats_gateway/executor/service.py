@@ -34,6 +34,7 @@ from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import LaneLimits, Settings
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.errors import InputFileUnavailable, StaleTransition, UpstreamUnavailable
 from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
@@ -722,7 +723,7 @@ class Executor:
             target = BatchStatus.CANCELLED
         elif batch.status is BatchStatus.FINALIZING:
             target = BatchStatus.COMPLETED
-        if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED) and batch.execution != "native":
+        if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED) and batch.execution != ExecutionMode.NATIVE:
             # Several processes may hold lines of this batch: hand back ours that were never sent, and wait
             # while another process still has lines on the wire (the sweep comes back), so an answer that is
             # on its way is kept rather than overwritten by `batch_cancelled`.

@@ -20,6 +20,9 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any, TypeGuard
 
+from aistats_gateway.domain.execution import BATCH as BATCH  # the plan names are the domain's
+from aistats_gateway.domain.execution import STANDARD as STANDARD
+
 NANOS_PER_USD = 1_000_000_000
 TOKENS_PER_UNIT = 1_000_000
 
@@ -37,8 +40,6 @@ DEFAULT_UNIT_SIZE: dict[str, int] = {meter: (1 if meter == REQUESTS else TOKENS_
 # A sanity bound on one unit's price (per 1M tokens or per request), far above any real list price.
 MAX_UNIT_PRICE_USD = 1_000_000
 
-STANDARD = "standard"
-BATCH = "batch"
 
 # fail(field, problem) -> the ValueError to raise, naming the model being parsed.
 _Fail = Callable[[str, str], ValueError]

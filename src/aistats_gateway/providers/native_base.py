@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from aistats_gateway.domain.upstream import retryable_status
 from aistats_gateway.errors import NativeError, Rejected, Unavailable
 from aistats_gateway.storage.blobs import BlobStore
 
@@ -70,7 +71,7 @@ class Outcome:
 def classify(status: int, raw: bytes, what: str) -> NativeError:
     snippet = raw[:300].decode("utf-8", "replace")
     message = f"{what} answered HTTP {status}: {snippet}"
-    if status in (408, 409, 429) or status >= 500:
+    if retryable_status(status):
         return Unavailable(message, status)
     return Rejected(message, status)
 
