@@ -8,11 +8,15 @@ import dataclasses
 from pathlib import Path
 
 import orjson
+import pytest
 from sqlalchemy import update
 
 from aistats_gateway.clock import SystemClock
 from aistats_gateway.config import LimitsConfig
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.native_job import NativeJobState
+from aistats_gateway.domain.transitions import IllegalTransition
+from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
@@ -108,4 +112,28 @@ def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, 
         assert [(i.custom_id, i.body) for i in held] == [(r["custom_id"], orjson.dumps(r["body"])) for r in rows]
         assert {i.body async for page in jobs.held_items(job, with_body=False) for i in page} == {None}
 
+    run(db_url, body)
+
+
+def test_job_states_move_along_their_table_compare_and_set(db_url: str) -> None:
+    """A native job's state changes only along domain/native_job.py's table, and only from the state it was read
+    in: a second process moving the same job from a stale read gets StaleTransition, not a second `done`."""
+    async def body(store: Store) -> None:
+        await _mixed(store)
+        jobs = NativeJobs(store)
+        first, *_ = await jobs.plan("batch_1", {"oa": "openai", "an": "anthropic"}.__getitem__, 10.0)
+        assert first.state is NativeJobState.CREATING
+        with pytest.raises(IllegalTransition):
+            await jobs.transition(first, NativeJobState.CREATING)
+        running = await jobs.attach(first, "nb_1", "in_progress", None)
+        assert running.state is NativeJobState.RUNNING
+        with pytest.raises(StaleTransition):  # a stale read of the job: it is not creating any more
+            await jobs.attach(first, "nb_other", "in_progress", None)
+        collecting = await jobs.transition(running, NativeJobState.COLLECTING, provider_status="completed")
+        assert (collecting.state, collecting.provider_status) == (NativeJobState.COLLECTING, "completed")
+        done = await jobs.transition(collecting, NativeJobState.DONE)
+        with pytest.raises(StaleTransition):
+            await jobs.transition(collecting, NativeJobState.DONE)  # the other process collected it already
+        assert [j.state for j in await jobs.for_batch("batch_1") if j.id == first.id] == [NativeJobState.DONE]
+        assert done.native_batch_id == "nb_1"
     run(db_url, body)

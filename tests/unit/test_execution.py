@@ -46,3 +46,18 @@ def test_provider_window_is_the_providers_24h_when_ours_allows_it() -> None:
     assert execution.provider_window(7 * DAY, "168h") == "24h"
     assert execution.provider_window(DAY, "24h") == "24h"
     assert execution.provider_window(3600, "1h") == "1h"
+
+
+def test_native_job_state_table() -> None:
+    from aistats_gateway.domain import native_job
+    from aistats_gateway.domain.native_job import NativeJobState as S
+    from aistats_gateway.domain.transitions import IllegalTransition
+
+    for move in [(S.CREATING, S.RUNNING), (S.CREATING, S.COLLECTING), (S.CREATING, S.DONE),
+                 (S.RUNNING, S.COLLECTING), (S.COLLECTING, S.DONE)]:
+        native_job.check(*move)
+    for current, target in [(S.DONE, S.RUNNING), (S.RUNNING, S.DONE), (S.COLLECTING, S.RUNNING),
+                            (S.RUNNING, S.CREATING)]:
+        with pytest.raises(IllegalTransition):
+            native_job.check(current, target)
+    assert {s for s in S if s.at_provider} == {S.CREATING, S.RUNNING}

@@ -32,7 +32,9 @@ from aistats_gateway.config import Settings
 from aistats_gateway.domain import execution
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.execution import ExecutionMode
-from aistats_gateway.errors import NativeError, Rejected
+from aistats_gateway.domain.native_job import NativeJobState
+from aistats_gateway.errors import NativeError, Rejected, StaleTransition
+from aistats_gateway.executor.strategy import Finish
 from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
@@ -50,10 +52,13 @@ from aistats_gateway.storage.store import Store
 from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-Finish = Callable[[str, BatchStatus], None]
 
 
 ADOPT, WAIT, GIVE_UP, RECREATE = "adopt", "wait", "give_up", "recreate"
+
+
+def _not_started(batch_id: str, target: BatchStatus) -> None:
+    raise RuntimeError("the native runner finished a batch before it was started")
 
 
 def after_lost_create(search: Search, waited: float, grace: float, halted: bool) -> str:
@@ -73,14 +78,16 @@ def after_lost_create(search: Search, waited: float, grace: float, halted: bool)
 
 
 class NativeRunner:
+    """The NativeExecution strategy (executor/strategy.py) for providers with a batch API."""
+
     def __init__(self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
-                 catalog: PriceCatalog, finish: Finish, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 catalog: PriceCatalog, failpoints: Failpoints = NO_FAILPOINTS) -> None:
         self.cfg = settings.native
         self.store = store
         self.blobs = blobs
         self.router = router
         self.clock = clock
-        self.finish = finish
+        self.finish: Finish = _not_started
         self.failpoints = failpoints
         self.jobs = NativeJobs(store, InputBodies(store, blobs))
         self.pricer = Pricer(catalog, execution.pricing_plan(ExecutionMode.NATIVE))
@@ -92,7 +99,7 @@ class NativeRunner:
         self._last_round: dict[str, float] = {}
         self._halts: dict[str, BatchStatus] = {}
         self._failures: dict[str, int] = {}  # consecutive failed rounds per batch (for backoff and quieter logs)
-        self._running = True
+        self._running = False
 
     @property
     def batch_api(self) -> set[str]:
@@ -101,7 +108,12 @@ class NativeRunner:
     def resolve(self, batch: BatchRecord, providers: list[str]) -> ExecutionMode:
         return execution.resolve(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
 
-    # ------------------------------------------------------------------ executor hooks
+    # ------------------------------------------------------------------ the NativeExecution interface
+    async def start(self, finish: Finish) -> None:
+        """Run native batches from now on; `finish(batch_id, target)` finalizes one whose lines are settled."""
+        self.finish = finish
+        self._running = True
+
     def adopt(self, batch: BatchRecord, *, wake: bool = True) -> bool:
         """Run `batch` here if it is native (True); the executor leaves it alone then — including its
         finalization, whose target (completed, expired, cancelled) only the provider's outcome decides.
@@ -199,10 +211,13 @@ class NativeRunner:
                                         self.clock.now(), self._limits)
         failed = False
         for job in jobs:
-            if job.state == "done":
+            if job.state is NativeJobState.DONE:
                 continue
             try:
                 await self._advance(batch, job, halt)
+            except StaleTransition:  # another process running this batch moved the job first: re-read next round
+                log.info("native job %s moved meanwhile; looking again next round", job.id,
+                         extra={"batch_id": batch_id})
             except NativeError as exc:
                 failed = True
                 level = logging.WARNING if self._failures.get(batch_id, 0) == 0 else logging.DEBUG
@@ -212,7 +227,7 @@ class NativeRunner:
                     await self.jobs.update(job.id, error=exc.message[:2000])
         self._failures[batch_id] = self._failures.get(batch_id, 0) + 1 if failed else 0
         jobs = await self.jobs.for_batch(batch_id)
-        if any(job.state != "done" for job in jobs):
+        if any(job.state is not NativeJobState.DONE for job in jobs):
             return False
         target = halt or (BatchStatus.EXPIRED if any(j.provider_status == "expired" for j in jobs)
                           else BatchStatus.COMPLETED)
@@ -224,17 +239,17 @@ class NativeRunner:
         client = self.clients.get(job.provider)
         if client is None:  # the provider lost batch_api (or was removed) while its batch ran
             raise NativeError(f"provider '{job.provider}' has no batch_api configured any more")
-        if job.state == "creating":
+        if job.state is NativeJobState.CREATING:
             if halt is not None and job.create_attempts == 0:  # nothing sent yet and nobody wants it any more
-                await self.jobs.update(job.id, state="done", provider_status="not_created")
+                await self.jobs.transition(job, NativeJobState.DONE, provider_status="not_created")
                 return
             if job.input_key is None:
                 job = await self._build(batch, job, client)
-                if job.state == "done":
+                if job.state is NativeJobState.DONE:
                     return
             job = await self._create(batch, job, client, halt)
         native_id = job.native_batch_id
-        if job.state == "running" and native_id is not None:
+        if job.state is NativeJobState.RUNNING and native_id is not None:
             if halt is not None and job.cancel_sent_at is None:
                 with contextlib.suppress(Rejected):  # already ended: nothing to cancel
                     await client.cancel(native_id)
@@ -244,15 +259,15 @@ class NativeRunner:
                 await self.jobs.polled(job, found.status, found.counts, self.clock.now())
                 return
             keys = await client.download(found, self.blobs, f"native/{job.id}")
-            job = await self.jobs.update(job.id, state="collecting", provider_status=found.ended_as,
-                                         request_counts=found.counts, result_keys=keys, error=found.error,
+            job = await self.jobs.transition(job, NativeJobState.COLLECTING, provider_status=found.ended_as,
+                                             request_counts=found.counts, result_keys=keys, error=found.error,
                                          last_polled_at=self.clock.now())
             if self.cfg.delete_provider_files:
                 await self._discard(batch, job, client, found)
-        if job.state == "collecting":
+        if job.state is NativeJobState.COLLECTING:
             settler = Settler(self.store, self.pricer, self.clock, batch, job.provider)
             await collect(self.jobs, job, client, batch, settler, self.blobs, halt)
-            await self.jobs.update(job.id, state="done")
+            await self.jobs.transition(job, NativeJobState.DONE)
             # Every line is settled in our database now: our copies of the provider input and results go too.
             for key in [k for k in (job.input_key, *(job.result_keys or ())) if k]:
                 await self.blobs.delete(key)
@@ -309,7 +324,7 @@ class NativeRunner:
         await settler.flush(force=True)
         if sent == 0:
             await writer.abort()
-            return await self.jobs.update(job.id, state="done", lines=0, provider_status="nothing_to_send")
+            return await self.jobs.transition(job, NativeJobState.DONE, lines=0, provider_status="nothing_to_send")
         await writer.commit()
         return await self.jobs.update(job.id, input_key=key, lines=sent)
 
@@ -328,10 +343,10 @@ class NativeRunner:
             if decision == WAIT:
                 return job  # look again next round
             if decision == GIVE_UP:
-                return await self.jobs.update(job.id, state="done", provider_status="not_created")
+                return await self.jobs.transition(job, NativeJobState.DONE, provider_status="not_created")
         if job.id_scheme != client.id_scheme:  # built before this scheme: a batch of it could not be proven ours
             job = await self._build(batch, job, client)
-            if job.state == "done":
+            if job.state is NativeJobState.DONE:
                 return job
         job = await self.jobs.update(job.id, create_attempts=job.create_attempts + 1, create_attempted_at=now)
         self.failpoints.hit("native_before_create")
@@ -347,7 +362,7 @@ class NativeRunner:
             log.warning("native job %s: %s refused the batch: %s", job.id, job.provider, exc.message,
                         extra={"batch_id": batch.id})
             # collecting with no result files: every held line fails with native_batch_rejected
-            return await self.jobs.update(job.id, state="collecting", provider_status="rejected",
-                                          error=exc.message[:2000])
+            return await self.jobs.transition(job, NativeJobState.COLLECTING, provider_status="rejected",
+                                              error=exc.message[:2000])
         self.failpoints.hit("native_after_create")
         return await self.jobs.attach(job, created.id, created.status, created.counts)
