@@ -121,11 +121,10 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         permits = RedisPermitSource(redis_client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
-    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits)
+    native = (NativeRunner(settings, store, blobs, router, clock, pricer.catalog, failpoints)
+              if settings.run_worker and any(p.batch_api for p in settings.providers) else None)
+    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits, native)
                 if settings.run_worker else None)
-    if executor is not None and any(p.batch_api for p in settings.providers):
-        executor.native = NativeRunner(settings, store, blobs, router, clock, pricer.catalog,
-                                       executor.finalize_native, failpoints)
     fanout = None
     if redis_client is not None:
 

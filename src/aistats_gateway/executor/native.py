@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import Settings
@@ -34,8 +33,8 @@ from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.domain.native_job import NativeJobState
 from aistats_gateway.errors import NativeError, Rejected, StaleTransition
-from aistats_gateway.executor.strategy import Finish
 from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
+from aistats_gateway.executor.strategy import Finish
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.pricing.catalog import PriceCatalog
