@@ -117,7 +117,8 @@ class Upstream(Proc):
 
 
 def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
-                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired")) -> dict[str, Any]:
+                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired"),
+                   every: float = 0.05) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         batch: dict[str, Any] = client.get(f"/batches/{batch_id}").json()
@@ -125,7 +126,7 @@ def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
             return batch
         if time.monotonic() > deadline:
             raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout}s: {batch}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def chat_line(custom_id: str, text: str, model: str = "mock/echo", **extra: Any) -> dict[str, Any]:
@@ -181,13 +182,15 @@ class Receiver(Proc):
     """The webhook receiver process (`aistats_gateway.testing.receiver`)."""
 
     def __init__(self, log: Path, *, port: int | None = None, secret: str | None = None, status: int = 200,
-                 fail_first: int = 0) -> None:
+                 fail_first: int = 0, hang: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/hooks/batch"
         args = [sys.executable, "-m", "aistats_gateway.testing.receiver", "--port", str(self.port),
                 "--status", str(status), "--fail-first", str(fail_first)]
         if secret:
             args += ["--secret", secret]
+        if hang:
+            args.append("--hang")
         super().__init__(args, dict(os.environ), log, f"http://127.0.0.1:{self.port}/_received")
 
     def received(self) -> list[dict[str, Any]]:

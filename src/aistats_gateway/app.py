@@ -28,6 +28,7 @@ from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
 from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.api.limits import BodyTimeoutMiddleware, UploadSlots
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
@@ -73,6 +74,7 @@ class Gateway:
     pricer: Pricer
     metrics: Metrics
     generated_key: str | None
+    uploads: UploadSlots  # uploads streaming at once (limits.max_concurrent_uploads)
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
@@ -88,7 +90,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics.max_model_labels)
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
         if record.status.terminal:  # only a terminal transition publishes a terminal record
@@ -107,7 +109,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         async def render(record: BatchRecord) -> dict[str, Any]:
             return await render_batch(store, record, public)
 
-        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.allow_local_webhooks,
+        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.webhooks.allow_local,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
                               owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)
@@ -140,11 +142,12 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         store.listeners.append(fanout.publish)
     files = FileService(store, blobs, clock, settings.limits.max_file_bytes, settings.retention)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
-                           allow_local_webhooks=settings.allow_local_webhooks, router=router, pricer=pricer,
+                           allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits,
+                 pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
+                 redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
@@ -201,9 +204,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         finally:
             await close_gateway(gw)
 
+    # No redirect of `/v1/files/` to `/v1/files`: Starlette built that 307's Location from the Host header, before
+    # authentication (`Location: http://evil.example/...`); a trailing slash is a 404 that says so.
     app = FastAPI(title="AI Stats Gateway", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs", openapi_url="/openapi.json", redirect_slashes=False)
     api_errors.install(app)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.limits.body_timeout_seconds)
     app.add_middleware(api_errors.NulGuardMiddleware)
     app.add_middleware(api_errors.RequestIdMiddleware)  # added last: runs first, so the guard's 400 has an id
     for module in (meta_routes, file_routes, batch_routes, stream_routes, usage_routes):

@@ -19,6 +19,7 @@ Environment variables (documented in the README):
     AISTATS_LEASE_SECONDS how long an item lease lasts without a heartbeat (executor.lease_seconds)
     AISTATS_PUBLIC_URL    base URL used in polling/cancel/websocket URLs (default: from the request)
     AISTATS_CONCURRENCY   executor concurrency (default 64)
+    AISTATS_METRICS_TOKEN bearer token `GET /metrics` requires (metrics.token; unset: unauthenticated)
     AISTATS_NODE_ID       this process's lease-owner prefix (default "local")
     AISTATS_FAILPOINTS    crash points for durability tests (never in production)
     OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
@@ -42,14 +43,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aistats_gateway import config_file
+from aistats_gateway.metrics import DEFAULT_MODEL_LABELS
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
 
-class LaneLimits(BaseModel):
+class Section(BaseModel):
+    """Base of every settings model. Frozen: settings are values once loaded, nothing changes them behind the
+    reader's back. `extra="forbid"`: a misspelt key (`concurency = 12`) stops the gateway at start instead of
+    being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaneLimits(Section):
     """Pacing limits of one lane; None means "unknown": learned from the upstream's headers, and
     concurrency found by additive increase / multiplicative decrease."""
 
@@ -58,7 +70,7 @@ class LaneLimits(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
 
 
-class ProviderConfig(BaseModel):
+class ProviderConfig(Section):
     """One upstream. `models` are patterns: exact names, `prefix*`, or `*` for anything.
 
     `rpm`/`tpm`/`max_concurrency` apply to each (provider, model) lane; `limits` overrides them per
@@ -91,7 +103,7 @@ class ProviderConfig(BaseModel):
         )
 
 
-class ExecutorConfig(BaseModel):
+class ExecutorConfig(Section):
     concurrency: int = Field(64, ge=1, le=10_000)
     max_attempts: int = Field(5, ge=1, le=50)
     backoff_base_seconds: float = Field(0.5, gt=0)
@@ -113,9 +125,12 @@ class ExecutorConfig(BaseModel):
     max_lane_concurrency: int = Field(1024, ge=1, le=100_000)
     # Batches validated at once by this process; the others wait their turn, taken across workspaces in turn.
     validation_concurrency: int = Field(4, ge=1, le=256)
+    # A lane (provider, upstream model) with nothing queued or in flight for this long is retired: any model name
+    # may come through a provider with models = ["*"], and each lane holds memory and a task until it goes.
+    lane_idle_seconds: float = Field(60.0, gt=0)
 
 
-class S3Config(BaseModel):
+class S3Config(Section):
     """The S3-compatible endpoint behind `blob_url = "s3://bucket/prefix"`; unset credentials mean botocore's
     usual chain (AWS_* variables, ~/.aws, instance roles)."""
 
@@ -127,24 +142,38 @@ class S3Config(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = "path"
 
 
-class RedisConfig(BaseModel):
+class RedisConfig(Section):
     key_prefix: str = "aistats:"
     limiter_ttl_seconds: int = Field(3600, ge=60)  # idle rate-limit state expires after this long
 
 
-class LimitsConfig(BaseModel):
+class LimitsConfig(Section):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     max_batch_lines: int = Field(50_000, ge=1)
     max_validation_errors: int = Field(100, ge=1)
+    # What one connection may cost before it is refused (http_guard.py, api/limits.py): a request line plus
+    # headers at most this big (431), delivered within this long of the connection or request starting (408);
+    # a request body that sends nothing for body_timeout_seconds is abandoned (408, a partial upload removed).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(20.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # Uploads (POST /v1/files) streaming at once in this process; more answer 503 with Retry-After.
+    max_concurrent_uploads: int = Field(16, ge=1)
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(Section):
     retry_schedule_seconds: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     jitter_fraction: float = Field(0.1, ge=0, le=1)
-    # Plain http to localhost/127.0.0.1/[::1]: None means "allowed when the gateway itself binds to loopback".
-    allow_local: bool | None = None
+    # Webhooks to localhost/127.0.0.1/[::1] (plain http allowed), for local development only: off by default,
+    # also on a loopback bind, since any workspace could otherwise reach services on the gateway's host.
+    allow_local: bool = False
     max_concurrent_deliveries: int = Field(8, ge=1, le=256)
+    # Fair shares of those slots (webhooks/fairness.py): attempts in flight per workspace, and per workspace
+    # and target host:port; a target whose attempt timed out rests this long (doubling, at most 10 minutes).
+    max_deliveries_per_workspace: int = Field(4, ge=1, le=256)
+    max_deliveries_per_target: int = Field(2, ge=1, le=256)
+    target_rest_seconds: float = Field(30.0, ge=0)
     restart_spread_seconds: float = Field(10.0, ge=0)
     poll_interval_seconds: float = Field(1.0, gt=0)
 
@@ -153,7 +182,7 @@ class WebhookConfig(BaseModel):
         return 1 + len(self.retry_schedule_seconds)
 
 
-class NativeConfig(BaseModel):
+class NativeConfig(Section):
     """The provider-batch poller (executor/native.py)."""
 
     poll_interval_seconds: float = Field(30.0, gt=0)  # how often a running provider batch is polled
@@ -174,7 +203,7 @@ class NativeConfig(BaseModel):
     anthropic_max_bytes: int = Field(243_000_000, ge=1024)
 
 
-class RetentionConfig(BaseModel):
+class RetentionConfig(Section):
     """How long files live when their uploader or batch creator did not say (`expires_after`,
     `output_expires_after`), and how often expired ones are removed. Unset: kept until deleted."""
 
@@ -187,11 +216,18 @@ class RetentionConfig(BaseModel):
     sweep_seconds: float = Field(60.0, gt=0)
 
 
-class MockConfig(BaseModel):
+class MetricsConfig(Section):
+    """`GET /metrics`: the label bound (see metrics.py) and an optional bearer token (AISTATS_METRICS_TOKEN)."""
+
+    max_model_labels: int = Field(DEFAULT_MODEL_LABELS, ge=1, le=100_000)  # models (and lanes) labelled as themselves
+    token: str | None = Field(None, min_length=16)  # set: scrapes must send `Authorization: Bearer <token>`
+
+
+class MockConfig(Section):
     slow_latency_ms: int = Field(250, ge=0)
 
 
-class Settings(BaseModel):
+class Settings(Section):
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -211,11 +247,17 @@ class Settings(BaseModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     native: NativeConfig = Field(default_factory=NativeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
     prices: list[dict[str, Any]] = Field(default_factory=list)  # [[prices]] entries override the shipped catalog
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -226,12 +268,6 @@ class Settings(BaseModel):
     @property
     def is_postgresql(self) -> bool:
         return self.sqlalchemy_url.startswith("postgresql")
-
-    @property
-    def allow_local_webhooks(self) -> bool:
-        if self.webhooks.allow_local is not None:
-            return self.webhooks.allow_local
-        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def blob_dir(self) -> Path:
@@ -252,7 +288,10 @@ class Settings(BaseModel):
                 raise ConfigError(f"AISTATS_CONFIG points at {path}, which does not exist") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-            raw.update(_from_toml(toml))
+            try:
+                raw.update(config_file.from_toml(toml, cls, str(path)))
+            except config_file.UnknownSetting as exc:
+                raise ConfigError(str(exc)) from exc
             raw["config_file"] = path
         for var, key in (
             ("AISTATS_DATA_DIR", "data_dir"),
@@ -276,6 +315,7 @@ class Settings(BaseModel):
             ("AISTATS_S3_ACCESS_KEY_ID", "s3", "access_key_id"),
             ("AISTATS_S3_SECRET_ACCESS_KEY", "s3", "secret_access_key"),
             ("AISTATS_REDIS_PREFIX", "redis", "key_prefix"),
+            ("AISTATS_METRICS_TOKEN", "metrics", "token"),
         ):
             if env.get(var):
                 raw.setdefault(section, {})[key] = env[var]
@@ -283,20 +323,18 @@ class Settings(BaseModel):
             xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
             raw["data_dir"] = str(Path(xdg) / "aistats")
         raw.update(overrides)
-        providers = [dict(p) if isinstance(p, Mapping) else p for p in raw.get("providers", [])]
+        providers = [p.model_dump(exclude_unset=True) if isinstance(p, BaseModel) else dict(p)
+                     for p in raw.get("providers", [])]
         _add_env_providers(providers, env)
+        for entry in providers:  # a key named by its variable is read here, once, before validation
+            if entry.get("api_key") is None and entry.get("api_key_env"):
+                entry["api_key"] = env.get(str(entry["api_key_env"]))
         raw["providers"] = providers
         try:
             settings = cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"invalid setting '{where}': {first['msg']}") from exc
-        settings.data_dir = settings.data_dir.expanduser()
+            raise ConfigError(_explain(exc, cls, raw.get("config_file"))) from exc
         _check_urls(settings)
-        for provider in settings.providers:
-            if provider.api_key is None and provider.api_key_env:
-                provider.api_key = env.get(provider.api_key_env)
         if settings.prices:
             from aistats_gateway.pricing.catalog import PriceCatalog
 
@@ -315,6 +353,19 @@ class Settings(BaseModel):
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
         return settings
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], path: Path | None) -> str:
+    """The first validation error as one sentence naming the key, its place in the file, and a close match."""
+    first = exc.errors()[0]
+    loc = [p for p in first["loc"] if isinstance(p, (int, str))]
+    where = config_file.place(loc)
+    source = f" in {path}" if path is not None else ""
+    key = str(loc[-1]) if loc else "?"
+    if first["type"] == "extra_forbidden":
+        return (f"unknown setting '{key}' in {where}{source}"
+                f"{config_file.hint(key, config_file.known_keys(model, loc))}")
+    return f"invalid setting '{'.'.join(str(p) for p in loc)}' ({where}{source}): {first['msg']}"
 
 
 def database_url_for_sqlalchemy(url: str) -> str:
@@ -341,26 +392,6 @@ def _check_urls(settings: Settings) -> None:
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis_url (AISTATS_REDIS_URL) must be redis://HOST:PORT[/DB], rediss://… or unix://PATH, "
                           f"got {settings.redis_url!r}")
-
-
-def _from_toml(toml: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    server = toml.get("server", {})
-    for key in ("host", "port", "public_url", "api_key"):
-        if key in server:
-            out[key] = server[key]
-    storage = toml.get("storage", {})
-    for key in ("data_dir", "database_url", "sqlite_busy_timeout_ms", "blob_url", "redis_url"):
-        if key in storage:
-            out[key] = storage[key]
-    for section in ("executor", "limits", "mock", "webhooks", "native", "s3", "redis"):
-        if section in toml:
-            out[section] = toml[section]
-    if "providers" in toml:
-        out["providers"] = toml["providers"]
-    if "prices" in toml:
-        out["prices"] = toml["prices"]
-    return out
 
 
 def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:

@@ -207,7 +207,8 @@ def ensure_venv(sdk: Sdk) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compat_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("compat") / "data", api_key="sk-compat-admin")
+    gw = Gateway(tmp_path_factory.mktemp("compat") / "data", api_key="sk-compat-admin",
+                 config="[webhooks]\nallow_local = true\n")  # the webhook probe's receiver is on loopback
     yield gw
     gw.stop()
 

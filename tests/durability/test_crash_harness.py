@@ -34,6 +34,7 @@ CONFIG = """
 concurrency = 24
 expiry_check_seconds = 0.5
 [webhooks]
+allow_local = true
 retry_schedule_seconds = [0.2, 0.5, 1, 1, 1, 1, 1, 1]
 poll_interval_seconds = 0.1
 restart_spread_seconds = 0.2

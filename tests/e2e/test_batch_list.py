@@ -34,7 +34,8 @@ def test_list_matches_each_batch(tmp_path: Path, database: dict[str, str]) -> No
     with contextlib.ExitStack() as stack:
         stack.callback(ok.stop)
         stack.callback(failing.stop)
-        gw = Gateway(tmp_path / "data", config="[webhooks]\nretry_schedule_seconds = [60]\n", env=database)
+        gw = Gateway(tmp_path / "data", config="[webhooks]\nallow_local = true\nretry_schedule_seconds = [60]\n",
+                     env=database)
         stack.callback(gw.stop)
         check(gw, ok, failing)
 

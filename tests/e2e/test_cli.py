@@ -112,7 +112,7 @@ def test_keys_create_list_revoke(gw: Gateway) -> None:
     listed = json.loads(subprocess.run([*run, "list", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
     mine = [k for k in listed if k["workspace_id"] == "ws_cli-keys"]
-    assert len(mine) == 1 and mine[0]["prefix"] == key[:12] and "key_hash" not in mine[0]
+    assert len(mine) == 1 and mine[0]["prefix"] == key[:19] and "key_hash" not in mine[0]
     client = gw.client(key)
     assert client.get("/batches").status_code == 200
     subprocess.run([*run, "revoke", mine[0]["id"]], env=env, check=True, capture_output=True)
@@ -122,3 +122,67 @@ def test_keys_create_list_revoke(gw: Gateway) -> None:
     while client.get("/batches").status_code != 401:
         assert time.monotonic() < deadline, "revoked key still accepted"
         time.sleep(0.5)
+
+
+MINT = """
+import json
+from aistats_gateway.cli.main import _with_store
+from aistats_gateway.services.keys import create_key
+
+async def mint(store):
+    return [[f"ws_forty-{i % 4}", await create_key(store, f"forty-{i % 4}")] for i in range(40)]
+
+print(json.dumps(_with_store(mint)))
+"""
+
+
+def test_keys_revoke_revokes_exactly_the_one_key_named(gw: Gateway) -> None:
+    import hashlib
+    import time
+    from collections import defaultdict
+
+    run = [sys.executable, "-m", "aistats_gateway.cli.main", "keys"]
+
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*run, *args], env=gw.env, capture_output=True, text=True, timeout=120)
+
+    def active() -> dict[str, str]:  # id -> workspace of the forty's keys still active
+        rows = json.loads(keys("list", "--json").stdout)
+        return {r["id"]: r["workspace_id"] for r in rows
+                if r["workspace_id"].startswith("ws_forty-") and r["revoked_at"] is None}
+
+    minted = json.loads(subprocess.run([sys.executable, "-c", MINT], env=gw.env, check=True, capture_output=True,
+                                       text=True).stdout.strip().splitlines()[-1])
+    assert len(active()) == 40
+    # `sk-aistats-` + one random character is what the list used to show: among 40 keys, some share it
+    by_old_prefix: dict[str, list[str]] = defaultdict(list)
+    for _, key in minted:
+        by_old_prefix[key[:12]].append(key)
+    shared = max(by_old_prefix.values(), key=len)
+    refused = keys("revoke", shared[0][:12])
+    assert refused.returncode == 2 and "nothing revoked" in refused.stderr and len(active()) == 40, refused
+
+    ids = {r["prefix"]: r["id"] for r in json.loads(keys("list", "--json").stdout)}
+    key_id = {key: ids[key[:19]] for _, key in minted}  # each new key's prefix is its own
+    second, third = [key for _, key in minted if key != shared[0]][:2]
+    targets = [(shared[0], shared[0]), (key_id[second], second), (hashlib.sha256(third.encode()).hexdigest(), third)]
+    for arg, key in targets:
+        before = active()
+        done = keys("revoke", arg)
+        assert done.returncode == 0 and key_id[key] in done.stdout, done
+        assert set(before) - set(active()) == {key_id[key]}
+    for arg in (key_id[second], "key_NOPE", "sk-aistats-not-a-key-we-ever-made-0123456789"):
+        nothing = keys("revoke", arg)
+        assert nothing.returncode == 2 and "nothing revoked" in nothing.stderr, (arg, nothing)
+    assert len(active()) == 37
+
+    shown = [line.split()[2] for line in keys("list").stdout.splitlines() if "ws_forty-" in line]
+    assert len(shown) == 40 == len(set(shown)) and all(len(s) == 20 for s in shown)  # 19 characters and "…"
+    deadline = time.monotonic() + 15
+    for _, key in targets:
+        while gw.client(key).get("/batches").status_code != 401:
+            assert time.monotonic() < deadline, "revoked key still accepted"
+            time.sleep(0.5)
+    time.sleep(6)  # past the gateway's key cache: a wrongly revoked key would answer 401 by now
+    revoked = {key for _, key in targets}
+    assert all(gw.client(key).get("/batches").status_code == 200 for _, key in minted if key not in revoked)

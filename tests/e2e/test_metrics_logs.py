@@ -23,8 +23,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_and_json_logs(tmp_path: Path) -> None:
     upstream = Upstream(tmp_path / "up.log")
     receiver = Receiver(tmp_path / "rx.log", status=500)
-    config = ("[executor]\nbackoff_base_seconds = 0.05\n[webhooks]\nretry_schedule_seconds = [0.2]\n"
-              "poll_interval_seconds = 0.1\n")
+    config = ("[executor]\nbackoff_base_seconds = 0.05\n[webhooks]\nallow_local = true\n"
+              "retry_schedule_seconds = [0.2]\npoll_interval_seconds = 0.1\n")
     gw = Gateway(tmp_path / "data", env={"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "k"}, config=config,
                  log_level="info")
     try:

@@ -45,6 +45,9 @@ batch_api = true
 [executor]
 expiry_check_seconds = 0.2
 
+[webhooks]
+allow_local = true
+
 [native]
 poll_interval_seconds = 0.2
 reconcile_grace_seconds = 1

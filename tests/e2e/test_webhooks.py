@@ -1,5 +1,6 @@
 """Signed webhook deliveries to a real receiver process: events, progress buckets, retries across a
-receiver outage and a gateway restart, permanent failure, and the delivery state on the batch object."""
+receiver outage and a gateway restart, permanent failure, the delivery state on the batch object, local
+targets only when allowed (and their answers never shown), and fair delivery slots across workspaces."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aistats_gateway.webhooks.deliverer import LOCAL_FAILURE
 from aistats_gateway.webhooks.signer import verify
 from tests.harness import Gateway, Receiver, chat_line, free_port, wait_for_batch
 
 SECRET = "whsec_e2e"
 FAST = """
 [webhooks]
+allow_local = true
 retry_schedule_seconds = [0.3, 0.5, 1.0, 1.0, 1.0, 1.0]
 poll_interval_seconds = 0.1
 restart_spread_seconds = 0.5
@@ -73,6 +76,9 @@ def test_signed_events_and_progress_buckets(tmp_path: Path) -> None:
             "delivered_events"] == len(bodies) and s)
         assert state["delivery"]["last_attempt_status"] == "delivered" and state["has_secret"] is True
         assert len(state["attempts"]) == min(10, len(bodies))
+        # the receiver answered "ok", but a local service's answers are never shown to the workspace
+        assert all(a["response_body_preview"] is None and a["response_status"] is None for a in state["attempts"])
+        assert state["delivery"]["last_response_status"] is None
         assert done["status"] == "completed"
     finally:
         gw.stop()
@@ -124,7 +130,9 @@ def test_permanent_failure_and_no_redirects(tmp_path: Path) -> None:
         assert state["delivery"]["total_attempts"] == 3 and state["delivery"]["delivered_events"] == 0
         assert [a["status"] for a in state["attempts"]] == ["failed_permanently", "scheduled_retry",
                                                             "scheduled_retry"]
-        assert state["attempts"][0]["response_status"] == 302
+        # a local target's status is not shown (the receiver answered 302): one message for every failure
+        assert state["attempts"][0]["response_status"] is None
+        assert state["attempts"][0]["error_message"] == LOCAL_FAILURE
         assert len(receiver.received()) == 3  # the redirect target was never followed
         assert "x-ai-stats-signature" not in receiver.received()[0]["headers"]  # no secret, no signature
     finally:
@@ -132,11 +140,46 @@ def test_permanent_failure_and_no_redirects(tmp_path: Path) -> None:
         receiver.stop()
 
 
-def test_local_webhooks_refused_when_the_setting_says_so(tmp_path: Path) -> None:
-    gw = Gateway(tmp_path / "data", config="[webhooks]\nallow_local = false\n")
+def test_local_webhooks_refused_unless_the_setting_allows_them(tmp_path: Path) -> None:
+    """Off by default even though the gateway binds to loopback; Unicode spellings of loopback are the same
+    hosts (IDNA/NFKC) and refused too, with a 400 naming webhook.url and why."""
+    urls = ["http://127.0.0.1:9/h", "https://127.0.0.1:9/h", "http://localhost:9/h", "https://[::1]:9/h",
+            "https://１２７.０.０.１/h", "https://127。0。0。1/h", "https://ⓛocalhost/h", "https://ＬＯＣＡＬＨＯＳＴ./h"]
+    for config in ("", "[webhooks]\nallow_local = false\n"):
+        gw = Gateway(tmp_path / f"data{len(config)}", config=config)
+        try:
+            api = gw.client()
+            for url in urls:
+                resp = api.post("/batches", json={"endpoint": "/v1/chat/completions",
+                                                  "requests": [chat_line("a", "x")], "webhook": {"url": url}})
+                error = resp.json()["error"]
+                assert resp.status_code == 400 and error["param"] == "webhook.url", (url, resp.text)
+                assert "loopback" in error["message"] or "local" in error["message"], (url, error)
+        finally:
+            gw.stop()
+
+
+def test_a_black_holed_target_does_not_delay_another_workspaces_webhooks(tmp_path: Path) -> None:
+    """Workspace A points 40 batches at a receiver that accepts and never answers; workspace B's
+    batch.completed still arrives at once: A's target gets at most its share of the delivery slots."""
+    hole = Receiver(tmp_path / "hole.log", hang=True)
+    ok = Receiver(tmp_path / "ok.log")
+    config = "[webhooks]\nallow_local = true\ntimeout_seconds = 20\npoll_interval_seconds = 0.2\n"
+    gw = Gateway(tmp_path / "data", config=config)
     try:
-        resp = gw.client().post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [chat_line("a", "x")],
-                                                  "webhook": {"url": "http://127.0.0.1:9/h"}})
-        assert resp.status_code == 400 and resp.json()["error"]["param"] == "webhook.url"
+        a, b = gw.client(gw.new_key("ws-a")), gw.client(gw.new_key("ws-b"))
+        batches = [a.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [chat_line("a", "x")],
+                                            "webhook": {"url": hole.url}}).json()["id"] for _ in range(40)]
+        for batch_id in batches:
+            wait_for_batch(a, batch_id)
+        wait_until(lambda: hole.received())  # A's deliveries are hanging in the black hole
+        batch = b.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [chat_line("b", "y")],
+                                         "webhook": {"url": ok.url}}).json()
+        wait_for_batch(b, batch["id"])
+        got = wait_until(lambda: [d for d in ok.received() if '"batch.completed"' in d["body"]], timeout=15)
+        assert json.loads(got[0]["body"])["data"]["id"] == batch["id"]
+        assert len(hole.received()) == 2  # per target: 2 in flight, the rest wait (or rest) meanwhile
     finally:
+        hole.stop()  # drops the hanging connections, so the gateway stops at once
+        ok.stop()
         gw.stop()

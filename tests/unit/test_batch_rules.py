@@ -73,7 +73,10 @@ def test_metadata_rules() -> None:
 def test_webhook_events_normalized_and_secret_kept_out_of_sight() -> None:
     hook = parse_webhook({"url": "https://example.com/h", "events": ["job.completed", "batch.progress", "nope"]})
     assert hook is not None and hook["events"] == ["batch.completed", "batch.progress"]
-    assert parse_webhook({"url": "http://localhost:9/h"}) is not None
+    assert parse_webhook({"url": "http://localhost:9/h"}, allow_local_http=True) is not None
+    with pytest.raises(InvalidRequest) as err:  # local targets only when the setting says so
+        parse_webhook({"url": "http://localhost:9/h"})
+    assert err.value.param == "webhook.url"
     with pytest.raises(InvalidRequest) as err:
         parse_webhook({"url": "http://example.com/h"})
     assert err.value.param == "webhook.url"

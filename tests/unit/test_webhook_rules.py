@@ -10,8 +10,8 @@ import pytest
 
 from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.events import progress_bucket, progress_crossed
+from aistats_gateway.domain.urlguard import UnsafeTarget, check_url, resolve_checked
 from aistats_gateway.webhooks import signer
-from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url, resolve_checked
 
 # A fixed vector: anyone implementing the verifier can check against these exact values.
 VECTOR_BODY = b'{"id":"evt_1","type":"batch.completed"}'
@@ -158,9 +158,12 @@ def test_every_resolved_address_is_checked() -> None:
     async def public(host: str, port: int) -> list[str]:
         return ["93.184.216.34"]
 
-    with pytest.raises(UnsafeTarget, match=r"10\.0\.0\.7"):
+    with pytest.raises(UnsafeTarget, match=r"evil\.example") as info:
         asyncio.run(resolve_checked("https://evil.example/h", rebinding, allow_local=False))
-    assert asyncio.run(resolve_checked("https://ok.example/h", public, allow_local=False))[3] == ["93.184.216.34"]
+    # the stored message does not map internal DNS; the cause (for the operator's log) names the address
+    assert "10.0.0.7" not in str(info.value) and "10.0.0.7" in str(info.value.__cause__)
+    assert asyncio.run(resolve_checked("https://ok.example/h", public, allow_local=False)).addresses == [
+        "93.184.216.34"]
 
     async def to_loopback(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
@@ -193,3 +196,124 @@ def test_sdk_verifier_accepts_the_server_signature_and_the_shared_vector() -> No
     assert not verify_webhook("whsec_test", VECTOR_BODY + b" ", headers, now=1700000010)
     assert not verify_webhook("whsec_test", VECTOR_BODY, headers, now=1700009999)
     assert not verify_webhook("whsec_test", VECTOR_BODY, {}, now=1700000010)
+
+
+# Unicode spellings of loopback (issue 14, item 14): IDNA/NFKC maps them to the ASCII host a client connects to.
+UNICODE_LOOPBACK = [
+    "https://１２７.０.０.１/hook",                # fullwidth digits and full stops
+    "https://127。0。0。1/hook",                   # ideographic full stops
+    "https://ⓛocalhost/hook",                      # circled letter
+    "https://ＬＯＣＡＬＨＯＳＴ/hook",              # fullwidth letters
+    "https://127.0.0\u200b.1/hook",                # a zero-width space IDNA deletes
+    "https://１０.０.０.５/hook",                   # fullwidth private address
+    "https://[::1]/hook",
+    "https://127.0.0.1./hook",                     # a literal with the root dot
+    "https://ⓜetadata.internal/",                  # local-only names in Unicode
+]
+
+
+@pytest.mark.parametrize("url", UNICODE_LOOPBACK)
+def test_unicode_spellings_of_local_hosts_are_refused_at_create(url: str) -> None:
+    with pytest.raises(UnsafeTarget):
+        check_url(url, allow_local=False)
+
+
+def test_the_host_checked_is_the_host_connected_to() -> None:
+    """With local targets allowed, a Unicode spelling of localhost is localhost: delivery connects to the
+    checked ASCII host (never a second reading of the URL), and the target is local (answers not shown)."""
+    async def resolve(host: str, port: int) -> list[str]:
+        assert host == "localhost"
+        return ["127.0.0.1"]
+
+    target = asyncio.run(resolve_checked("https://ⓛocalhost:8443/a?b=é", resolve, allow_local=True))
+    assert (target.host, target.port, target.addresses, target.local) == ("localhost", 8443, ["127.0.0.1"], True)
+    assert str(target.request_url("https://ⓛocalhost:8443/a?b=é")) == "https://localhost:8443/a?b=%C3%A9"
+    idn = asyncio.run(resolve_checked("https://éxample.com/h", _public, allow_local=False))
+    assert idn.host == "xn--xample-9ua.com" and idn.local is False
+    assert idn.request_url("https://éxample.com/h").raw_host == "xn--xample-9ua.com"
+    literal = asyncio.run(resolve_checked("https://１.１.１.１/h", _public, allow_local=False))
+    assert literal.host == "1.1.1.1" and str(literal.request_url("https://１.１.１.１/h")) == "https://1.1.1.1/h"
+
+
+async def _public(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]
+
+
+def test_a_name_resolving_to_loopback_or_private_space_is_refused_at_delivery() -> None:
+    for addresses in (["127.0.0.1"], ["10.1.2.3"], ["::1"], ["::ffff:127.0.0.1"], ["93.184.216.34", "169.254.169.254"]):
+        async def resolve(host: str, port: int, addresses: list[str] = addresses) -> list[str]:
+            return addresses
+
+        for allow_local in (False, True):
+            with pytest.raises(UnsafeTarget, match="resolves to an address webhooks may not reach"):
+                asyncio.run(resolve_checked("https://rebind.example/h", resolve, allow_local=allow_local))
+
+
+def test_local_targets_are_a_setting_off_by_default() -> None:
+    from aistats_gateway.config import Settings, WebhookConfig
+
+    assert WebhookConfig().allow_local is False
+    settings = Settings.load({"AISTATS_DATA_DIR": "/tmp/x", "AISTATS_HOST": "127.0.0.1"})
+    assert settings.webhooks.allow_local is False  # also on a loopback bind
+
+
+def test_a_local_targets_answers_are_never_shown() -> None:
+    """A real loopback HTTP service answering with a secret: the attempt records neither its body, nor its
+    status, nor an error that tells refused / timeout / status apart."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    from aistats_gateway.clock import FakeClock
+    from aistats_gateway.config import WebhookConfig
+    from aistats_gateway.webhooks.deliverer import LOCAL_FAILURE, Deliverer
+    from aistats_gateway.webhooks.outbox import Event
+
+    class Admin(BaseHTTPRequestHandler):
+        status = 200
+
+        def do_POST(self) -> None:
+            self.send_response(self.status)
+            self.end_headers()
+            self.wfile.write(b'{"admin_token": "tok_SECRET"}')
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Admin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), Admin)
+    closed_port = closed.server_address[1]
+    closed.server_close()  # nothing listens there: connection refused
+    recorded: list[dict[str, object]] = []
+
+    class Store:
+        async def record_attempt(self, event: Event, **fields: object) -> str:
+            recorded.append(fields)
+            return "scheduled_retry"
+
+    async def render(_record: object) -> dict[str, object]:
+        return {}
+
+    def attempt(url: str) -> dict[str, object]:
+        deliverer = Deliverer(WebhookConfig(timeout_seconds=5), Store(), FakeClock(), render,  # type: ignore[arg-type]
+                              allow_local=True)
+        snapshot = SimpleNamespace(webhook={"url": url, "secret": None})
+        event = Event("evt_1", "batch_1", "batch.completed", "batch.completed", snapshot, 1, 4, 0)  # type: ignore[arg-type]
+        asyncio.run(deliverer._attempt(event))
+        return recorded[-1]
+
+    try:
+        port = server.server_address[1]
+        ok = attempt(f"http://127.0.0.1:{port}/admin")
+        assert ok["delivered"] is True and ok["body_preview"] is None and ok["response_status"] is None
+        Admin.status = 404
+        not_found = attempt(f"http://localhost:{port}/admin")
+        refused = attempt(f"http://127.0.0.1:{closed_port}/admin")
+        for failed in (not_found, refused):
+            assert failed["delivered"] is False and failed["body_preview"] is None
+            assert failed["response_status"] is None and failed["error"] == LOCAL_FAILURE
+        assert "tok_SECRET" not in repr(recorded)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,26 +11,16 @@ present, wins; both paths end in the same `workspace_for` check and the same 401
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections.abc import Sequence
 
 from fastapi import Request
 
+from aistats_gateway.domain.keys import hash_key
 from aistats_gateway.errors import AuthenticationFailed
 from aistats_gateway.storage.store import Store
 
-DEFAULT_WORKSPACE = "ws_default"
 CACHE_SECONDS = 5.0  # a revoked key stops working within this long
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key() -> str:
-    return "sk-aistats-" + secrets.token_urlsafe(32)
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -6,6 +6,10 @@ error envelope). Then `job.snapshot` at once, and `job.updated` whenever the bat
 the store's commit hook through the in-process bus, never by polling — coalesced to at most one per
 `interval_ms` (default 2500, clamped 1000..10000). Text `ping` → `pong`; text `refresh` → an immediate
 fresh `job.updated`. After a terminal update the socket closes with 1000 when `close_on_terminal`.
+The key is re-checked every `AUTH_RECHECK_SECONDS` (through the authenticator's short cache, so sockets
+sharing a key cost one database read per cache period): keys are revoked by `aistats keys revoke`,
+another process, possibly beside several API processes, so no in-process event would reach them all;
+a revoked key's socket is closed with 4401 "API key revoked" within about 7 seconds.
 The key comes from `Authorization: Bearer` or, for browsers, an offered `bearer.<key>` subprotocol
 (see api/auth.py); `aistats.v1` is selected when offered.
 """
@@ -14,24 +18,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import SQLAlchemyError
 
-from aistats_gateway.api.auth import websocket_credentials
+from aistats_gateway.api.auth import Authenticator, websocket_credentials
 from aistats_gateway.api.deps import gateway
 from aistats_gateway.api.errors import request_id_of
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import batch_view
-from aistats_gateway.errors import GatewayError, InvalidRequest, NotFound, UpgradeRequired, excerpt
+from aistats_gateway.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    UpgradeRequired,
+    excerpt,
+)
 from aistats_gateway.tasks import cancel_and_wait
 
 router = APIRouter(tags=["stream"])
 KINDS = ("batch",)
 DEFAULT_INTERVAL_MS = 2500
+AUTH_RECHECK_SECONDS = 2.0  # plus auth.CACHE_SECONDS: how long a revoked key's socket may stay open
+CLOSE_KEY_REVOKED = 4401  # 4000-4999: application codes; 4401 mirrors HTTP 401
+log = logging.getLogger(__name__)
+
+
+def wait_seconds(now: float, update_due: float | None, auth_due: float) -> float:
+    """How long the stream may sleep before it has work: the next coalesced update (None: nothing is
+    pending, a commit will wake it) or the next key check, whichever comes first."""
+    due = auth_due if update_due is None else min(update_due, auth_due)
+    return max(0.0, due - now)
 
 
 def clamp_interval(raw: str | None) -> int:
@@ -111,17 +134,24 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
             await websocket.close(1000)
             return
         last_sent = time.monotonic()
+        auth_due = last_sent + AUTH_RECHECK_SECONDS
         while not closed.is_set():
             if sub.latest is None:
                 sub.armed = True  # idle: the next commit wakes us
-                timeout = None
+                update_due = None
             else:
                 sub.armed = False  # an update is due at the next interval; later commits just replace it
-                timeout = max(0.0, last_sent + interval - time.monotonic())
-            if timeout is None or timeout > 0:
+                update_due = last_sent + interval
+            timeout = wait_seconds(time.monotonic(), update_due, auth_due)
+            if timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(sub.changed.wait(), timeout)
             sub.changed.clear()
+            if time.monotonic() >= auth_due:
+                if not await key_still_valid(gw.auth, token):
+                    await websocket.close(CLOSE_KEY_REVOKED, "API key revoked")
+                    return
+                auth_due = time.monotonic() + AUTH_RECHECK_SECONDS
             while inbox:
                 message = inbox.popleft()
                 if message == "ping":
@@ -147,3 +177,14 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
     finally:
         sub.close()
         await cancel_and_wait([reader])
+
+
+async def key_still_valid(auth: Authenticator, token: str | None) -> bool:
+    """False once the key is refused; storage trouble is not a revocation (the next check tries again)."""
+    try:
+        await auth.workspace_for(token)
+    except AuthenticationFailed:
+        return False
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("could not re-check a WebSocket's key (will retry): %s", exc)
+    return True

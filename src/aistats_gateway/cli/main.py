@@ -50,9 +50,10 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
 ) -> None:
     """Run the gateway (API + executor) on the configured storage."""
+    settings = _settings(host=host, port=port, run_worker=False if no_worker else None)  # refuse bad ones first
     from aistats_gateway.app import build_app
+    from aistats_gateway.http_guard import guarded_protocol
 
-    settings = _settings(host=host, port=port, run_worker=False if no_worker else None)
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
                f"({'API only' if no_worker else 'API + executor'}; {_where(settings)}; "
@@ -60,7 +61,9 @@ def serve(
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
-                access_log=access_log, loop="auto", http="auto", lifespan="on",
+                access_log=access_log, loop="auto", lifespan="on",
+                # httptools with a limit on the request head's size and a deadline for reading it (http_guard.py)
+                http=guarded_protocol(settings.limits),
                 # open streams (WebSockets, results with follow=true) get this long before the executor drains
                 timeout_graceful_shutdown=5)
 
@@ -85,9 +88,10 @@ def worker(
 
     Run several, each with its own AISTATS_NODE_ID, against PostgreSQL + S3-compatible blobs (+ Redis
     for shared rate limits and immediate cancels); see the README's Deployment section."""
+    settings = _settings(host=host, port=port)  # refuse bad settings before the slow imports
     from aistats_gateway.app import build_worker_app
+    from aistats_gateway.http_guard import guarded_protocol
 
-    settings = _settings(host=host, port=port)
     configure_logging(log_level, log_format)
     if settings.node_id == "local" and settings.is_postgresql:
         typer.secho("warning: AISTATS_NODE_ID is 'local'; give every worker process its own node id",
@@ -96,7 +100,8 @@ def worker(
                f"http://{settings.host}:{settings.port}/v1/health; {_where(settings)})")
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_worker_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                http=guarded_protocol(settings.limits))
 
 
 def _with_store(fn: Any) -> Any:
@@ -125,7 +130,7 @@ def keys_create(
     name: str = typer.Option(None, help="A label for the key."),
 ) -> None:
     """Create an API key and print it (only its hash is stored)."""
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
     from aistats_gateway.services.keys import create_key
 
     typer.echo(_with_store(lambda store: create_key(
@@ -134,24 +139,32 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys (id, workspace, prefix, label, created, revoked); never the keys themselves."""
-    rows = _with_store(lambda store: store.list_keys())
+    """Keys (id, workspace, prefix, state, kind, label); never the keys themselves. The static key the
+    gateway accepts (AISTATS_API_KEY at its last start) is marked `static (current)`."""
+    from aistats_gateway.services.keys import listing
+
+    rows = listing(_with_store(lambda store: store.list_keys()))
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
         state = "revoked" if row["revoked_at"] else "active"
-        typer.echo(f"{row['id']}  {row['workspace_id']:<20} {row['prefix']}…  {state:<8} {row['name'] or ''}")
+        kind = f"{row['kind']} (current)" if row["current_static"] else row["kind"]
+        shown = f"{row['shown']}…" if row["shown"] else "(shared prefix)"
+        typer.echo(f"{row['id']}  {row['workspace_id']:<20} {shown:<20} {state:<8} {kind:<17} {row['name'] or ''}")
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: str = typer.Argument(..., help="Key id (key_…) or the key's first 12 characters.")) -> None:
-    """Revoke a key; a running gateway refuses it within seconds."""
-    revoked = _with_store(lambda store: store.revoke_key(key, time.time()))
-    if not revoked:
-        typer.secho(f"no active key matches '{key}'", fg="red", err=True)
+def keys_revoke(key: str = typer.Argument(..., help="The key's id (key_…, see `keys list`), the key itself, "
+                                                    "or its SHA-256 hash (64 hex digits).")) -> None:
+    """Revoke exactly one key; a running gateway refuses it (and closes its WebSockets) within seconds."""
+    from aistats_gateway.services.keys import revoke
+
+    revoked, message = _with_store(lambda store: revoke(store, key, time.time()))
+    if revoked is None:
+        typer.secho(message, fg="red", err=True)
         raise typer.Exit(2)
-    typer.echo("revoked " + ", ".join(revoked))
+    typer.echo(message)
 
 
 credits_app = typer.Typer(help="Workspace credit (works on the local database).", no_args_is_help=True)
@@ -159,7 +172,7 @@ app.add_typer(credits_app, name="credits")
 
 
 def _workspace_id(workspace: str) -> str:
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
 
     if workspace == "default":
         return DEFAULT_WORKSPACE

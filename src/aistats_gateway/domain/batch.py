@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from aistats_gateway.domain.urlguard import UnsafeTarget, check_url
 from aistats_gateway.errors import InvalidRequest, excerpt
-from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url
 
 
 class BatchStatus(StrEnum):
@@ -297,11 +297,11 @@ MAX_WEBHOOK_SECRET_CHARS = 1024
 DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 
 
-def parse_webhook(value: Any, *, allow_local_http: bool = True) -> dict[str, Any] | None:
+def parse_webhook(value: Any, *, allow_local_http: bool = False) -> dict[str, Any] | None:
     """`{url, events?, secret?}`: URL rules and event normalization (`job.*` → `batch.*`).
 
     Here the URL's shape, scheme and literal host are checked so a bad value fails at create with a
-    clear 400; resolved addresses are checked again at every delivery (webhooks/urlguard.py).
+    clear 400; resolved addresses are checked again at every delivery (domain/urlguard.py).
     """
     if value is None:
         return None

@@ -172,11 +172,4 @@ class Attempts(ExecutorCore):
         self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
 
     def _metric(self, kind: str, *labels: str) -> Any:
-        """A labelled metric child, looked up once per label set (labels() costs microseconds per call)."""
-        key = (kind, *labels)
-        child = self._metric_children.get(key)
-        if child is None:
-            family = {"failure": self.metrics.upstream_failures, "latency": self.metrics.upstream_latency,
-                      "throttled": self.metrics.throttled, "lines": self.metrics.lines}[kind]
-            child = self._metric_children[key] = family.labels(*labels)
-        return child
+        return self.metrics.child(kind, *labels)

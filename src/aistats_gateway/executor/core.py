@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.request_log import RequestLogRow
-from aistats_gateway.executor.lanes import Circuit, Entry, Lane
+from aistats_gateway.executor.lanes import Circuit, Entry, Lane, LaneMemory
 from aistats_gateway.executor.pacing import LocalPermits, PermitSource
 from aistats_gateway.executor.retry import RetryPolicy
 from aistats_gateway.executor.rotation import FairQueue, Rotation
@@ -47,8 +46,7 @@ class ExecutorCore:
         self.failpoints = failpoints
         self.metrics = metrics or Metrics()
         self.metrics.watch(self.state)
-        self._metric_children: dict[tuple[str, ...], Any] = {}
-        self.pricer = pricer or Pricer(PriceCatalog.load())
+        self.pricer = pricer or Pricer(PriceCatalog.load(settings.prices))  # [[prices]] count here too
         self.settings = settings
         self.cfg = settings.executor
         self.store = store
@@ -64,6 +62,8 @@ class ExecutorCore:
         self.permits: PermitSource = permits or LocalPermits()
         self.provider_configs = {p.name: p for p in settings.providers}
         self.lanes: dict[tuple[str, str], Lane] = {}
+        self.lane_memory = LaneMemory()  # what retired lanes learned of their upstream's limits
+        self._pumps: set[asyncio.Task[None]] = set()  # one per lane; a retired lane's ends
         self.circuits: dict[str, Circuit] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
@@ -136,4 +136,7 @@ class ExecutorCore:
         raise NotImplementedError
 
     def _job(self, batch_id: str, make: Callable[[], Awaitable[None]]) -> None:  # finishing.py
+        raise NotImplementedError
+
+    def retire_idle_lanes(self) -> int:  # dispatch.py
         raise NotImplementedError

@@ -4,7 +4,7 @@ The batch's `provider` preferences order the candidate providers of the line's m
 recomputed every few seconds (a `sort` by latency or throughput moves); a line goes to the first candidate whose
 circuit is closed. A line whose provider keeps failing moves to its next candidate with a fresh attempt budget,
 unless the batch set `allow_fallbacks: false`. Each (provider, upstream model) has one lane (lanes.py), created
-with its pump on first use.
+with its pump on first use, and retired (its pump ending) once idle for `lane_idle_seconds`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from aistats_gateway.config import LaneLimits
 from aistats_gateway.executor.core import ExecutorCore
-from aistats_gateway.executor.lanes import Circuit, Lane
+from aistats_gateway.executor.lanes import Circuit, Lane, retirable
 from aistats_gateway.executor.state import BatchState, Work
 from aistats_gateway.providers.base import Provider
 
@@ -101,10 +101,23 @@ class Routing(ExecutorCore):
                         headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds,
                         hard_cap=self.cfg.max_lane_concurrency,
                         circuit=self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds)))
+            self.lane_memory.restore(lane)
             self.lanes[key] = lane
             task = asyncio.create_task(lane.pump(self._launch), name=f"lane-{lane.key}")
-            self._tasks.append(task)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
         return lane
+
+    def retire_idle_lanes(self) -> int:
+        """Drop the lanes idle for `lane_idle_seconds` (lanes.retirable), keeping what they learned; their pumps
+        end. A later request for the same pair makes a new lane. Returns how many were retired."""
+        now = time.monotonic()
+        idle = [key for key, lane in self.lanes.items() if retirable(lane, now, self.cfg.lane_idle_seconds)]
+        for key in idle:
+            lane = self.lanes.pop(key)
+            self.lane_memory.keep(lane)
+            lane.close()
+        return len(idle)
 
     def _enqueue(self, work: Work, state: BatchState) -> None:
         provider = self._choose(work, state)

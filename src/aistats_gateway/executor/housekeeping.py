@@ -33,6 +33,7 @@ class Housekeeping(ExecutorCore):
                 if now - last_beat >= self.cfg.lease_seconds / 3:
                     await self.store.heartbeat_leases(self.boot_id, now + self.cfg.lease_seconds)
                     last_beat = now
+                self.retire_idle_lanes()
                 await self.store.release_expired_leases(now, self.boot_id)
                 await self.sweep()
             except asyncio.CancelledError:

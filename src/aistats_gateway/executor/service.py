@@ -4,9 +4,10 @@ Tasks: a scheduler (scheduling.py: leases items fairly across batches, reads the
 a lane), one pump per lane (lanes.py: pacing under RPM/TPM budgets, concurrency, round-robin by batch) which
 starts one send task per request (attempts.py; what follows an attempt is decided by outcome.py), a committer
 (commit.py: settles results in groups, one transaction per group), and a housekeeper (housekeeping.py: expiry,
-cancels seen in the database, safety-net activation). Validation and finalization run as tracked jobs, one per
-batch at a time (finishing.py). Routing happens per attempt (dispatch.py). Native batches run as provider
-batches through the NativeExecution strategy the executor is given (strategy.py; native.py).
+cancels seen in the database, safety-net activation, retiring idle lanes: lanes.retirable). Validation and
+finalization run as tracked jobs, one per batch at a time (finishing.py). Routing happens per attempt
+(dispatch.py). Native batches run as provider batches through the NativeExecution strategy the executor is
+given (strategy.py; native.py).
 
 The Executor class is assembled here from those parts (each a class over ExecutorCore, core.py, which makes
 the shared state and declares the parts' calls to each other); this module owns the lifecycle and the public
@@ -73,7 +74,7 @@ class Executor(Scheduling, Routing, Attempts, Committing, Finishing, Housekeepin
         self._running = False
         await self.native.stop()  # provider batches keep running; only this process's tasks stop
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
-            await cancel_and_wait([*self._tasks, *self._jobs.values(), *self._sends, *self._loads])
+            await cancel_and_wait([*self._tasks, *self._pumps, *self._jobs.values(), *self._sends, *self._loads])
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()

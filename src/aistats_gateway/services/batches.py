@@ -49,7 +49,7 @@ def ensure_rows_kept(batch: BatchRecord, what: str) -> None:
 class BatchService:
     def __init__(
         self, store: Store, files: FileService, executor: Executor | None, clock: Clock, max_lines: int,
-        *, allow_local_webhooks: bool = True, router: Router | None = None, pricer: Pricer | None = None,
+        *, allow_local_webhooks: bool = False, router: Router | None = None, pricer: Pricer | None = None,
         max_errors: int = 100, batch_api: set[str] | None = None,
     ) -> None:
         self.batch_api = batch_api or set()  # providers whose own batch API may run native batches

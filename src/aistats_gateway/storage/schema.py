@@ -25,6 +25,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+KEY_STATIC = "static"
+KEY_GENERATED = "generated"
+KEY_CREATED = "created"
+
 workspaces = Table(
     "workspaces",
     metadata,
@@ -39,10 +43,13 @@ api_keys = Table(
     Column("id", String(64), primary_key=True),
     Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),
-    Column("prefix", String(16), nullable=False),
+    Column("prefix", String(32), nullable=False),  # shown to tell keys apart; never enough to use one
     Column("name", String(200), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # KEY_STATIC (AISTATS_API_KEY: revoked at start once the setting names another), KEY_GENERATED (printed
+    # at a first start without one) or KEY_CREATED (`aistats keys create`: only ever revoked by hand)
+    Column("kind", String(16), nullable=False, server_default="created"),
 )
 
 files = Table(

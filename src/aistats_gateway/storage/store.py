@@ -46,6 +46,8 @@ from aistats_gateway.storage.schema import (
     ITEM_LEASED,
     ITEM_PENDING,
     ITEM_SUCCEEDED,
+    KEY_CREATED,
+    KEY_STATIC,
     LEASED_COLUMNS,
     api_keys,
     batches,
@@ -56,6 +58,10 @@ from aistats_gateway.storage.schema import (
     workspaces,
 )
 from aistats_gateway.webhooks import outbox
+
+# what `keys list` may show of a key: never its hash
+_KEY_COLUMNS = (api_keys.c.id, api_keys.c.workspace_id, api_keys.c.prefix, api_keys.c.name, api_keys.c.kind,
+                api_keys.c.created_at, api_keys.c.revoked_at)
 
 __all__ = ["BatchListener", "ItemRef", "ItemResult", "Settlement", "Store", "create_engine"]
 log = logging.getLogger(__name__)
@@ -212,27 +218,22 @@ class Store:
                     insert(workspaces).values(id=workspace_id, name=name, created_at=int(time.time()))
                 )
 
-    async def add_api_key(
-        self, key_id: str, workspace_id: str, key_hash: str, prefix: str, name: str | None
-    ) -> bool:
+    async def add_api_key(self, key_id: str, workspace_id: str, key_hash: str, prefix: str, name: str | None,
+                          kind: str = KEY_CREATED) -> bool:
         """Store a key hash; False if that hash is already stored (same key)."""
+        values = {"id": key_id, "workspace_id": workspace_id, "key_hash": key_hash, "prefix": prefix, "name": name,
+                  "kind": kind, "created_at": int(time.time())}
         async with self._write() as conn:
             if self.is_postgresql:  # API processes starting together with the same AISTATS_API_KEY
                 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-                added = await conn.scalar(pg_insert(api_keys).values(
-                    id=key_id, workspace_id=workspace_id, key_hash=key_hash, prefix=prefix, name=name,
-                    created_at=int(time.time())).on_conflict_do_nothing().returning(api_keys.c.id))
+                added = await conn.scalar(pg_insert(api_keys).values(**values).on_conflict_do_nothing()
+                                          .returning(api_keys.c.id))
                 return added is not None
             found = await conn.scalar(select(api_keys.c.id).where(api_keys.c.key_hash == key_hash))
             if found is not None:
                 return False
-            await conn.execute(
-                insert(api_keys).values(
-                    id=key_id, workspace_id=workspace_id, key_hash=key_hash, prefix=prefix,
-                    name=name, created_at=int(time.time()),
-                )
-            )
+            await conn.execute(insert(api_keys).values(**values))
             return True
 
     async def workspace_for_key(self, key_hash: str) -> str | None:
@@ -244,21 +245,32 @@ class Store:
             )
 
     async def list_keys(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
-        query = select(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.prefix, api_keys.c.name,
-                       api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id)
+        query = select(*_KEY_COLUMNS).order_by(api_keys.c.id)
         if workspace_id is not None:
             query = query.where(api_keys.c.workspace_id == workspace_id)
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
-    async def revoke_key(self, key_id_or_prefix: str, now: float) -> list[str]:
-        """Revoke by key id or by the printed prefix (`sk-aistats-…` first 12 chars); returns the ids revoked."""
-        cond = (api_keys.c.id == key_id_or_prefix) | (api_keys.c.prefix == key_id_or_prefix[:12])
+    async def find_keys(self, key_id: str, key_hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """The keys (revoked or not) whose id is `key_id` or whose hash is one of `key_hashes`."""
+        query = select(*_KEY_COLUMNS).where(or_(api_keys.c.id == key_id, api_keys.c.key_hash.in_(key_hashes)))
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query.order_by(api_keys.c.id))).all()]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        """Revoke the one key with this id; False if there is none or it was already revoked."""
         async with self._write() as conn:
-            rows = (await conn.execute(
-                update(api_keys).where(and_(cond, api_keys.c.revoked_at.is_(None)))
-                .values(revoked_at=int(now)).returning(api_keys.c.id))).all()
-        return [r[0] for r in rows]
+            return bool((await conn.execute(
+                update(api_keys).where(and_(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)))
+                .values(revoked_at=int(now)))).rowcount)
+
+    async def revoke_static_keys(self, keep_hash: str, now: float) -> list[dict[str, Any]]:
+        """Revoke every active static key but the one with `keep_hash`; returns those revoked."""
+        cond = and_(api_keys.c.kind == KEY_STATIC, api_keys.c.key_hash != keep_hash, api_keys.c.revoked_at.is_(None))
+        async with self._write() as conn:
+            rows = (await conn.execute(update(api_keys).where(cond).values(revoked_at=int(now))
+                                       .returning(*_KEY_COLUMNS))).all()
+        return [dict(r._mapping) for r in rows]
 
     async def count_keys(self) -> int:
         query = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
@@ -832,9 +844,14 @@ class Store:
         return record
 
     # ---------------------------------------------------------------- webhook outbox
-    async def due_events(self, now: float, limit: int) -> list[str]:
+    async def due_event_candidates(self, now: float, *, per_url: int, per_workspace: int,
+                                   limit: int) -> list[tuple[str, str, str]]:
         async with self.engine.connect() as conn:
-            return await outbox.due(conn, now, limit)
+            return await outbox.due_candidates(conn, now, per_url=per_url, per_workspace=per_workspace, limit=limit)
+
+    async def postpone_events(self, event_ids: list[str], now: float, until: float) -> int:
+        async with self._write() as conn:
+            return await outbox.postpone(conn, event_ids, now, until)
 
     async def claim_event(self, event_id: str, now: float, lease_until: float, owner: str) -> outbox.Event | None:
         async with self._write() as conn:

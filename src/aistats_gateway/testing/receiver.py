@@ -1,15 +1,17 @@
 """A webhook receiver for trying deliveries locally, runnable as its own process.
 
-    python -m aistats_gateway.testing.receiver --port 9200 [--secret S] [--status 200] [--fail-first N]
+    python -m aistats_gateway.testing.receiver --port 9200 [--secret S] [--status 200] [--fail-first N] [--hang]
 
 It records every POST (path, headers, body, whether the signature verified with `--secret`) and
-answers `--status` (after failing the first N with 503). `GET /_received` returns the records;
-`POST /_reset` clears them.
+answers `--status` (after failing the first N with 503); with `--hang` it never answers at all (a
+black hole, to see the gateway's timeouts and fair delivery slots). `GET /_received` returns the records;
+`POST /_reset` clears them. The gateway delivers to it only with `[webhooks] allow_local = true`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -20,7 +22,8 @@ from aistats_gateway.webhooks.signer import verify
 
 
 class Receiver:
-    def __init__(self, secret: str | None, status: int, fail_first: int) -> None:
+    def __init__(self, secret: str | None, status: int, fail_first: int, hang: bool = False) -> None:
+        self.hang = hang
         self.secret = secret
         self.status = status
         self.fail_first = fail_first
@@ -35,6 +38,8 @@ class Receiver:
                               headers["x-ai-stats-signature"], now=time.time())
         self.received.append({"path": request.path, "headers": headers, "body": body.decode("utf-8", "replace"),
                               "verified": verified, "at": time.time()})
+        if self.hang:
+            await asyncio.Event().wait()  # until the caller gives up or the process ends
         if len(self.received) <= self.fail_first:
             return web.Response(status=503, text="receiver warming up")
         return web.Response(status=self.status, text="ok")
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret")
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--hang", action="store_true", help="never answer (a black hole)")
     args = parser.parse_args(argv)
-    web.run_app(Receiver(args.secret, args.status, args.fail_first).app(), host=args.host, port=args.port,
+    web.run_app(Receiver(args.secret, args.status, args.fail_first, args.hang).app(), host=args.host, port=args.port,
                 access_log=None, shutdown_timeout=1.0, print=lambda *_: None)
 
 

@@ -1,10 +1,14 @@
 """The deliverer: sends queued webhook events, signed, to SSRF-checked addresses, with retries.
 
-One background loop claims due events (a lease on each, so no attempt is sent twice), sends each with
-a bounded timeout and no redirects, and records the attempt: delivered on 2xx; otherwise the next
-attempt per the retry schedule (with jitter) or `failed_permanently` after the last one. Every attempt
-re-resolves and re-checks the target and connects only to an address that passed. After a restart,
-overdue events are spread over a few seconds instead of sent in one burst.
+One background loop claims due events (a lease on each, so no attempt is sent twice) when a delivery
+slot is free for them (fair shares per workspace and target: fairness.py; a target that keeps timing
+out rests), sends each with a bounded timeout and no redirects, and records the attempt: delivered on
+2xx; otherwise the next attempt per the retry schedule (with jitter) or `failed_permanently` after the
+last one. Every attempt re-resolves and re-checks the target and connects only to an address that
+passed. A local target's attempt (loopback, allowed only by `[webhooks] allow_local`) records only
+whether it was delivered: no status, no body preview, one error message for every failure, so a
+workspace cannot read or port-scan services on the gateway's host; the real error goes to the log.
+After a restart, overdue events are spread over a few seconds instead of sent in one burst.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
+from aistats_gateway.domain.urlguard import Target, UnsafeTarget, resolve_checked, target_key
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -30,11 +35,12 @@ from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 from aistats_gateway.tasks import cancel_and_wait
 from aistats_gateway.webhooks import signer
+from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
 from aistats_gateway.webhooks.outbox import Event
-from aistats_gateway.webhooks.urlguard import UnsafeTarget, resolve_checked
 
 log = logging.getLogger(__name__)
 PREVIEW_CHARS = 500
+LOCAL_FAILURE = "the local target did not accept the delivery (details are in the gateway's log)"
 
 
 class _PinnedResolver(AbstractResolver):
@@ -46,7 +52,7 @@ class _PinnedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        if host != self.host:
+        if host.rstrip(".") != self.host.rstrip("."):
             raise OSError(f"unexpected host {host}")
         return [
             {"hostname": host, "host": a, "port": port,
@@ -81,7 +87,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(cfg.max_concurrent_deliveries)
+        self._load = Load()
+        self._rests = Rests(cfg.target_rest_seconds)
         self._rng = random.Random()
 
     def notify(self, _record: BatchRecord, queued: bool) -> None:
@@ -117,25 +124,46 @@ class Deliverer:
                 await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
 
     async def _round(self) -> None:
+        free = self.cfg.max_concurrent_deliveries - self._load.total
+        if free <= 0:
+            return  # a finishing delivery wakes the loop
         now = self.clock.now()
-        for event_id in await self.store.due_events(now, 50):
+        per_workspace = self.cfg.max_deliveries_per_workspace
+        rows = await self.store.due_event_candidates(
+            now, per_url=self.cfg.max_deliveries_per_target, per_workspace=2 * per_workspace, limit=200)
+        candidates = [Candidate(event_id, ws, target_key(url)) for event_id, ws, url in rows]
+        resting = self._rests.resting(now)
+        start, rest = pick(candidates, self._load, slots=self.cfg.max_concurrent_deliveries,
+                           per_workspace=per_workspace, per_target=self.cfg.max_deliveries_per_target,
+                           resting=set(resting))
+        postponed: dict[float, list[str]] = {}
+        for c in rest:
+            postponed.setdefault(resting[c.key], []).append(c.id)
+        for until, event_ids in postponed.items():
+            await self.store.postpone_events(event_ids, now, until)
+        if postponed:
+            self._wake.set()  # a resting target's backlog leaves the due set a sample at a time: go on at once
+        for c in start:
             lease = now + self.cfg.timeout_seconds * 3 + 30
-            event = await self.store.claim_event(event_id, now, lease, self.owner)
+            event = await self.store.claim_event(c.id, now, lease, self.owner)
             if event is None:
-                continue
+                continue  # another process took it
             self.failpoints.hit("after_event_claimed")
-            await self._slots.acquire()
-            task = asyncio.create_task(self._deliver(event))
+            self._load.add(c)
+            task = asyncio.create_task(self._deliver(event, c))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _deliver(self, event: Event) -> None:
+    async def _deliver(self, event: Event, slot: Candidate) -> None:
         try:
-            await self._attempt(event)
+            timed_out = await self._attempt(event)
+            self._rests.record(slot.key, timed_out=timed_out, now=self.clock.now())
         finally:
-            self._slots.release()
+            self._load.remove(slot)
+            self._wake.set()
 
-    async def _attempt(self, event: Event) -> None:
+    async def _attempt(self, event: Event) -> bool:
+        """One attempt, recorded; True if it timed out (the target then rests)."""
         webhook = event.snapshot.webhook or {}
         url = str(webhook.get("url", ""))
         payload = {
@@ -145,33 +173,46 @@ class Deliverer:
         }
         body = orjson.dumps(payload)
         started = time.monotonic()
+        target: Target | None = None
         status: int | None = None
         preview: str | None = None
         error: str | None = None
+        timed_out = False
         try:
-            _, host, _, addresses = await resolve_checked(url, self.resolve, allow_local=self.allow_local)
+            target = await resolve_checked(url, self.resolve, allow_local=self.allow_local)
             headers = signer.headers(
                 secret=webhook.get("secret"), timestamp=int(self.clock.now()), body=body, event_id=event.id,
                 event_type=event.type, delivery_key=event.delivery_key, attempt=event.attempts,
                 max_attempts=event.max_attempts)
-            connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, addresses), force_close=True)
+            connector = aiohttp.TCPConnector(resolver=_PinnedResolver(target.host, target.addresses),
+                                             use_dns_cache=False, force_close=True)
             timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_seconds)
             async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                        session.post(url, data=body, headers=headers, allow_redirects=False) as resp):
+                        session.post(target.request_url(url), data=body, headers=headers,
+                                     allow_redirects=False) as resp):
                 status = resp.status
-                raw = await resp.content.read(PREVIEW_CHARS)
-                preview = raw.decode("utf-8", "replace")
+                if not target.local:  # a local service's answer is never shown to the workspace
+                    raw = await resp.content.read(PREVIEW_CHARS)
+                    preview = raw.decode("utf-8", "replace")
             if not 200 <= status < 300:
                 error = f"receiver answered HTTP {status}"
         except UnsafeTarget as exc:
             error = f"refused target: {exc}"
+            if exc.__cause__ is not None:
+                log.info("webhook %s refused: %s", event.id, exc.__cause__, extra={"batch_id": event.batch_id})
         except TimeoutError:
             error = f"no answer within {self.cfg.timeout_seconds:g}s"
+            timed_out = True
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: e.g. a host IDNA cannot encode
             error = f"delivery failed: {exc.__class__.__name__}: {exc}"
         except Exception as exc:  # a bug must not leave the event claimed with no attempt recorded, forever
             log.exception("webhook %s delivery hit an unexpected error", event.id, extra={"batch_id": event.batch_id})
             error = f"delivery failed: {exc.__class__.__name__}: {exc}"
+        if target is not None and target.local:
+            if error is not None:
+                log.info("webhook %s to a local target: %s", event.id, error, extra={"batch_id": event.batch_id})
+                error = LOCAL_FAILURE
+            status = None
         delivered = error is None
         now = self.clock.now()
         next_at: float | None = None
@@ -186,3 +227,4 @@ class Deliverer:
         if not delivered:
             log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, error, outcome,
                      extra={"batch_id": event.batch_id})
+        return timed_out

@@ -63,6 +63,41 @@ async def queue(
     return True
 
 
+async def due_candidates(conn: AsyncConnection, now: float, *, per_url: int, per_workspace: int,
+                         limit: int) -> list[tuple[str, str, str]]:
+    """(id, workspace id, webhook URL) of due events, a fair sample rather than simply the oldest: at most
+    `per_url` per (workspace, URL) and `per_workspace` per workspace, each workspace's first ones before
+    anyone's second ones, so one workspace's backlog for one target cannot hide everyone else's events."""
+    url = webhook_events.c.snapshot[("webhook", "url")].as_string()
+    is_due = and_(webhook_events.c.status == PENDING, webhook_events.c.next_attempt_at <= now)
+    by_url = select(
+        webhook_events.c.id, webhook_events.c.workspace_id, url.label("url"), webhook_events.c.next_attempt_at,
+        func.row_number().over(partition_by=(webhook_events.c.workspace_id, url),
+                               order_by=(webhook_events.c.next_attempt_at, webhook_events.c.id)).label("url_rank"),
+    ).where(is_due).subquery()
+    by_ws = select(
+        by_url.c.id, by_url.c.workspace_id, by_url.c.url, by_url.c.next_attempt_at,
+        func.row_number().over(partition_by=by_url.c.workspace_id,
+                               order_by=(by_url.c.url_rank, by_url.c.next_attempt_at, by_url.c.id)).label("ws_rank"),
+    ).where(by_url.c.url_rank <= per_url).subquery()
+    rows = await conn.execute(
+        select(by_ws.c.id, by_ws.c.workspace_id, by_ws.c.url).where(by_ws.c.ws_rank <= per_workspace)
+        .order_by(by_ws.c.ws_rank, by_ws.c.next_attempt_at, by_ws.c.id).limit(limit))
+    return [(r[0], r[1], r[2] or "") for r in rows]
+
+
+async def postpone(conn: AsyncConnection, event_ids: list[str], now: float, until: float) -> int:
+    """Move still-due, unclaimed events to `until` without using up an attempt (their target rests)."""
+    if not event_ids:
+        return 0
+    result = await conn.execute(
+        update(webhook_events)
+        .where(and_(webhook_events.c.id.in_(event_ids), webhook_events.c.status == PENDING,
+                    webhook_events.c.next_attempt_at <= now))
+        .values(next_attempt_at=until))
+    return int(result.rowcount or 0)
+
+
 async def due(conn: AsyncConnection, now: float, limit: int) -> list[str]:
     rows = await conn.execute(
         select(webhook_events.c.id)

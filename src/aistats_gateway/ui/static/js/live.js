@@ -52,8 +52,9 @@ export function watchBatch(api, batchId, onBatch, { intervalMs = 1000 } = {}) {
     socket.addEventListener("close", (event) => {
       socket = null;
       if (stopped) return;
-      if (event.code === 1000) {
-        // The server closes after the terminal update; if we somehow missed it, read the batch once.
+      if (event.code === 1000 || event.code === 4401) {
+        // 1000: the server closes after the terminal update; if we somehow missed it, read the batch once.
+        // 4401: the key was revoked; that read answers 401, which signs the page out.
         poll();
         return;
       }
