@@ -98,11 +98,13 @@ class Gateway(Proc):
 
 
 class Upstream(Proc):
-    def __init__(self, log: Path, *, latency_ms: float = 0, rpm: int = 0) -> None:
+    def __init__(self, log: Path, *, latency_ms: float = 0, rpm: int = 0, models: tuple[str, ...] | None = None
+                 ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        listed = ["--models", ",".join(models)] if models is not None else []
         super().__init__([sys.executable, "-m", "aistats_gateway.testing.upstream", "--port", str(self.port),
-                          "--latency-ms", str(latency_ms), "--rpm", str(rpm)],
+                          "--latency-ms", str(latency_ms), "--rpm", str(rpm), *listed],
                          dict(os.environ), log, f"http://127.0.0.1:{self.port}/_stats")
 
     def ledger(self) -> dict[str, int]:

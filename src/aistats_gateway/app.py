@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from aistats_gateway import __version__, ids
 from aistats_gateway.api import batches as batch_routes
+from aistats_gateway.api import catalog as catalog_routes
 from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
@@ -46,6 +47,7 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.kinds import build_provider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
+from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.retention import RetentionSweeper
@@ -80,6 +82,7 @@ class Gateway:
     fanout: RedisFanout | None = None
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
+    upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
@@ -212,7 +215,16 @@ def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.limits.body_timeout_seconds)
     app.add_middleware(api_errors.NulGuardMiddleware)
     app.add_middleware(api_errors.RequestIdMiddleware)  # added last: runs first, so the guard's 400 has an id
-    for module in (meta_routes, file_routes, batch_routes, stream_routes, usage_routes):
+    app.include_router(meta_routes.router)
+    # Order matters: Starlette serves the first route that matches. The files API under /v1/batches/files and
+    # the literal segments (models, capabilities) come before the batch router's /{batch_id} routes.
+    for prefix in file_routes.PREFIXES:
+        app.include_router(file_routes.router, prefix=prefix)
+    for prefix in batch_routes.PREFIXES:
+        app.include_router(catalog_routes.router, prefix=prefix)
+    for prefix in batch_routes.PREFIXES:
+        app.include_router(batch_routes.router, prefix=prefix)
+    for module in (stream_routes, usage_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
     app.include_router(build_ui_router())  # the dashboard at /ui/

@@ -1,4 +1,8 @@
-"""Routes of /v1/files: upload (multipart or JSON), list, get, content (streamed), delete."""
+"""Routes of the files router: upload (multipart or JSON), list, get, content (streamed), delete.
+
+No prefix of its own: app.py mounts it at `/v1/files`, `/v1/batches/files` and `/v1/batch/files` (the paths the
+Phaseo SDKs use), all identical.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from aistats_gateway.domain import batch as rules
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
 from aistats_gateway.services.files import check_filename, check_purpose
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(tags=["files"])
+PREFIXES = ("/v1/files", "/v1/batches/files", "/v1/batch/files")
 
 
 @router.post("")

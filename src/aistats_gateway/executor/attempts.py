@@ -23,7 +23,7 @@ from aistats_gateway.executor.lanes import Entry, Lane
 from aistats_gateway.executor.outcome import AfterAttempt, FallBack, HandBack, Retry, Situation, after_attempt
 from aistats_gateway.executor.outcome import transient as is_transient
 from aistats_gateway.executor.state import BatchState, Work
-from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.providers.base import Provider, ProviderResult, with_model
 from aistats_gateway.storage.store import Settlement
 
@@ -142,8 +142,9 @@ class Attempts(ExecutorCore):
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body,
                                 provider.name)
             self._metric("lines", provider.name, item.model, "succeeded").inc()
+            cached, reasoning = usage_details(work.endpoint, result.usage)
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
-                                    result.input_tokens, result.output_tokens, tuple(usage_rows)))
+                                    result.input_tokens, result.output_tokens, tuple(usage_rows), cached, reasoning))
         else:
             self._metric("lines", provider.name, item.model, "failed").inc()
             if result is not None:
