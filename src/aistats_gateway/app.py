@@ -91,8 +91,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
-    store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
-    generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
+    store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts, clock=clock)
+    generated = await ensure_default_keys(store.workspaces, settings.api_key) if serve_api else None
     metrics = Metrics(settings.metrics.max_model_labels)
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
@@ -112,7 +112,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         async def render(record: BatchRecord) -> dict[str, Any]:
             return await render_batch(store, record, public)
 
-        deliverer = Deliverer(settings.webhooks, store, clock, render, allow_local=settings.webhooks.allow_local,
+        deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
                               owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
         store.listeners.append(deliverer.notify)
@@ -143,13 +143,13 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store, blobs, clock, settings.limits.max_file_bytes, settings.retention)
+    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
-    gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
+    gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
+                 deliverer, pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
                  redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)

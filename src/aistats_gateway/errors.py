@@ -27,7 +27,8 @@ upstream failures into result lines), so they carry no status code, only what th
     InternalError
     ├── StorageError                   (our database or blob store)
     │   ├── StaleTransition            a compare-and-set matched no row: someone else moved first
-    │   └── InputFileUnavailable       a batch's input file cannot be read any more
+    │   ├── InputFileUnavailable       a batch's input file cannot be read any more
+    │   └── StorageUnavailable         the database is busy or unreachable (also a ServiceUnavailable: 503)
     └── ProviderError                  (an upstream provider)
         ├── UpstreamUnavailable        no usable answer to one request (`kind`: timeout, connection, ...)
         └── NativeError                a provider batch API call failed (`status` when it answered)
@@ -209,3 +210,20 @@ class Rejected(NativeError):
 
 class Unavailable(NativeError):
     """No usable answer: timeout, connection failure, 5xx or 429. A create may or may not have happened."""
+
+
+class StorageUnavailable(StorageError, ServiceUnavailable):
+    """Our database is busy or unreachable (a driver's operational error, translated by storage.database):
+    nothing was lost, the caller may retry.
+
+    An internal StorageError like its siblings (the layers below catch it as one), and also the one internal
+    error with a wire form of its own: a request that meets it can only be told to retry, so it is a
+    ServiceUnavailable too and the API answers it as 503 `storage_unavailable` (api.errors logs it as a warning)."""
+
+    default_code = "storage_unavailable"
+    MESSAGE = ("The gateway's database is busy or unavailable (for example locked by another process); nothing "
+               "was lost — retry shortly.")
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE, code=self.default_code)
+        self.detail = detail

@@ -29,9 +29,8 @@ import orjson
 
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.storage.records import BatchRecord, batch_record
+from aistats_gateway.storage.records import BatchRecord, batch_record, snapshot_of
 from aistats_gateway.tasks import cancel_and_wait
-from aistats_gateway.webhooks.outbox import snapshot_of
 
 log = logging.getLogger(__name__)
 _RANK = {BatchStatus.VALIDATING: 0, BatchStatus.IN_PROGRESS: 1, BatchStatus.FINALIZING: 2,

@@ -74,7 +74,7 @@ from aistats_gateway.cli.main import _with_store
 from aistats_gateway.services.keys import create_key
 
 async def mint(store):
-    return [await create_key(store, f"fuzz-{i}") for i in range(int(sys.argv[1]))]
+    return [await create_key(store.workspaces, f"fuzz-{i}") for i in range(int(sys.argv[1]))]
 
 print(json.dumps(_with_store(mint)))
 """
@@ -1050,7 +1050,7 @@ def test_a_create_that_fails_after_storing_its_inline_rows_leaves_no_file(tmp_pa
         async def broken_insert(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("the batch insert failed")
 
-        store.insert_batch = broken_insert
+        store.batches.insert = broken_insert
         with server.client() as api:
             resp = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": [VALID_LINE]})
             assert resp.status_code == 500 and resp.json()["error"]["code"] == "internal_error"  # a storage fault

@@ -130,7 +130,7 @@ from aistats_gateway.cli.main import _with_store
 from aistats_gateway.services.keys import create_key
 
 async def mint(store):
-    return [[f"ws_forty-{i % 4}", await create_key(store, f"forty-{i % 4}")] for i in range(40)]
+    return [[f"ws_forty-{i % 4}", await create_key(store.workspaces, f"forty-{i % 4}")] for i in range(40)]
 
 print(json.dumps(_with_store(mint)))
 """

@@ -28,12 +28,12 @@ from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import FileRecord
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, items
 from aistats_gateway.storage.store import Store
-from tests.storage.test_store import run, seed
+from tests.storage.support import run, seed
 
 
 async def _mixed(store: Store) -> None:
     await seed(store, lines=6)
-    async with store._write() as conn:  # lines 1-2 → oa/gpt-a, 3-4 → oa/gpt-b, 5-6 → claude (anthropic)
+    async with store.db.write() as conn:  # lines 1-2 → oa/gpt-a, 3-4 → oa/gpt-b, 5-6 → claude (anthropic)
         for lines, provider, model in (((1, 2), "oa", "gpt-a"), ((3, 4), "oa", "gpt-b"), ((5, 6), "an", "claude")):
             await conn.execute(update(items).where(items.c.line.in_(lines)).values(provider=provider, model=model))
 
@@ -41,7 +41,7 @@ async def _mixed(store: Store) -> None:
 def test_plan_splits_and_holds_items_beyond_every_lease_sweep(db_url: str) -> None:
     async def body(store: Store) -> None:
         await _mixed(store)
-        jobs = NativeJobs(store)
+        jobs = NativeJobs(store.db, store.outbox)
         kinds = {"oa": "openai", "an": "anthropic"}
         planned = await jobs.plan("batch_1", kinds.__getitem__, 10.0)
         assert sorted((j.provider, j.model, j.lines, j.state) for j in planned) == [
@@ -49,15 +49,15 @@ def test_plan_splits_and_holds_items_beyond_every_lease_sweep(db_url: str) -> No
         assert len({j.idempotency_key for j in planned}) == 3
         assert [j.id for j in await jobs.plan("batch_1", kinds.__getitem__, 11.0)] == [j.id for j in planned]
         # the managed executor's sweeps never take a native job's items
-        assert await store.release_earlier_incarnations("local:", "local:boot_x") == 0
-        assert await store.release_expired_leases(10.0**12, "local:boot_x") == 0
-        assert await store.lease_items("batch_1", "local:boot_x", 10, 100.0) == []
+        assert await store.items.release_earlier_incarnations("local:", "local:boot_x") == 0
+        assert await store.items.release_expired(10.0**12, "local:boot_x") == 0
+        assert await store.items.lease("batch_1", "local:boot_x", 10, 100.0) == []
         held = {j.model: [i.line async for page in jobs.held_items(j) for i in page] for j in planned}
         assert held == {"*": [5, 6], "gpt-a": [1, 2], "gpt-b": [3, 4]}
         first, second = planned[0], planned[1]
         await jobs.attach(first, "nb_1", "in_progress", {"total": 2, "completed": 0, "failed": 0})
         await jobs.attach(second, "nb_2", "in_progress", None)
-        batch = await store.get_batch("batch_1")
+        batch = await store.batches.get("batch_1")
         assert batch is not None and batch.native_batch_id == "nb_1"  # the first one, kept
         assert await jobs.claimed_ids(first.provider) >= {"nb_1"}
         assert await jobs.held_count(first) == 2
@@ -67,9 +67,9 @@ def test_plan_splits_and_holds_items_beyond_every_lease_sweep(db_url: str) -> No
 def test_ingest_never_runs_again_over_a_validated_batch(db_url: str, tmp_path: Path) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=4)
-        current = await store.get_batch("batch_1")
+        current = await store.batches.get("batch_1")
         assert current is not None and current.status is BatchStatus.IN_PROGRESS
-        await store.lease_items("batch_1", "local:boot_1", 2, 10.0**9)
+        await store.items.lease("batch_1", "local:boot_1", 2, 10.0**9)
         stale = dataclasses.replace(current, status=BatchStatus.VALIDATING)  # what a sweep read earlier
         result = await ingest(stale, store=store, blobs=LocalBlobStore(tmp_path / "blobs"),
                               router=Router([MockProvider()]), limits=LimitsConfig(), clock=SystemClock(),
@@ -95,10 +95,10 @@ def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, 
         writer = blobs.writer("files/native-in")
         await writer.write(data)
         await writer.commit()
-        await store.ensure_workspace("ws_a", "ws_a")
-        await store.insert_file(FileRecord("file-native", "ws_a", "in.jsonl", "batch", len(data), "processed",
+        await store.workspaces.ensure("ws_a", "ws_a")
+        await store.files.insert(FileRecord("file-native", "ws_a", "in.jsonl", "batch", len(data), "processed",
                                            "files/native-in", 1, None))
-        batch = await store.insert_batch({
+        batch = await store.batches.insert({
             "id": "batch_n", "workspace_id": "ws_a", "request_id": "G-1", "endpoint": "/v1/chat/completions",
             "endpoint_input": "/v1/chat/completions", "status": "validating", "input_file_id": "file-native",
             "completion_window": "24h", "created_at": 1, "expires_at": 10**10, "total": 0, "completed": 0,
@@ -106,7 +106,7 @@ def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, 
         done = await ingest(batch, store=store, blobs=blobs, router=Router([MockProvider()]), limits=LimitsConfig(),
                             clock=SystemClock(), pricer=Pricer(PriceCatalog.load()))
         assert done is not None and done.status is BatchStatus.IN_PROGRESS and done.total == len(rows)
-        jobs = NativeJobs(store, InputBodies(store, blobs))
+        jobs = NativeJobs(store.db, store.outbox, InputBodies(store.files, blobs))
         (job,) = await jobs.plan("batch_n", lambda _p: "openai", 10.0)
         held = [item async for page in jobs.held_items(job, page=3) for item in page]
         assert [(i.custom_id, i.body) for i in held] == [(r["custom_id"], orjson.dumps(r["body"])) for r in rows]
@@ -120,7 +120,7 @@ def test_job_states_move_along_their_table_compare_and_set(db_url: str) -> None:
     in: a second process moving the same job from a stale read gets StaleTransition, not a second `done`."""
     async def body(store: Store) -> None:
         await _mixed(store)
-        jobs = NativeJobs(store)
+        jobs = NativeJobs(store.db, store.outbox)
         first, *_ = await jobs.plan("batch_1", {"oa": "openai", "an": "anthropic"}.__getitem__, 10.0)
         assert first.state is NativeJobState.CREATING
         with pytest.raises(IllegalTransition):

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aistats_gateway.services.usage import DAY_SECONDS, day_number
 from aistats_gateway.storage.schema import request_log
+from aistats_gateway.storage.usage import DAY_SECONDS, day_number
 from tests.harness import MOCK_PRICES, Gateway, chat_line, jsonl, wait_for_batch
 
 # Non-zero prices for mock/echo so spend is something to add up (USD per 1M tokens).

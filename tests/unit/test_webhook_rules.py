@@ -122,12 +122,12 @@ def test_any_delivery_error_is_recorded_as_a_failed_attempt() -> None:
 
     from aistats_gateway.clock import FakeClock
     from aistats_gateway.config import WebhookConfig
+    from aistats_gateway.storage.outbox import Event
     from aistats_gateway.webhooks.deliverer import Deliverer
-    from aistats_gateway.webhooks.outbox import Event
 
     recorded: list[dict[str, object]] = []
 
-    class Store:
+    class Outbox:
         async def record_attempt(self, event: Event, **fields: object) -> str:
             recorded.append(fields)
             return "retry_scheduled"
@@ -138,7 +138,7 @@ def test_any_delivery_error_is_recorded_as_a_failed_attempt() -> None:
     async def broken_resolver(host: str, port: int) -> list[str]:
         raise UnicodeError("encoding with 'idna' codec failed (UnicodeError: label empty or too long)")
 
-    deliverer = Deliverer(WebhookConfig(), Store(), FakeClock(), render, allow_local=False,  # type: ignore[arg-type]
+    deliverer = Deliverer(WebhookConfig(), Outbox(), FakeClock(), render, allow_local=False,  # type: ignore[arg-type]
                           resolve=broken_resolver)
     snapshot = SimpleNamespace(webhook={"url": "https://hooks.example.com/x", "secret": None})
     event = Event("evt_1", "batch_1", "batch.completed", "batch.completed", snapshot, 1, 4, 0)  # type: ignore[arg-type]
@@ -266,8 +266,8 @@ def test_a_local_targets_answers_are_never_shown() -> None:
 
     from aistats_gateway.clock import FakeClock
     from aistats_gateway.config import WebhookConfig
+    from aistats_gateway.storage.outbox import Event
     from aistats_gateway.webhooks.deliverer import LOCAL_FAILURE, Deliverer
-    from aistats_gateway.webhooks.outbox import Event
 
     class Admin(BaseHTTPRequestHandler):
         status = 200
@@ -287,7 +287,7 @@ def test_a_local_targets_answers_are_never_shown() -> None:
     closed.server_close()  # nothing listens there: connection refused
     recorded: list[dict[str, object]] = []
 
-    class Store:
+    class Outbox:
         async def record_attempt(self, event: Event, **fields: object) -> str:
             recorded.append(fields)
             return "scheduled_retry"
@@ -296,7 +296,7 @@ def test_a_local_targets_answers_are_never_shown() -> None:
         return {}
 
     def attempt(url: str) -> dict[str, object]:
-        deliverer = Deliverer(WebhookConfig(timeout_seconds=5), Store(), FakeClock(), render,  # type: ignore[arg-type]
+        deliverer = Deliverer(WebhookConfig(timeout_seconds=5), Outbox(), FakeClock(), render,  # type: ignore[arg-type]
                               allow_local=True)
         snapshot = SimpleNamespace(webhook={"url": url, "secret": None})
         event = Event("evt_1", "batch_1", "batch.completed", "batch.completed", snapshot, 1, 4, 0)  # type: ignore[arg-type]

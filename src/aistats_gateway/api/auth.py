@@ -18,7 +18,7 @@ from fastapi import Request
 
 from aistats_gateway.domain.keys import hash_key
 from aistats_gateway.errors import AuthenticationFailed
-from aistats_gateway.storage.store import Store
+from aistats_gateway.storage.workspaces import Workspaces
 
 CACHE_SECONDS = 5.0  # a revoked key stops working within this long
 
@@ -52,8 +52,8 @@ def websocket_credentials(authorization: str | None, offered: Sequence[str]) -> 
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, keys: Workspaces) -> None:
+        self.keys = keys
         self._cache: dict[str, tuple[str, float]] = {}
 
     async def workspace_for(self, token: str | None) -> str:
@@ -65,7 +65,7 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        workspace = await self.store.workspace_for_key(digest)
+        workspace = await self.keys.for_key(digest)
         if workspace is None:
             raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if len(self._cache) > 10_000:

@@ -11,7 +11,6 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +25,7 @@ from aistats_gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    ServiceUnavailable,
+    StorageUnavailable,
     excerpt,
 )
 from aistats_gateway.logs import request_id_var
@@ -146,12 +145,10 @@ def install(app: FastAPI) -> None:
                 err.error_type = "invalid_request_error"  # type: ignore[misc]
         return error_response(err, request)
 
-    @app.exception_handler(OperationalError)
-    async def _storage(request: HTTPConnection, exc: OperationalError) -> JSONResponse:
-        log.warning("storage unavailable on %s: %s", request.url.path, exc.orig)
-        return error_response(ServiceUnavailable(
-            "The gateway's database is busy or unavailable (for example locked by another process); nothing "
-            "was lost — retry shortly.", code="storage_unavailable"), request)
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(request: HTTPConnection, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("storage unavailable on %s: %s", request.url.path, exc.detail)
+        return error_response(exc, request)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: HTTPConnection, exc: ClientDisconnect) -> JSONResponse:

@@ -85,7 +85,7 @@ async def list_files(
     order: str = Query("desc", pattern="^(asc|desc)$"),
 ) -> JSONResponse:
     gw = gateway(request)
-    records, has_more = await gw.store.list_files(
+    records, has_more = await gw.store.files.page(
         workspace, after=after, limit=limit, purpose=purpose, ascending=order == "asc", now=int(gw.files.clock.now()))
     return JSONResponse(wire.page([wire.file_object(r) for r in records], has_more))
 

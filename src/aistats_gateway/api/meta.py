@@ -31,7 +31,7 @@ async def metrics(request: Request) -> Response:
                                                      f"Bearer {token}".encode()):
         return error_response(AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <metrics token>' "
                                                    "([metrics] token, AISTATS_METRICS_TOKEN)."), request)
-    gw.storage_counts.update(await gw.store.state_counts())  # one cheap query per scrape
+    gw.storage_counts.update(await gw.store.batches.state_counts())  # one cheap query per scrape
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -64,7 +64,7 @@ async def generation(request: Request, workspace: Workspace, request_id: str) ->
 @router.get("/credits")
 async def credits(request: Request, workspace: Workspace) -> JSONResponse:
     """The workspace's credit: balance (or unlimited), what open batches hold, and what is available."""
-    balance, held = await gateway(request).store.credit_account(workspace)
+    balance, held = await gateway(request).store.ledger.account(workspace)
     return JSONResponse(credit_view(workspace, balance, held))
 
 

@@ -98,7 +98,7 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
                                  code="unknown_job_kind", param="kind")
         interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
         close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
-        record = await gw.store.get_batch(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
+        record = await gw.store.batches.get(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
         if record is None:
             raise NotFound(f"No {kind} job '{excerpt(job_id)}' in this workspace.",
                            code="async_job_not_found_or_not_owned", param="id")
@@ -157,7 +157,7 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
                 if message == "ping":
                     await websocket.send_text('{"type":"pong"}')
                 elif message == "refresh":
-                    fresh = await gw.store.get_batch(job_id, workspace)
+                    fresh = await gw.store.batches.get(job_id, workspace)
                     if fresh is None:
                         await send("job.deleted", {"id": job_id, "object": kind})
                         await websocket.close(1000)

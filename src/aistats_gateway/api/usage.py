@@ -26,6 +26,6 @@ async def get_usage(
     session_id: str | None = None,
 ) -> JSONResponse:
     gw = gateway(request)
-    result = await usage(gw.store.engine, workspace, now=gw.batches.clock.now(), days=days,
+    result = await usage(gw.store.request_log, workspace, now=gw.batches.clock.now(), days=days,
                          offset_minutes=tz_offset_minutes, session_id=session_id or None)
     return JSONResponse(result.wire(workspace, session_id or None))

@@ -19,7 +19,7 @@ async def batch_view(gw: Gateway, record: BatchRecord, base_url: str) -> dict[st
     native = gw.executor.native if gw.executor is not None else None
     if native is not None and record.execution == "native" and not record.status.terminal:
         await native.refresh(record.id)  # reconcile with the provider on GET (at most every few seconds)
-        record = await gw.store.get_batch(record.id) or record
+        record = await gw.store.batches.get(record.id) or record
     return await render_batch(gw.store, record, base_url)
 
 
@@ -31,10 +31,11 @@ async def batch_page(gw: Gateway, records: list[BatchRecord], base_url: str) -> 
     for record in records:
         if native is not None and record.execution == "native" and not record.status.terminal:
             await native.refresh(record.id)
-            record = await gw.store.get_batch(record.id) or record
+            record = await gw.store.batches.get(record.id) or record
         fresh.append(record)
-    states, lines = await gw.store.batch_details(
-        [r.id for r in fresh if r.webhook], [r.id for r in fresh if r.status is not BatchStatus.VALIDATING])
+    # a page's webhook states and pricing lines in three queries (not three per batch)
+    states = await gw.store.outbox.states([r.id for r in fresh if r.webhook])
+    lines = await gw.store.ledger.pricing_lines_of([r.id for r in fresh if r.status is not BatchStatus.VALIDATING])
     return [await render_batch(gw.store, r, base_url, (states.get(r.id), lines.get(r.id, []))) for r in fresh]
 
 
@@ -43,8 +44,8 @@ async def render_batch(store: Store, record: BatchRecord, base_url: str,
     """The full batch object: the record, its pricing lines and its webhook delivery state (`details`:
     those two, when the caller fetched them already)."""
     if details is None:
-        state = await store.webhook_state(record.id) if record.webhook else None
-        lines = await store.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
+        state = await store.outbox.state(record.id) if record.webhook else None
+        lines = await store.ledger.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
     else:
         state, lines = details
     native = None
@@ -52,7 +53,7 @@ async def render_batch(store: Store, record: BatchRecord, base_url: str,
         native = [{"provider": j.provider, "model": None if j.model == "*" else j.model, "id": j.native_batch_id,
                    "status": j.provider_status or (j.state.value if j.state is NativeJobState.CREATING else None),
                    "request_counts": j.request_counts, "running": j.state.at_provider}
-                  for j in await NativeJobs(store).for_batch(record.id)]
+                  for j in await NativeJobs(store.db, store.outbox).for_batch(record.id)]
     return wire.batch_object(record, base_url, state, lines, native)
 
 

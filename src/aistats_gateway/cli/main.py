@@ -134,7 +134,7 @@ def keys_create(
     from aistats_gateway.services.keys import create_key
 
     typer.echo(_with_store(lambda store: create_key(
-        store, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)))
+        store.workspaces, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)))
 
 
 @keys_app.command("list")
@@ -143,7 +143,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
     gateway accepts (AISTATS_API_KEY at its last start) is marked `static (current)`."""
     from aistats_gateway.services.keys import listing
 
-    rows = listing(_with_store(lambda store: store.list_keys()))
+    rows = listing(_with_store(lambda store: store.workspaces.list_keys()))
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -160,7 +160,7 @@ def keys_revoke(key: str = typer.Argument(..., help="The key's id (key_…, see 
     """Revoke exactly one key; a running gateway refuses it (and closes its WebSockets) within seconds."""
     from aistats_gateway.services.keys import revoke
 
-    revoked, message = _with_store(lambda store: revoke(store, key, time.time()))
+    revoked, message = _with_store(lambda store: revoke(store.workspaces, key, time.time()))
     if revoked is None:
         typer.secho(message, fg="red", err=True)
         raise typer.Exit(2)
@@ -199,7 +199,7 @@ def credits_grant(
         typer.secho(f"--usd: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     ws = _workspace_id(workspace)
-    balance, held = _with_store(lambda store: store.grant_credit(ws, amount, time.time()))
+    balance, held = _with_store(lambda store: store.ledger.grant(ws, amount, time.time()))
     view = credit_view(ws, balance, held)
     typer.echo(json.dumps(view) if as_json else f"{ws}: balance {view['balance_usd'] or 'unlimited'} USD, "
                f"held {view['held_usd']}, available {view['available_usd'] or 'unlimited'}")
@@ -211,7 +211,7 @@ def credits_show(workspace: str = typer.Option("default"), as_json: bool = typer
     from aistats_gateway.api.meta import credit_view
 
     ws = _workspace_id(workspace)
-    balance, held = _with_store(lambda store: store.credit_account(ws))
+    balance, held = _with_store(lambda store: store.ledger.account(ws))
     view = credit_view(ws, balance, held)
     typer.echo(json.dumps(view) if as_json else f"{ws}: balance {view['balance_usd'] or 'unlimited'} USD, "
                f"held {view['held_usd']}, available {view['available_usd'] or 'unlimited'}")

@@ -8,6 +8,9 @@ in its `events` list (default: the four terminal ones).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aistats_gateway.domain.batch import BatchStatus, RequestCounts
 
 TERMINAL_EVENTS = {
@@ -36,3 +39,8 @@ def progress_crossed(before: RequestCounts, after: RequestCounts) -> int | None:
 
 def delivery_key(event_type: str, bucket: int | None = None) -> str:
     return f"{event_type}:{bucket}" if bucket is not None else event_type
+
+
+def wants(webhook: Mapping[str, Any] | None, event_type: str) -> bool:
+    """Whether a batch's webhook (its stored settings, None when it has none) subscribes to `event_type`."""
+    return bool(webhook) and event_type in (webhook or {}).get("events", [])

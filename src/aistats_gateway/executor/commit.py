@@ -66,7 +66,7 @@ class Committing(ExecutorCore):
         group, self.settle_buffer = self.settle_buffer, []
         logs, self.log_buffer = self.log_buffer, []
         try:
-            updated = await self.store.settle(group, self.clock.now(), [row.as_row() for row in logs])
+            updated = await self.store.items.settle(group, self.clock.now(), logs)
         except BaseException:
             self.settle_buffer[:0] = group  # keep them for the next try
             self.log_buffer[:0] = logs

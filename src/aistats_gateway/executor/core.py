@@ -67,7 +67,7 @@ class ExecutorCore:
         self.circuits: dict[str, Circuit] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
-        self.bodies = InputBodies(store, blobs)
+        self.bodies = InputBodies(store.files, blobs)
         self.batches: dict[str, BatchState] = {}
         self.order = Rotation()  # the batches worked on here, in serving order (fair across workspaces)
         self._validating = 0  # validations running (at most cfg.validation_concurrency)

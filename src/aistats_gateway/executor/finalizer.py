@@ -34,8 +34,8 @@ async def finalize(
     """Move `batch` (finalizing, cancelling or in_progress-to-expire) to `target` with its files."""
     if target in (BatchStatus.CANCELLED, BatchStatus.EXPIRED):
         code = "batch_cancelled" if target is BatchStatus.CANCELLED else "batch_expired"
-        batch = await store.fail_unfinished(batch.id, code, clock.now())
-    elif await store.unsettled_count(batch.id):
+        batch = await store.items.fail_unfinished(batch.id, code, clock.now())
+    elif await store.items.unsettled_count(batch.id):
         raise RuntimeError(f"{batch.id} still has unsettled items; it cannot complete")
 
     out_key = f"batches/{batch.id}/output.jsonl"
@@ -44,7 +44,7 @@ async def finalize(
     counts = [0, 0]
     try:
         after = 0
-        while page := await store.item_results(batch.id, after, PAGE):
+        while page := await store.items.results_by_line(batch.id, after, PAGE):
             for item in page:
                 after = item.line
                 if counts[0] + counts[1] == batch.total // 2:
@@ -81,7 +81,7 @@ async def finalize(
         await err.abort()
         raise
     failpoints.hit("before_publish")
-    published = await store.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
+    published = await store.batches.publish_results(batch.id, batch.status, target, clock.now(), new_files, **values)
     failpoints.hit("after_publish")
     return published
 
@@ -96,8 +96,8 @@ async def _publish(writer: BlobWriter, count: int) -> int | None:
 async def purge_deleted_inputs(store: Store, blobs: BlobStore) -> int:
     """Remove the blobs, then the rows, of input files deleted by their owners while a batch still read them,
     once no unfinished batch does. Idempotent (several processes may race: deleting a blob twice is harmless)."""
-    found = await store.purgeable_files()
+    found = await store.files.purgeable()
     for record in found:
         await blobs.delete(record.blob_key)
-        await store.forget_file(record.id)
+        await store.files.forget(record.id)
     return len(found)

@@ -33,7 +33,7 @@ class Finishing(ExecutorCore):
         self._job(batch_id, lambda: self._finalize(batch_id, target))
 
     async def _finalize(self, batch_id: str, target: BatchStatus) -> None:
-        batch = await self.store.get_batch(batch_id)
+        batch = await self.store.batches.get(batch_id)
         if batch is None or batch.status.terminal:
             self._forget(batch_id)
             return
@@ -46,20 +46,20 @@ class Finishing(ExecutorCore):
             # Several processes may hold lines of this batch: hand back ours that were never sent, and wait
             # while another process still has lines on the wire (the sweep comes back), so an answer that is
             # on its way is kept rather than overwritten by `batch_cancelled`.
-            await self.store.release_batch_leases(batch_id, self.boot_id)
-            if await self.store.leased_by_others(batch_id, self.boot_id, self.clock.now()):
+            await self.store.items.release_batch(batch_id, self.boot_id)
+            if await self.store.items.leased_by_others(batch_id, self.boot_id, self.clock.now()):
                 log.info("batch %s: other processes still have lines in flight; finalizing later", batch_id,
                          extra={"batch_id": batch_id})
                 return
         try:
             if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
-                batch = await self.store.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                batch = await self.store.batches.transition(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
                                                     self.clock.now())
             await finalize(batch, target, store=self.store, blobs=self.blobs, clock=self.clock,
                            failpoints=self.failpoints)
         except StaleTransition:
             log.info("batch %s moved while finalizing; re-checking", batch_id, extra={"batch_id": batch_id})
-            current = await self.store.get_batch(batch_id)
+            current = await self.store.batches.get(batch_id)
             if current is not None and not current.status.terminal:
                 self.resume(current)
             return

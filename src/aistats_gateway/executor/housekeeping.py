@@ -31,10 +31,10 @@ class Housekeeping(ExecutorCore):
             try:
                 now = self.clock.now()
                 if now - last_beat >= self.cfg.lease_seconds / 3:
-                    await self.store.heartbeat_leases(self.boot_id, now + self.cfg.lease_seconds)
+                    await self.store.items.heartbeat(self.boot_id, now + self.cfg.lease_seconds)
                     last_beat = now
                 self.retire_idle_lanes()
-                await self.store.release_expired_leases(now, self.boot_id)
+                await self.store.items.release_expired(now, self.boot_id)
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
@@ -49,7 +49,7 @@ class Housekeeping(ExecutorCore):
         except Exception:  # storage trouble must not hold up expiry and cancels
             log.exception("removing deleted input files failed")
         now = self.clock.now()
-        for batch in await self.store.batches_in(
+        for batch in await self.store.batches.in_statuses(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING]
         ):
             state = self.batches.get(batch.id)
@@ -69,8 +69,8 @@ class Housekeeping(ExecutorCore):
                     if job is not None:
                         job.cancel()
                     with contextlib.suppress(StaleTransition):
-                        await self.store.fail_unfinished(batch.id, "batch_expired", now)
-                        await self.store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.EXPIRED, now)
+                        await self.store.items.fail_unfinished(batch.id, "batch_expired", now)
+                        await self.store.batches.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.EXPIRED, now)
                 else:
                     self.halt(batch.id, BatchStatus.EXPIRED, batch.endpoint)
             elif batch.status is BatchStatus.IN_PROGRESS and state is None:

@@ -44,12 +44,12 @@ async def ingest(
 
     Returns the updated batch, or None when someone else moved it meanwhile (a cancel).
     """
-    current = await store.get_batch(batch.id)
+    current = await store.batches.get(batch.id)
     if current is None or current.status is not BatchStatus.VALIDATING:
         # A stale request (the housekeeper's sweep read `validating` just before an earlier ingest finished):
         # ingesting again would delete items that are already leased, sent or settled.
         return None
-    await store.delete_items(batch.id)
+    await store.items.discard_ingest(batch.id)
     plan_pricer = pricer.with_plan(pricing_plan(batch.execution))
     validator = LineValidator(
         endpoint=batch.endpoint,
@@ -62,7 +62,7 @@ async def ingest(
         max_errors=limits.max_validation_errors,
     )
     # Its owner may have deleted it since create: the row and blob stay while this batch is unfinished.
-    file = await store.get_file(batch.workspace_id, batch.input_file_id, include_deleted=True)
+    file = await store.files.get(batch.workspace_id, batch.input_file_id, include_deleted=True)
     errors: list[LineError]
     if file is None or not await blobs.exists(file.blob_key):
         errors = [LineError("input_file_missing",
@@ -81,7 +81,7 @@ async def ingest(
                 await pending
                 pending = None
             if chunk:
-                pending = asyncio.create_task(store.insert_item_refs(batch_id, chunk))
+                pending = asyncio.create_task(store.items.insert_refs(batch_id, chunk))
 
         async def take(lines: Iterable[tuple[int, int, bytes]]) -> None:
             nonlocal rows
@@ -112,11 +112,11 @@ async def ingest(
     now = clock.now()
     try:
         if errors:
-            await store.delete_items(batch.id)
+            await store.items.discard_ingest(batch.id)
             message = f"{validator.error_count} line(s) failed validation"
             if validator.error_count > len(errors):
                 message += f"; the first {len(errors)} are listed"
-            return await store.transition(
+            return await store.batches.transition(
                 batch.id, BatchStatus.VALIDATING, BatchStatus.FAILED, now,
                 errors=[e.as_dict() for e in errors], status_reason=message,
             )
@@ -128,8 +128,8 @@ async def ingest(
         if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
             summary["estimated_nanos"] = validator.estimated_nanos
         # Stored before the status moves, so a batch cancelled during validation still counts its lines.
-        await store.update_batch_fields(batch.id, **summary)
-        return await store.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)
+        await store.batches.update_fields(batch.id, **summary)
+        return await store.batches.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)
     except StaleTransition:
         log.info("batch %s changed status during validation", batch.id)
         return None

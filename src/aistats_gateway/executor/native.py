@@ -88,7 +88,7 @@ class NativeRunner:
         self.clock = clock
         self.finish: Finish = _not_started
         self.failpoints = failpoints
-        self.jobs = NativeJobs(store, InputBodies(store, blobs))
+        self.jobs = NativeJobs(store.db, store.outbox, InputBodies(store.files, blobs))
         self.pricer = Pricer(catalog, execution.pricing_plan(ExecutionMode.NATIVE))
         self.clients = {p.name: build_batch_client(p, self.cfg.request_timeout_seconds)
                         for p in settings.providers if p.batch_api}
@@ -194,7 +194,7 @@ class NativeRunner:
 
     async def _round(self, batch_id: str) -> bool:
         """One pass over a batch's jobs; True when the batch was handed to the finalizer (or is gone)."""
-        batch = await self.store.get_batch(batch_id)
+        batch = await self.store.batches.get(batch_id)
         if batch is None or batch.status.terminal:
             return True
         if batch.status is BatchStatus.FINALIZING:

@@ -3,7 +3,7 @@
 Owns the last step of native execution: each `Outcome` becomes the same result line the managed executor
 would write (success lines keep the provider's response body; non-2xx answers keep status and body; lines
 without an answer get an error code), priced with the provider's `batch` plan (`Pricer(catalog, "batch")`),
-with one request-log row, committed through `Store.settle()` in groups. Only items still held by the job
+with one request-log row, committed through `Items.settle()` in groups. Only items still held by the job
 are settled, so running a collection twice (a crash in the middle) settles nothing twice.
 """
 
@@ -91,7 +91,7 @@ class Settler:
             return
         group, logs = self.settlements, self.logs
         self.settlements, self.logs = [], []
-        await self.store.settle(group, self.clock.now(), [row.as_row() for row in logs])
+        await self.store.items.settle(group, self.clock.now(), logs)
 
 
 async def collect(

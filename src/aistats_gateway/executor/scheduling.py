@@ -40,7 +40,7 @@ class Scheduling(ExecutorCore):
         finally:
             self._release_validation()
         if result is None:
-            current = await self.store.get_batch(batch.id)
+            current = await self.store.batches.get(batch.id)
             if current is not None and current.status is BatchStatus.CANCELLING:
                 self.halt(current.id, BatchStatus.CANCELLED, current.endpoint)
             return
@@ -100,7 +100,7 @@ class Scheduling(ExecutorCore):
                 skip = [model for model, lane in state.lanes.items() if lane.saturated]
                 if skip and len(skip) == len(state.lanes):
                     state.last_discovery = now  # a lease past every full lane: only to find models not seen yet
-                leased = await self.store.lease_items(
+                leased = await self.store.items.lease(
                     batch_id, self.boot_id, share, self.clock.now() + self.cfg.lease_seconds, skip_models=skip)
                 if len(leased) < share and not skip:
                     state.exhausted = True
@@ -140,7 +140,7 @@ class Scheduling(ExecutorCore):
     async def _load_bodies(self, batch_id: str, state: BatchState, items: list[ItemRecord]) -> None:
         """Read a leased page's bodies from the input file (coalesced ranged reads), then queue its lines. A
         failing read (storage unreachable) is retried with backoff while the items stay leased here; a file that
-        is gone for good fails its lines (it cannot happen through the API: see Store.delete_file)."""
+        is gone for good fails its lines (it cannot happen through the API: see Files.delete)."""
         rows = [(item.body, item.body_offset, item.body_length) for item in items]
         delay = 0.5
         missing = "The batch's input file could not be read; this line's request is not available."

@@ -78,16 +78,16 @@ class Executor(Scheduling, Routing, Attempts, Committing, Finishing, Housekeepin
         self._tasks.clear()
         self._jobs.clear()
         await self._flush()
-        released = await self.store.release_leases(self.boot_id)
+        released = await self.store.items.release_owner(self.boot_id)
         log.info("executor stopped; %d unsent item(s) handed back", released)
 
     async def recover(self) -> None:
         """Rebuild from the database: free earlier incarnations' leases at once, resume every batch."""
-        released = await self.store.release_earlier_incarnations(self.node_prefix, self.boot_id)
-        released += await self.store.release_expired_leases(self.clock.now(), self.boot_id)
+        released = await self.store.items.release_earlier_incarnations(self.node_prefix, self.boot_id)
+        released += await self.store.items.release_expired(self.clock.now(), self.boot_id)
         if released:
             log.info("released %d leases of earlier incarnations", released)
-        for batch in await self.store.batches_in(
+        for batch in await self.store.batches.in_statuses(
             [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING]
         ):
             self.resume(batch)

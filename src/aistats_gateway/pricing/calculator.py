@@ -14,25 +14,28 @@ whether a request is billable (the caller prices what it bills).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-from aistats_gateway.pricing.catalog import (
+from aistats_gateway.domain.money import (
     CACHE_WRITE,
     CACHE_WRITE_1H,
     CACHED,
     EMBEDDING,
     INPUT,
-    METERS,
-    NANOS_PER_USD,
+    METER_ORDER,
     OUTPUT,
     REQUESTS,
-    MeterPrice,
-    ModelPrice,
 )
+from aistats_gateway.domain.money import PricedMeter as PricedMeter  # the value types live in domain.money
+from aistats_gateway.domain.money import PricingLines as PricingLines
+from aistats_gateway.domain.money import PricingRow as PricingRow
+from aistats_gateway.domain.money import line_nanos as line_nanos
+from aistats_gateway.domain.money import round_half_up as round_half_up
+from aistats_gateway.domain.money import usd as usd
+from aistats_gateway.pricing.catalog import MeterPrice, ModelPrice
 
 # Estimates count 1 token per 2.5 bytes of the compact, ASCII-escaped JSON of the prompt fields. English
 # text runs at ~4 characters per token (and JSON adds quotes, keys and braces on top of the text), so this
@@ -50,7 +53,6 @@ PROMPT_FIELDS = (
 _PROMPT_FIELD_SET = frozenset(PROMPT_FIELDS)
 OUTPUT_CAP_FIELDS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 
-_METER_ORDER = {meter: index for index, meter in enumerate(METERS)}
 # A meter the plan does not price is billed at the first of these meters the plan does price.
 _FALLBACK: dict[str, tuple[str, ...]] = {
     CACHED: (INPUT,),
@@ -59,55 +61,6 @@ _FALLBACK: dict[str, tuple[str, ...]] = {
     EMBEDDING: (INPUT,),
     INPUT: (EMBEDDING,),
 }
-
-
-@dataclass(frozen=True)
-class PricedMeter:
-    """`quantity` units of `meter` at `unit_price_nanos` nanos per `unit_size` units (one request's share)."""
-
-    meter: str
-    quantity: int
-    unit_size: int
-    unit_price_nanos: int
-
-    @property
-    def nanos(self) -> int:
-        """This meter's cost alone, rounded half up (a line rounds its aggregated quantity instead)."""
-        return line_nanos(self.quantity, self.unit_size, self.unit_price_nanos)
-
-
-class PricingRow(NamedTuple):
-    """One aggregated line as plain values, for persisting and reloading a PricingLines."""
-
-    provider: str
-    model: str
-    plan: str
-    meter: str
-    unit_size: int
-    unit_price_nanos: int
-    quantity: int
-
-
-def round_half_up(numerator: int, denominator: int) -> int:
-    """numerator / denominator rounded to the nearest integer, halves away from zero; exact."""
-    if denominator <= 0:
-        raise ValueError("denominator must be > 0")
-    if numerator < 0:
-        return -round_half_up(-numerator, denominator)
-    return (2 * numerator + denominator) // (2 * denominator)
-
-
-def line_nanos(quantity: int, unit_size: int, unit_price_nanos: int) -> int:
-    """quantity × unit_price_nanos / unit_size, rounded half up to integer nanos."""
-    return round_half_up(quantity * unit_price_nanos, unit_size)
-
-
-def usd(nanos: int) -> str:
-    """Integer nanos as an exact USD string with 9 decimals: 1_500_000_000 → "1.500000000", -5 → "-0.000000005"."""
-    if not isinstance(nanos, int) or isinstance(nanos, bool):
-        raise TypeError(f"usd() takes integer nanos, not {type(nanos).__name__}")
-    whole, fraction = divmod(abs(nanos), NANOS_PER_USD)
-    return f"{'-' if nanos < 0 else ''}{whole}.{fraction:09d}"
 
 
 # ---------------------------------------------------------------------------------------------- usage
@@ -222,7 +175,7 @@ def price_meters(price: ModelPrice, plan: str, meters: Mapping[str, int]) -> lis
         meters.get(CACHE_WRITE_1H, 0)
     table = price.meters(plan, input_tokens)
     merged: dict[tuple[str, int, int], int] = {}
-    for meter in sorted(meters, key=lambda m: _METER_ORDER.get(m, len(_METER_ORDER))):
+    for meter in sorted(meters, key=lambda m: METER_ORDER.get(m, len(METER_ORDER))):
         quantity = meters[meter]
         unit = _price_of(table, meter)
         if quantity == 0 or unit is None:
@@ -230,88 +183,6 @@ def price_meters(price: ModelPrice, plan: str, meters: Mapping[str, int]) -> lis
         key = (unit.meter, unit.unit_size, unit.unit_price_nanos)
         merged[key] = merged.get(key, 0) + quantity
     return [PricedMeter(meter, quantity, size, nanos) for (meter, size, nanos), quantity in merged.items()]
-
-
-class PricingLines:
-    """Pricing lines of a batch: quantities aggregated per (provider, model, plan, meter, unit price).
-
-    Each line's cost is computed once, on its aggregated quantity, rounded half up to integer nanos.
-    `model` is whatever the caller records (the catalog's canonical `ModelPrice.model` keeps lines of
-    aliases together). `rows()` / `from_rows()` persist and reload the aggregate as plain tuples.
-    """
-
-    def __init__(self) -> None:
-        self._quantities: dict[tuple[str, str, str, str, int, int], int] = {}
-
-    def add(self, provider: str, model: str, plan: str, priced: Iterable[PricedMeter]) -> None:
-        for item in priced:
-            if item.quantity < 0:
-                raise ValueError(f"meter '{item.meter}' quantity must be >= 0, got {item.quantity}")
-            self._add(PricingRow(provider, model, plan, item.meter, item.unit_size, item.unit_price_nanos,
-                                 item.quantity))
-
-    def add_row(self, row: PricingRow) -> None:
-        """Add one plain row (e.g. from Pricer) into the aggregate."""
-        self._add(row)
-
-    def _add(self, row: PricingRow) -> None:
-        key = (row.provider, row.model, row.plan, row.meter, row.unit_size, row.unit_price_nanos)
-        self._quantities[key] = self._quantities.get(key, 0) + row.quantity
-
-    def merge(self, other: PricingLines) -> None:
-        """Add every line of `other` into this aggregate."""
-        for row in other.rows():
-            self._add(row)
-
-    def rows(self) -> list[PricingRow]:
-        """Every aggregated line, zero quantities included, in wire order."""
-        rows = [PricingRow(*key, quantity) for key, quantity in self._quantities.items()]
-        rows.sort(key=lambda r: (r.provider, r.model, r.plan, _METER_ORDER.get(r.meter, len(_METER_ORDER)),
-                                 r.meter, r.unit_size, r.unit_price_nanos))
-        return rows
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> PricingLines:
-        """An aggregate from (provider, model, plan, meter, unit_size, unit_price_nanos, quantity) rows;
-        rows with the same key add up. Raises ValueError for a malformed row."""
-        lines = cls()
-        for index, raw in enumerate(rows):
-            values = tuple(raw)
-            if len(values) != len(PricingRow._fields):
-                raise ValueError(f"pricing row {index}: expected {len(PricingRow._fields)} values, got {len(values)}")
-            row = PricingRow(*values)
-            strings_ok = all(isinstance(v, str) and v for v in values[:4])
-            ints_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in values[4:])
-            if not (strings_ok and ints_ok) or row.unit_size <= 0 or row.unit_price_nanos < 0 or row.quantity < 0:
-                raise ValueError(f"pricing row {index}: malformed {values!r}")
-            lines._add(row)
-        return lines
-
-    def __len__(self) -> int:
-        return len(self._quantities)
-
-    def total_nanos(self) -> int:
-        return sum(line_nanos(q, key[4], key[5]) for key, q in self._quantities.items())
-
-    def to_wire(self) -> list[dict[str, Any]]:
-        """API.md's `pricing_lines`: lines with a quantity, zero-priced ones included."""
-        wire: list[dict[str, Any]] = []
-        for row in self.rows():
-            if row.quantity == 0:
-                continue
-            nanos = line_nanos(row.quantity, row.unit_size, row.unit_price_nanos)
-            wire.append({
-                "provider": row.provider,
-                "model": row.model,
-                "dimension": row.meter,
-                "quantity": row.quantity,
-                "unit_size": row.unit_size,
-                "unit_price_usd": usd(row.unit_price_nanos),
-                "line_nanos": nanos,
-                "line_cost_usd": usd(nanos),
-                "pricing_plan": row.plan,
-            })
-        return wire
 
 
 # ---------------------------------------------------------------------------------------------- estimates

@@ -23,17 +23,18 @@ from typing import Any, TypeGuard
 from aistats_gateway.domain.execution import BATCH as BATCH  # the plan names are the domain's
 from aistats_gateway.domain.execution import STANDARD as STANDARD
 
-NANOS_PER_USD = 1_000_000_000
-TOKENS_PER_UNIT = 1_000_000
+# The meter names and the nanos unit are money values shared by every layer: they live in domain.money.
+from aistats_gateway.domain.money import CACHE_WRITE as CACHE_WRITE
+from aistats_gateway.domain.money import CACHE_WRITE_1H as CACHE_WRITE_1H
+from aistats_gateway.domain.money import CACHED as CACHED
+from aistats_gateway.domain.money import EMBEDDING as EMBEDDING
+from aistats_gateway.domain.money import INPUT as INPUT
+from aistats_gateway.domain.money import METERS as METERS
+from aistats_gateway.domain.money import NANOS_PER_USD as NANOS_PER_USD
+from aistats_gateway.domain.money import OUTPUT as OUTPUT
+from aistats_gateway.domain.money import REQUESTS as REQUESTS
 
-INPUT = "input_text_tokens"
-CACHED = "cached_read_text_tokens"
-CACHE_WRITE = "cached_write_text_tokens"  # Anthropic 5-minute cache writes (1.25x input)
-CACHE_WRITE_1H = "cached_write_1h_text_tokens"  # Anthropic 1-hour cache writes (2x input)
-OUTPUT = "output_text_tokens"
-EMBEDDING = "embedding_tokens"
-REQUESTS = "requests"
-METERS: tuple[str, ...] = (INPUT, CACHED, CACHE_WRITE, CACHE_WRITE_1H, OUTPUT, EMBEDDING, REQUESTS)
+TOKENS_PER_UNIT = 1_000_000
 # Token meters are priced per 1M tokens, `requests` per request, unless an entry says otherwise.
 DEFAULT_UNIT_SIZE: dict[str, int] = {meter: (1 if meter == REQUESTS else TOKENS_PER_UNIT) for meter in METERS}
 

@@ -106,7 +106,7 @@ class BatchService:
             chunks = self.files.blobs.read(file.blob_key)
         expected = PricingLines()
         validator = await self._scan(request.endpoint, request.prefs, chunks, expected, plan)
-        balance, held = await self.store.credit_account(workspace_id)
+        balance, held = await self.store.ledger.account(workspace_id)
         available = None if balance is None else balance - held
         errors = [e.as_dict() for e in validator.errors]
         estimate = validator.estimated_nanos
@@ -134,7 +134,7 @@ class BatchService:
         if mode is ExecutionMode.NATIVE:
             scanned = await self._check_native(request.endpoint, request.prefs, self.files.blobs.read(file.blob_key))
         hold: int | None = None
-        balance, _held = await self.store.credit_account(workspace_id)
+        balance, _held = await self.store.ledger.account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
             if scanned is None:
                 scanned = await self._scan(request.endpoint, request.prefs, self.files.blobs.read(file.blob_key),
@@ -153,7 +153,7 @@ class BatchService:
             "updated_at": now, "estimated_nanos": hold or 0, "execution": mode.value,
             "output_expires_after": request.output_expires_after,
         }
-        return await self.store.insert_batch(values, hold_nanos=hold)
+        return await self.store.batches.insert(values, hold_nanos=hold)
 
     async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None,
                             chunks: AsyncIterator[bytes]) -> LineValidator:
@@ -186,7 +186,7 @@ class BatchService:
                           expected=expected)
 
     async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
-        record = await self.store.get_batch(batch_id, workspace_id)
+        record = await self.store.batches.get(batch_id, workspace_id)
         if record is None:
             raise NotFound(f"No batch with id '{excerpt(batch_id)}' in this workspace.",
                            code="batch_not_found_or_not_owned", param="batch_id")
@@ -199,7 +199,7 @@ class BatchService:
             raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use one of "
                                  + ", ".join(s.value for s in BatchStatus) + ".",
                                  code="invalid_status", param="status")
-        return await self.store.list_batches(workspace_id, after=after, limit=limit, status=status,
+        return await self.store.batches.page(workspace_id, after=after, limit=limit, status=status,
                                              session_id=session_id)
 
     async def requests(
@@ -211,10 +211,10 @@ class BatchService:
             # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
             raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use success, error or an HTTP status "
                                  "code (100-599).", code="invalid_status", param="status")
-        return await self.store.request_logs(workspace_id, batch_id, limit=limit, offset=offset, status=status)
+        return await self.store.request_log.page(workspace_id, batch_id, limit=limit, offset=offset, status=status)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
-        entry = await self.store.request_log_entry(workspace_id, request_id)
+        entry = await self.store.request_log.entry(workspace_id, request_id)
         if entry is None:
             raise NotFound(f"No request '{excerpt(request_id)}' in this workspace.",
                            code="generation_not_found_or_not_owned",
@@ -231,7 +231,7 @@ class BatchService:
                                "in_progress batches can be cancelled.", code="batch_not_cancellable",
                                param="batch_id")
             try:
-                record = await self.store.transition(record.id, record.status, BatchStatus.CANCELLING,
+                record = await self.store.batches.transition(record.id, record.status, BatchStatus.CANCELLING,
                                                      self.clock.now())
             except StaleTransition:
                 record = await self.get(workspace_id, batch_id)

@@ -14,8 +14,8 @@ from aistats_gateway.clock import Clock
 from aistats_gateway.config import RetentionConfig
 from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, excerpt
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
+from aistats_gateway.storage.files import Files
 from aistats_gateway.storage.records import FileRecord
-from aistats_gateway.storage.store import Store
 
 UPLOAD_PURPOSES = ("batch", "fine-tune", "assistants", "vision", "user_data", "evals")
 
@@ -65,10 +65,10 @@ class LimitedWriter:
 
 
 class FileService:
-    def __init__(self, store: Store, blobs: BlobStore, clock: Clock, max_bytes: int,
+    def __init__(self, rows: Files, blobs: BlobStore, clock: Clock, max_bytes: int,
                  retention: RetentionConfig | None = None) -> None:
         self.retention = retention or RetentionConfig()
-        self.store = store
+        self.rows = rows
         self.blobs = blobs
         self.clock = clock
         self.max_bytes = max_bytes
@@ -94,7 +94,7 @@ class FileService:
             expires_at=created + expires_after if expires_after is not None else None,
         )
         try:
-            await self.store.insert_file(record)
+            await self.rows.insert(record)
         except BaseException:
             await self.blobs.delete(key)
             raise
@@ -115,7 +115,7 @@ class FileService:
     async def get(self, workspace_id: str, file_id: str, param: str = "file_id") -> FileRecord:
         # No id holds a NUL, and PostgreSQL refuses one in a query (the path and query string are guarded by the
         # API's middleware; this is for ids in request bodies, like a batch's input_file_id).
-        record = await self.store.get_file(workspace_id, file_id) if "\x00" not in file_id else None
+        record = await self.rows.get(workspace_id, file_id) if "\x00" not in file_id else None
         if record is None:
             raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
                            code="file_not_found_or_not_owned", param=param)
@@ -135,7 +135,7 @@ class FileService:
     async def delete(self, workspace_id: str, file_id: str) -> FileRecord:
         """Gone for the API at once; the blob too, unless an unfinished batch still reads it as its input (its items
         point into it): then the executor removes it when the last such batch is terminal (purge_deleted_inputs)."""
-        found = await self.store.delete_file(workspace_id, file_id)
+        found = await self.rows.delete(workspace_id, file_id)
         if found is None:
             raise NotFound(f"No file with id '{excerpt(file_id)}' in this workspace.",
                            code="file_not_found_or_not_owned", param="file_id")

@@ -23,44 +23,44 @@ from typing import Any
 from aistats_gateway import ids
 from aistats_gateway.domain.keys import DEFAULT_WORKSPACE, hash_key, key_prefix, new_key
 from aistats_gateway.storage.schema import KEY_GENERATED, KEY_STATIC
-from aistats_gateway.storage.store import Store
+from aistats_gateway.storage.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SHOWN_IDS = 5
 
 
-async def ensure_default_keys(store: Store, static_key: str | None, now: float | None = None) -> str | None:
+async def ensure_default_keys(keys: Workspaces, static_key: str | None, now: float | None = None) -> str | None:
     """Returns a freshly generated key (to print once), or None."""
     now = time.time() if now is None else now
-    await store.ensure_workspace(DEFAULT_WORKSPACE, "default")
+    await keys.ensure(DEFAULT_WORKSPACE, "default")
     if static_key:
         digest = hash_key(static_key)
-        await store.add_api_key(ids.key_id(), DEFAULT_WORKSPACE, digest, key_prefix(static_key), "static", KEY_STATIC)
-        for row in await store.revoke_static_keys(digest, now):
+        await keys.add_key(ids.key_id(), DEFAULT_WORKSPACE, digest, key_prefix(static_key), "static", KEY_STATIC)
+        for row in await keys.revoke_static_keys(digest, now):
             log.warning("AISTATS_API_KEY changed: the previous static key %s (%s…) is revoked", row["id"],
                         row["prefix"])
-        if any(row["revoked_at"] is not None for row in await store.find_keys("", [digest])):
+        if any(row["revoked_at"] is not None for row in await keys.find_keys("", [digest])):
             log.warning("AISTATS_API_KEY is a revoked key: the gateway refuses it; set a new one")
         return None
-    for row in await store.list_keys(DEFAULT_WORKSPACE):
+    for row in await keys.list_keys(DEFAULT_WORKSPACE):
         if row["kind"] == KEY_STATIC and row["revoked_at"] is None:
             log.warning("AISTATS_API_KEY is not set: the static key %s (%s…) of an earlier start still works; "
                         "`aistats keys revoke %s` retires it", row["id"], row["prefix"], row["id"])
-    if await store.count_keys() > 0:
+    if await keys.count_keys() > 0:
         return None
     key = new_key()
-    await store.add_api_key(ids.key_id(), DEFAULT_WORKSPACE, hash_key(key), key_prefix(key), "generated",
+    await keys.add_key(ids.key_id(), DEFAULT_WORKSPACE, hash_key(key), key_prefix(key), "generated",
                             KEY_GENERATED)
     return key
 
 
-async def create_key(store: Store, workspace: str, name: str | None = None) -> str:
+async def create_key(keys: Workspaces, workspace: str, name: str | None = None) -> str:
     """A new key for `workspace` (created if new, e.g. `ws_team_a`); returns the plaintext key."""
     workspace_id = workspace if workspace.startswith("ws_") else f"ws_{workspace}"
-    await store.ensure_workspace(workspace_id, workspace)
+    await keys.ensure(workspace_id, workspace)
     key = new_key()
-    await store.add_api_key(ids.key_id(), workspace_id, hash_key(key), key_prefix(key), name)
+    await keys.add_key(ids.key_id(), workspace_id, hash_key(key), key_prefix(key), name)
     return key
 
 
@@ -103,16 +103,16 @@ def _ids(rows: Sequence[dict[str, Any]]) -> str:
     return shown + (f" and {len(rows) - _SHOWN_IDS} more" if len(rows) > _SHOWN_IDS else "")
 
 
-async def revoke(store: Store, arg: str, now: float) -> tuple[dict[str, Any] | None, str]:
+async def revoke(keys: Workspaces, arg: str, now: float) -> tuple[dict[str, Any] | None, str]:
     """Revoke the one key `arg` names: (the key revoked, a message) or (None, why nothing was revoked)."""
     key_id, hashes = key_lookup(arg)
-    matches = await store.find_keys(key_id, hashes)
+    matches = await keys.find_keys(key_id, hashes)
     if len(matches) == 1 and matches[0]["revoked_at"] is None:
         row = matches[0]
-        if await store.revoke_key(row["id"], now):
+        if await keys.revoke_key(row["id"], now):
             return row, f"revoked {row['id']} ({row['workspace_id']}, {row['prefix']}…)"
         matches = [{**row, "revoked_at": int(now)}]  # revoked by someone else meanwhile
-    return None, refusal(arg, matches, [] if matches else await store.list_keys())
+    return None, refusal(arg, matches, [] if matches else await keys.list_keys())
 
 
 def listing(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ async def cursor_of(store: Store, batch: BatchRecord, after: str | None) -> int:
     """The settle position after which to resume: that of the line whose custom_id is `after`."""
     if not after:
         return 0
-    seq = await store.seq_of(batch.id, after)
+    seq = await store.items.seq_of(batch.id, after)
     if seq is None:
         raise InvalidRequest(f"'after' names no line of batch {batch.id}: no custom_id '{excerpt(after)}'.",
                              code="invalid_cursor", param="after")
@@ -59,9 +59,9 @@ async def stream_results(
     sub = bus.subscribe(batch.id) if follow else None
     try:
         while True:
-            current = await store.get_batch(batch.id) if follow else batch
+            current = await store.batches.get(batch.id) if follow else batch
             terminal = current is None or current.status.terminal
-            page = await store.results_after(batch.id, cursor, PAGE)
+            page = await store.items.results_after(batch.id, cursor, PAGE)
             if page:
                 cursor = page[-1][0]
                 yield b"".join(result_line(item) + b"\n" for _, item in page)

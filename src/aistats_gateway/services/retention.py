@@ -56,7 +56,7 @@ class RetentionSweeper:
         if self.cfg.batch_rows_seconds is not None:
             now = self.clock.now()
             purged = 0
-            while await self.store.purge_ended_batch_rows(now - self.cfg.batch_rows_seconds, int(now)):
+            while await self.store.items.purge_ended_batch_rows(now - self.cfg.batch_rows_seconds, int(now)):
                 purged += 1
             if purged:
                 log.info("retention: purged the per-line rows of %d ended batch(es)", purged)
@@ -65,7 +65,7 @@ class RetentionSweeper:
     async def _expired_files(self) -> int:
         removed = 0
         while True:
-            expired = await self.store.expired_files(int(self.clock.now()), PAGE)
+            expired = await self.store.files.expired(int(self.clock.now()), PAGE)
             for workspace_id, file_id in expired:
                 with contextlib.suppress(NotFound):  # another process removed it first
                     await self.files.delete(workspace_id, file_id)

@@ -1,14 +1,8 @@
 """Usage over time for a workspace: spend, requests and tokens per day and model, and batches by status.
 
-Owns the read-only aggregate queries behind `GET /v1/usage` (the dashboard's overview). The source is
-the request log (one row per upstream attempt, priced when it answered) and the batches table; this
-module only reads them, through the store's engine, and never writes.
-
-Portable SQLAlchemy Core: the one non-portable piece, rounding a Unix time down to a day number, is
-the `day_number` construct compiled per dialect (`FLOOR` on PostgreSQL and elsewhere, an integer cast
-on SQLite, whose core has no FLOOR before 3.35's optional math functions; the value is never negative
-here, so truncation equals floor). The day constants are rendered inline, not as bind parameters, so
-the expression in the select list and in GROUP BY is the same text, as PostgreSQL requires.
+Owns the shape of `GET /v1/usage` (the dashboard's overview): the window of local days asked for, and
+the totals per day and model. The source is the request log (one row per upstream attempt, priced when it
+answered) and the batches table, read by storage's `RequestLog` (storage/usage.py); nothing here writes.
 """
 
 from __future__ import annotations
@@ -17,39 +11,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
-
 from aistats_gateway.errors import InvalidRequest
 from aistats_gateway.pricing.calculator import usd
-from aistats_gateway.storage.schema import batches, request_log
+from aistats_gateway.storage.usage import DAY_SECONDS, RequestLog
 
-DAY_SECONDS = 86_400
 MAX_DAYS = 366
 MAX_OFFSET_MINUTES = 14 * 60  # UTC-14..UTC+14 covers every zone in use
 EPOCH = dt.date(1970, 1, 1)
-
-
-class day_number(FunctionElement[int]):  # a SQL function construct, named like func.*
-    """floor(seconds / 86400) of a non-negative Unix time: the day number since 1970-01-01."""
-
-    type = Integer()
-    inherit_cache = True
-    name = "day_number"
-
-
-@compiles(day_number)
-def _day_number_default(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"FLOOR(({compiler.process(element.clauses, **kw)}) / {DAY_SECONDS}.0)"
-
-
-@compiles(day_number, "sqlite")
-def _day_number_sqlite(element: day_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(({compiler.process(element.clauses, **kw)}) / {DAY_SECONDS}.0 AS INTEGER)"
 
 
 @dataclass
@@ -111,34 +79,17 @@ def parse_window(days: int, offset_minutes: int) -> tuple[int, int]:
     return days, offset_minutes
 
 
-async def usage(engine: AsyncEngine, workspace_id: str, *, now: float, days: int, offset_minutes: int,
+async def usage(log: RequestLog, workspace_id: str, *, now: float, days: int, offset_minutes: int,
                 session_id: str | None = None) -> Usage:
     """Per (local day, model, provider) totals over the last `days` local days, today included."""
     days, offset_minutes = parse_window(days, offset_minutes)
     shift = offset_minutes * 60
     today = (int(now) + shift) // DAY_SECONDS
     since = (today - days + 1) * DAY_SECONDS - shift  # local midnight `days - 1` days ago, as Unix seconds
-    day: ColumnElement[int] = day_number(request_log.c.created_at + literal_column(str(shift)))
-    ok = and_(request_log.c.status_code >= 200, request_log.c.status_code < 300)
-    where = [request_log.c.workspace_id == workspace_id, request_log.c.created_at >= since]
-    batch_where = [batches.c.workspace_id == workspace_id, batches.c.created_at >= since]
-    if session_id:
-        where.append(request_log.c.session_id == session_id)
-        batch_where.append(batches.c.session_id == session_id)
-    query = (
-        select(day.label("day"), request_log.c.model, request_log.c.provider, func.count(),
-               func.sum(case((ok, 1), else_=0)), func.sum(request_log.c.input_tokens),
-               func.sum(request_log.c.output_tokens), func.sum(func.coalesce(request_log.c.cost_nanos, 0)))
-        .where(and_(*where))
-        .group_by(day, request_log.c.model, request_log.c.provider)
-        .order_by(day, request_log.c.model, request_log.c.provider)
-    )
-    by_status = (select(batches.c.status, func.count()).where(and_(*batch_where)).group_by(batches.c.status))
     result = Usage(since=since, until=int(now), days=days, offset_minutes=offset_minutes)
-    async with engine.connect() as conn:
-        for number, model, provider, count, succeeded, tin, tout, cost in (await conn.execute(query)).all():
-            totals = Totals(int(count), int(succeeded or 0), int(count) - int(succeeded or 0), int(tin or 0),
-                            int(tout or 0), int(cost or 0))
-            result.rows.append((EPOCH + dt.timedelta(days=int(number)), str(model), str(provider), totals))
-        result.batches_by_status = {str(s): int(n) for s, n in (await conn.execute(by_status)).all()}
+    for number, model, provider, count, succeeded, tin, tout, cost in await log.daily_totals(
+            workspace_id, since=since, shift=shift, session_id=session_id):
+        totals = Totals(count, succeeded, count - succeeded, tin, tout, cost)
+        result.rows.append((EPOCH + dt.timedelta(days=number), model, provider, totals))
+    result.batches_by_status = await log.batches_by_status(workspace_id, since=since, session_id=session_id)
     return result

@@ -8,7 +8,7 @@ through, a read stops growing at `MAX_SPAN`), each raw line is parsed and its `b
 which gives exactly the bytes ingest used to store.
 
 Never writes anything. The only database read is which blob a batch's input file is (cached per batch); an
-input file whose owner deleted it stays readable until its last batch is terminal (Store.delete_file).
+input file whose owner deleted it stays readable until its last batch is terminal (Files.delete).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 
 from aistats_gateway.errors import InputFileUnavailable
 from aistats_gateway.storage.blobs import BlobStore
-from aistats_gateway.storage.store import Store
+from aistats_gateway.storage.files import Files
 
 MAX_GAP = 64 * 1024  # bytes between two wanted lines that are cheaper to read through than to split the read at
 MAX_SPAN = 8 * 1024 * 1024  # a read grows no larger than this (a single longer line is read alone)
@@ -78,15 +78,15 @@ async def read_bodies(blobs: BlobStore, key: str, ranges: Sequence[tuple[int, in
 class InputBodies:
     """Bodies of stored item rows: their own, or read from their batch's input file."""
 
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
-        self.store = store
+    def __init__(self, files: Files, blobs: BlobStore) -> None:
+        self.files = files
         self.blobs = blobs
         self._keys: dict[str, str] = {}
 
     async def blob_key(self, batch_id: str) -> str:
         key = self._keys.get(batch_id)
         if key is None:
-            key = await self.store.input_blob_key(batch_id)
+            key = await self.files.input_blob_key(batch_id)
             if key is None:
                 raise InputFileUnavailable(f"batch {batch_id} has no input file row any more")
             if len(self._keys) >= KEY_CACHE:

@@ -1,7 +1,7 @@
-"""What differs between SQLite and PostgreSQL, kept out of the Store's portable code.
+"""What differs between SQLite and PostgreSQL, kept out of the repositories' portable code.
 
 Owns: engine construction per dialect (SQLite pragmas and its one-writer pool; PostgreSQL's pool),
-the PostgreSQL-only statements the Store uses when several processes share one database — a settle
+the PostgreSQL-only statements the repositories use when several processes share one database — a settle
 that reports exactly which items it applied (`UPDATE … FROM unnest(…) RETURNING`), and row-lock
 ordering so concurrent transactions never wait on each other in a cycle — and the migration lock.
 
@@ -10,7 +10,7 @@ batch row (settle, fail_unfinished, transition) locks it first, batches in id or
 then locked in (batch_id, line) order or skipped when locked (leasing, heart-beating and reclaiming
 expired leases use SKIP LOCKED: a row locked by someone else is being settled or taken right now).
 
-Nothing here runs on SQLite's hot path: the Store asks `is_postgresql` once per engine.
+Nothing here runs on SQLite's hot path: each repository picks its statements once, at construction.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ RETURNING i.line
 
 
 async def settle_items(conn: AsyncConnection, params: Sequence[dict[str, Any]], now: float) -> set[tuple[str, int]]:
-    """Apply the settle `params` (the Store's `b_*` dicts) with one statement per batch; returns the
+    """Apply the settle `params` (settlement.py's `b_*` dicts) with one statement per batch; returns the
     (batch_id, line) pairs actually applied (items still leased), so nothing needs recounting on success.
     Items are locked in line order (the statement is fed sorted lines and PostgreSQL joins in that order
     for the small arrays used here; a deadlock would still be detected and the group retried)."""

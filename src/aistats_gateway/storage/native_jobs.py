@@ -5,17 +5,16 @@ finalizer work unchanged; what changes is who holds the items. `plan()` splits a
 jobs — one per provider (per model on OpenAI, whose batches take one model each), cut into several where a
 part would exceed the provider's per-batch limits (lines, input bytes) — and leases each job's
 items to the owner `native:<job id>` with a lease that never expires, in ONE transaction, so the managed
-scheduler and the lease sweeps never touch them. Settling goes through `Store.settle()` like every result.
+scheduler and the lease sweeps never touch them. Settling goes through `Items.settle()` like every result.
 
 A job's state moves only through `transition()` (and `attach()`), compare-and-set on the state it was read in,
-along the table of domain/native_job.py. Writes use the Store's engine and its write serialisation
-(`Store._write()`); SQLAlchemy Core only, so the same statements run on SQLite and PostgreSQL. Nothing here
-calls a provider.
+along the table of domain/native_job.py. Reads and writes go through the Store's Database (its write
+transaction, its listeners, its clock), and a progress event through its Outbox; SQLAlchemy Core only, so the
+same statements run on SQLite and PostgreSQL. Nothing here calls a provider.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,10 +26,10 @@ from aistats_gateway.domain.events import delivery_key, progress_crossed
 from aistats_gateway.domain.native_job import NativeJobState, check
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.storage.bodies import InputBodies
+from aistats_gateway.storage.database import Database
+from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import batch_record
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, batches, items, native_jobs
-from aistats_gateway.storage.store import Store
-from aistats_gateway.webhooks import outbox
 
 NEVER = 1e15  # a native job's item leases: far beyond any clock, so no sweep reclaims them
 ANY_MODEL = "*"
@@ -110,15 +109,18 @@ def _job(row: Any) -> NativeJob:
 
 
 class NativeJobs:
-    """`bodies` reads the bodies of items that point into their input file (every item ingest makes since 0007)."""
+    """Over the Store's Database and Outbox (`NativeJobs(store.db, store.outbox, …)`): a progress event is queued in
+    the same transaction as the counts that crossed its bucket. `bodies` reads the bodies of items that point into
+    their input file (every item ingest makes since 0007); readers of the jobs alone need no bodies."""
 
-    def __init__(self, store: Store, bodies: InputBodies | None = None) -> None:
-        self.store = store
+    def __init__(self, db: Database, outbox: Outbox, bodies: InputBodies | None = None) -> None:
+        self.db = db
+        self.outbox = outbox
         self.bodies = bodies
 
     async def for_batch(self, batch_id: str) -> list[NativeJob]:
         query = select(native_jobs).where(native_jobs.c.batch_id == batch_id).order_by(native_jobs.c.id)
-        async with self.store.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [_job(r) for r in (await conn.execute(query)).all()]
 
     async def plan(self, batch_id: str, kind_of: Callable[[str], str], now: float,
@@ -128,7 +130,7 @@ class NativeJobs:
         `limits(kind)` is the provider's (max lines, max input bytes) per batch: a larger part is cut into
         consecutive runs of lines that each fit (a line's size is estimated as its body + custom_id + the
         envelope around them)."""
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             existing = (await conn.execute(select(native_jobs).where(native_jobs.c.batch_id == batch_id)
                                            .order_by(native_jobs.c.id))).all()
             if existing:
@@ -176,8 +178,8 @@ class NativeJobs:
     async def update(self, job_id: str, **values: Any) -> NativeJob:
         """Change a job's other columns; its state moves only through `transition()`."""
         assert "state" not in values, "a native job's state changes through transition()"
-        values.setdefault("updated_at", time.time())
-        async with self.store._write() as conn:
+        values.setdefault("updated_at", self.db.clock.now())
+        async with self.db.write() as conn:
             row = (await conn.execute(update(native_jobs).where(native_jobs.c.id == job_id).values(**values)
                                       .returning(*native_jobs.c))).one()
         return _job(row)
@@ -186,8 +188,8 @@ class NativeJobs:
         """Move `job` from the state it was read in to `target` (with other columns), compare-and-set: raises
         StaleTransition when someone else (another process running the same batch) moved it first."""
         check(job.state, target)
-        values.setdefault("updated_at", time.time())
-        async with self.store._write() as conn:
+        values.setdefault("updated_at", self.db.clock.now())
+        async with self.db.write() as conn:
             row = (await conn.execute(update(native_jobs).where(and_(
                 native_jobs.c.id == job.id, native_jobs.c.state == job.state.value)).values(
                 state=target.value, **values).returning(*native_jobs.c))).first()
@@ -202,9 +204,9 @@ class NativeJobs:
         do when their lines settle."""
         moved = counts != job.request_counts or status != job.provider_status
         queued = False
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(update(native_jobs).where(native_jobs.c.id == job.id).values(
-                provider_status=status, request_counts=counts, last_polled_at=now, updated_at=time.time()))
+                provider_status=status, request_counts=counts, last_polled_at=now, updated_at=self.db.clock.now()))
             if not moved:
                 return
             row = (await conn.execute(select(batches).where(batches.c.id == job.batch_id))).first()
@@ -218,17 +220,17 @@ class NativeJobs:
             before = record.counts.with_running({**running, job.id: job.request_counts or {}}.values())
             bucket = progress_crossed(before, record.counts.with_running(running.values()))
             if bucket is not None:
-                queued = await outbox.queue(conn, record, "batch.progress", delivery_key("batch.progress", bucket),
-                                            now, self.store.webhook_max_attempts)
-        self.store._emit(record, queued)
+                queued = await self.outbox.queue(conn, record, "batch.progress",
+                                                 delivery_key("batch.progress", bucket), now)
+        self.db.emit(record, queued)
 
     async def attach(self, job: NativeJob, native_batch_id: str, status: str | None,
                      counts: dict[str, int] | None) -> NativeJob:
         """Persist the provider's batch id (and the batch's first one on the batch row) in one transaction: the
         job moves from creating to running, compare-and-set (StaleTransition when another process moved it)."""
         check(job.state, NativeJobState.RUNNING)
-        now = time.time()
-        async with self.store._write() as conn:
+        now = self.db.clock.now()
+        async with self.db.write() as conn:
             row = (await conn.execute(update(native_jobs).where(and_(
                 native_jobs.c.id == job.id, native_jobs.c.state == job.state.value)).values(
                 native_batch_id=native_batch_id, state=NativeJobState.RUNNING.value, provider_status=status,
@@ -244,7 +246,7 @@ class NativeJobs:
         """Provider batch ids some job already owns (reconciling must never adopt another job's batch)."""
         query = select(native_jobs.c.native_batch_id).where(and_(native_jobs.c.provider == provider,
                                                                  native_jobs.c.native_batch_id.is_not(None)))
-        async with self.store.engine.connect() as conn:
+        async with self.db.read() as conn:
             return {r[0] for r in (await conn.execute(query)).all()}
 
     async def held_items(self, job: NativeJob, page: int = 1000,
@@ -259,7 +261,7 @@ class NativeJobs:
             query = (select(*columns).where(and_(items.c.batch_id == job.batch_id, items.c.lease_owner == job.owner,
                                                  items.c.status == ITEM_LEASED, items.c.line > after))
                      .order_by(items.c.line).limit(page))
-            async with self.store.engine.connect() as conn:
+            async with self.db.read() as conn:
                 rows = (await conn.execute(query)).all()
             if not rows:
                 return
@@ -279,5 +281,5 @@ class NativeJobs:
     async def held_count(self, job: NativeJob) -> int:
         query = select(func.count()).select_from(items).where(and_(
             items.c.batch_id == job.batch_id, items.c.lease_owner == job.owner, items.c.status == ITEM_LEASED))
-        async with self.store.engine.connect() as conn:
+        async with self.db.read() as conn:
             return int(await conn.scalar(query) or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -110,3 +111,11 @@ def batch_record(row: Any) -> BatchRecord:
 def item_record(row: Any) -> ItemRecord:
     """From a row of the lease statements' RETURNING (their column order; read on every lease, so positional)."""
     return ItemRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+def snapshot_of(record: BatchRecord) -> dict[str, Any]:
+    """A batch record as plain JSON values (the webhook event's snapshot, the fan-out message): batch_record()
+    reads it back."""
+    data = dataclasses.asdict(record)
+    data["status"] = record.status.value
+    return data

@@ -61,7 +61,7 @@ files = Table(
     Column("purpose", String(32), nullable=False),
     Column("bytes", BigInteger, nullable=False),
     # "processed"; or FILE_DELETED: deleted by its owner (invisible to the API) while an unfinished batch still
-    # reads it — the row and its blob go when the last such batch is terminal (Store.purgeable_files).
+    # reads it — the row and its blob go when the last such batch is terminal (Files.purgeable).
     Column("status", String(32), nullable=False),
     Column("blob_key", String(1024), nullable=False),
     Column("created_at", BigInteger, nullable=False),

@@ -31,12 +31,11 @@ from aistats_gateway.domain.urlguard import Target, UnsafeTarget, resolve_checke
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
+from aistats_gateway.storage.outbox import Event, Outbox
 from aistats_gateway.storage.records import BatchRecord
-from aistats_gateway.storage.store import Store
 from aistats_gateway.tasks import cancel_and_wait
 from aistats_gateway.webhooks import signer
 from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
-from aistats_gateway.webhooks.outbox import Event
 
 log = logging.getLogger(__name__)
 PREVIEW_CHARS = 500
@@ -71,7 +70,7 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 
 class Deliverer:
-    def __init__(self, cfg: WebhookConfig, store: Store, clock: Clock, render: Any, *, allow_local: bool,
+    def __init__(self, cfg: WebhookConfig, outbox: Outbox, clock: Clock, render: Any, *, allow_local: bool,
                  resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS,
                  metrics: Metrics | None = None, node_prefix: str = "local:", owner: str = "local:deliverer") -> None:
         self.node_prefix = node_prefix
@@ -79,7 +78,7 @@ class Deliverer:
         self.failpoints = failpoints
         self.metrics = metrics
         self.cfg = cfg
-        self.store = store
+        self.outbox = outbox
         self.clock = clock
         self.render = render  # async BatchRecord -> dict (the public batch object)
         self.allow_local = allow_local
@@ -97,7 +96,7 @@ class Deliverer:
 
     async def start(self) -> None:
         now = self.clock.now()
-        spread = await self.store.spread_overdue_events(
+        spread = await self.outbox.spread_overdue(
             now, self.cfg.restart_spread_seconds, [self._rng.random() for _ in range(64)], self.node_prefix,
             self.owner)
         if spread:
@@ -129,7 +128,7 @@ class Deliverer:
             return  # a finishing delivery wakes the loop
         now = self.clock.now()
         per_workspace = self.cfg.max_deliveries_per_workspace
-        rows = await self.store.due_event_candidates(
+        rows = await self.outbox.due_candidates(
             now, per_url=self.cfg.max_deliveries_per_target, per_workspace=2 * per_workspace, limit=200)
         candidates = [Candidate(event_id, ws, target_key(url)) for event_id, ws, url in rows]
         resting = self._rests.resting(now)
@@ -140,12 +139,12 @@ class Deliverer:
         for c in rest:
             postponed.setdefault(resting[c.key], []).append(c.id)
         for until, event_ids in postponed.items():
-            await self.store.postpone_events(event_ids, now, until)
+            await self.outbox.postpone(event_ids, now, until)
         if postponed:
             self._wake.set()  # a resting target's backlog leaves the due set a sample at a time: go on at once
         for c in start:
             lease = now + self.cfg.timeout_seconds * 3 + 30
-            event = await self.store.claim_event(c.id, now, lease, self.owner)
+            event = await self.outbox.claim(c.id, now, lease, self.owner)
             if event is None:
                 continue  # another process took it
             self.failpoints.hit("after_event_claimed")
@@ -219,7 +218,7 @@ class Deliverer:
         if not delivered and event.attempts < event.max_attempts:
             base = self.cfg.retry_schedule_seconds[event.attempts - 1]
             next_at = now + base * (1 + self.cfg.jitter_fraction * (2 * self._rng.random() - 1))
-        outcome = await self.store.record_attempt(
+        outcome = await self.outbox.record_attempt(
             event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=status,
             body_preview=preview, error=error, duration_ms=int((time.monotonic() - started) * 1000))
         if self.metrics is not None:

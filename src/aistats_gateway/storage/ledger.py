@@ -1,9 +1,14 @@
-"""Workspace credit and batch settlement: SQL on the caller's connection, inside its transaction.
+"""Workspace credit, holds and a batch's pricing lines: the `credits`, `credit_entries`, `batch_pricing` rows.
+
+The functions take the caller's connection and run inside its transaction; `Ledger` is the repository for
+what stands alone (an account's balance, a grant, a batch's pricing lines).
 
 A batch's hold is taken in the transaction that creates it; its settlement — charge the actual cost of
 its pricing lines, release the hold — runs in the transaction that gives it its terminal status. Since
 that status change is a compare-and-set, settlement happens exactly once whatever crashes around it.
 A workspace without a credits row (or with a NULL balance) is unlimited: nothing is held or refused.
+On PostgreSQL several API processes may hold or grant credit for one workspace at once, so a hold or a
+grant takes the workspace's credits row lock first (`lock_account`); SQLite has one writer.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway import ids
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.money import PricingLines, PricingRow, billing_reason, usd
 from aistats_gateway.errors import InsufficientFunds
-from aistats_gateway.pricing.calculator import PricingLines, PricingRow, usd
+from aistats_gateway.storage.database import Database
 from aistats_gateway.storage.schema import batch_pricing, credit_entries, credits
 
 
@@ -122,13 +128,41 @@ async def settle(conn: AsyncConnection, batch: Any, target: BatchStatus, now: fl
                                                       credits.c.balance_nanos.is_not(None)))
                            .values(balance_nanos=credits.c.balance_nanos - cost, updated_at=now))
         await _entry(conn, batch.workspace_id, batch.id, "charge", cost, now)
-    if not ran:
-        reason = target.value
-    elif cost == 0:
-        reason = "zero_cost"
-    elif batch.failed > 0 or target is not BatchStatus.COMPLETED:
-        reason = "charged_partial_success"
-    else:
-        reason = "charged"
+    reason = billing_reason(ran=ran, cost_nanos=cost, failed_lines=batch.failed, target=target)
     status = None if not batch.reservation_id else ("settled" if ran else "released")
     return {"cost_nanos": cost, "billing_reason": reason, "billed_at": int(now), "reservation_status": status}
+
+
+async def lock_account(conn: AsyncConnection, workspace_id: str) -> None:
+    """PostgreSQL: take the workspace's credits row lock, so the read-check-write of a hold or a grant cannot
+    over-commit when several processes do it at once (SQLite has one writer: nothing to lock)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(credits.c.workspace_id).where(credits.c.workspace_id == workspace_id)
+                           .with_for_update())
+
+
+class Ledger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def account(self, workspace_id: str) -> tuple[int | None, int]:
+        """(balance or None for unlimited, held)."""
+        async with self.db.read() as conn:
+            return await account(conn, workspace_id)
+
+    async def grant(self, workspace_id: str, amount_nanos: int | None, now: float) -> tuple[int | None, int]:
+        """Add credit (None: make the workspace unlimited); the account afterwards."""
+        async with self.db.write() as conn:
+            await lock_account(conn, workspace_id)
+            await grant(conn, workspace_id, amount_nanos, now)
+            return await account(conn, workspace_id)
+
+    async def pricing_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        """A batch's pricing lines in the wire shape."""
+        async with self.db.read() as conn:
+            return (await lines(conn, batch_id)).to_wire()
+
+    async def pricing_lines_of(self, batch_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """`pricing_lines` of a page of batches in one query."""
+        async with self.db.read() as conn:
+            return {b: p.to_wire() for b, p in (await lines_of(conn, batch_ids)).items()}

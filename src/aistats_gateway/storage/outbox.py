@@ -1,14 +1,14 @@
-"""The durable webhook outbox: SQL over the `webhook_events` and `webhook_attempts` tables.
+"""The durable webhook outbox: the `webhook_events` and `webhook_attempts` rows.
 
-`queue()` runs inside the caller's transaction (the status change or progress commit that causes the
-event), so an event exists if and only if its cause was committed. The deliverer claims due events
-with a compare-and-set on `next_attempt_at` (a lease), so two delivery loops never send the same
-attempt, and a crashed one's claim simply expires.
+`Outbox.queue()` takes the caller's connection and runs inside its transaction (the status change or
+progress commit that causes the event), so an event exists if and only if its cause was committed. The
+deliverer claims due events with a compare-and-set on `next_attempt_at` (a lease), so two delivery loops
+never send the same attempt, and a crashed one's claim simply expires. The delivery summary a batch
+object shows is read here too (`state`, `states`), in the shapes the AI Stats SDK declares.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +17,9 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway import ids
-from aistats_gateway.storage.records import BatchRecord, batch_record
+from aistats_gateway.domain.events import wants
+from aistats_gateway.storage.database import Database
+from aistats_gateway.storage.records import BatchRecord, batch_record, snapshot_of
 from aistats_gateway.storage.schema import webhook_attempts, webhook_events
 
 PENDING = "pending"
@@ -37,21 +39,11 @@ class Event:
     created_at: int
 
 
-def wants(record: BatchRecord, event_type: str) -> bool:
-    return bool(record.webhook) and event_type in (record.webhook or {}).get("events", [])
-
-
-def snapshot_of(record: BatchRecord) -> dict[str, Any]:
-    data = dataclasses.asdict(record)
-    data["status"] = record.status.value
-    return data
-
-
 async def queue(
     conn: AsyncConnection, record: BatchRecord, event_type: str, key: str, now: float, max_attempts: int
 ) -> bool:
     """Insert the event if the batch's webhook wants it; True if one was queued."""
-    if not wants(record, event_type):
+    if not wants(record.webhook, event_type):
         return False
     await conn.execute(
         insert(webhook_events).values(
@@ -242,3 +234,49 @@ def summarize(events: Sequence[Any], attempts: Sequence[Any]) -> dict[str, Any]:
         for a in (row._mapping for row in attempts)
     ]
     return {"delivery": summary, "attempts": recent}
+
+
+class Outbox:
+    """The outbox repository; `max_attempts` is what each event queued from now on may use."""
+
+    def __init__(self, db: Database, max_attempts: int = 4) -> None:
+        self.db = db
+        self.max_attempts = max_attempts
+
+    async def queue(self, conn: AsyncConnection, record: BatchRecord, event_type: str, key: str, now: float) -> bool:
+        """Queue an event in the caller's transaction (`conn`); True if the batch's webhook wanted it."""
+        return await queue(conn, record, event_type, key, now, self.max_attempts)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        async with self.db.read() as conn:
+            return await due(conn, now, limit)
+
+    async def due_candidates(self, now: float, *, per_url: int, per_workspace: int,
+                             limit: int) -> list[tuple[str, str, str]]:
+        async with self.db.read() as conn:
+            return await due_candidates(conn, now, per_url=per_url, per_workspace=per_workspace, limit=limit)
+
+    async def postpone(self, event_ids: list[str], now: float, until: float) -> int:
+        async with self.db.write() as conn:
+            return await postpone(conn, event_ids, now, until)
+
+    async def claim(self, event_id: str, now: float, lease_until: float, owner: str) -> Event | None:
+        async with self.db.write() as conn:
+            return await claim(conn, event_id, now, lease_until, owner)
+
+    async def record_attempt(self, event: Event, **kwargs: Any) -> str:
+        async with self.db.write() as conn:
+            return await record_attempt(conn, event, **kwargs)
+
+    async def spread_overdue(self, now: float, spread: float, jitter: list[float], node_prefix: str,
+                             me: str) -> int:
+        async with self.db.write() as conn:
+            return await spread_overdue(conn, now, spread, jitter, node_prefix, me)
+
+    async def state(self, batch_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return await state(conn, batch_id)
+
+    async def states(self, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
+        async with self.db.read() as conn:
+            return await states(conn, batch_ids)
