@@ -99,7 +99,7 @@ def test_submit_wait_survives_a_gateway_restart(tmp_path: Path) -> None:
         assert time.monotonic() - back < 10
     finally:
         child.terminate(force=True)
-        if batch_id:
+        if batch_id and gw.proc.poll() is None:
             with gw.client() as client:
                 client.post(f"/batches/{batch_id}/cancel")
         gw.stop()

@@ -28,10 +28,9 @@ async def metrics(request: Request) -> Response:
 async def index(request: Request) -> JSONResponse:
     """`GET /v1`, unauthenticated like /health: the base URL pasted into a browser or curl says what it is
     and where to go (the dashboard, the docs), instead of a 404. The endpoints are read from the app's
-    routes, so the list cannot drift from what is served."""
+    OpenAPI document (built once, then cached by FastAPI), so the list cannot drift from what is served."""
     base = base_url(request).rstrip("/")
-    paths = sorted({path for route in request.app.routes
-                    if (path := str(getattr(route, "path", ""))).startswith("/v1/")})
+    paths = sorted(path for path in request.app.openapi().get("paths", {}) if path.startswith("/v1/"))
     return JSONResponse({
         "object": "gateway", "name": "AI Stats Gateway", "version": __version__, "api": f"{base}/v1",
         "dashboard": f"{base}/ui/", "docs": f"{base}/docs", "health": f"{base}/v1/health",
