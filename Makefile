@@ -8,9 +8,12 @@ BIN := $(VENV)/bin
 
 # Two stamps: serving needs only the runtime dependencies (a first `make serve` is quick); the dev extras
 # (pytest, Playwright, moto, mypy, ...) are installed by the targets that need them, on top.
+# A current pip first: the one a new venv bundles spends most of a minute of CPU matching index links;
+# --no-compile: Python compiles what the gateway imports on first use, not every module of every package.
 $(VENV)/.installed-serve: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-serve
