@@ -156,7 +156,8 @@ def test_show_writes_the_batch_to_stdout_with_cost_time_and_tokens(gw: Gateway, 
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert f"{batch_id} completed" in text and "3 completed, 0 failed of 3" in text
-    assert re.search(r"created \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", text) and re.search(r"took \d+:\d\d:\d\d", text)
+    # one line each, unwrapped, even in a file: `show ID > f`
+    assert re.search(r"created \d{4}-\d\d-\d\d \d\d:\d\d:\d\d · started [^\n]* · took \d+:\d\d:\d\d", text), text
     assert re.search(r"tokens \d+ in · \d+ out · \d+ total", text) and re.search(r"cost \$\d", text)
     assert "session show-me" in text and "team=[ml]" in text  # user text printed as written, not as markup
 

@@ -32,7 +32,7 @@ from aistats_gateway.cli.live import progress_view
 
 app = typer.Typer(help="Work with batches on a gateway (through the SDK).", no_args_is_help=True)
 console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # no wrapping at 80 columns in a file (`show ID > f`)
 T = TypeVar("T")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 DEFAULT_BASE_URL = "http://127.0.0.1:8787/v1"
