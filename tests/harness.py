@@ -98,11 +98,13 @@ class Gateway(Proc):
 
 
 class Upstream(Proc):
-    def __init__(self, log: Path, *, latency_ms: float = 0, rpm: int = 0) -> None:
+    def __init__(self, log: Path, *, latency_ms: float = 0, rpm: int = 0, models: tuple[str, ...] | None = None
+                 ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        listed = ["--models", ",".join(models)] if models is not None else []
         super().__init__([sys.executable, "-m", "aistats_gateway.testing.upstream", "--port", str(self.port),
-                          "--latency-ms", str(latency_ms), "--rpm", str(rpm)],
+                          "--latency-ms", str(latency_ms), "--rpm", str(rpm), *listed],
                          dict(os.environ), log, f"http://127.0.0.1:{self.port}/_stats")
 
     def ledger(self) -> dict[str, int]:
@@ -117,7 +119,8 @@ class Upstream(Proc):
 
 
 def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
-                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired")) -> dict[str, Any]:
+                   until: tuple[str, ...] = ("completed", "failed", "cancelled", "expired"),
+                   every: float = 0.05) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         batch: dict[str, Any] = client.get(f"/batches/{batch_id}").json()
@@ -125,7 +128,7 @@ def wait_for_batch(client: httpx.Client, batch_id: str, timeout: float = 60.0,
             return batch
         if time.monotonic() > deadline:
             raise AssertionError(f"batch {batch_id} still {batch['status']} after {timeout}s: {batch}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def chat_line(custom_id: str, text: str, model: str = "mock/echo", **extra: Any) -> dict[str, Any]:

@@ -22,12 +22,14 @@ from fastapi import APIRouter, FastAPI, Request
 
 from aistats_gateway import __version__, banner, ids
 from aistats_gateway.api import batches as batch_routes
+from aistats_gateway.api import catalog as catalog_routes
 from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
 from aistats_gateway.api.auth import Authenticator
+from aistats_gateway.api.limits import BodyTimeoutMiddleware, UploadSlots
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
@@ -48,6 +50,7 @@ from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
+from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.retention import RetentionSweeper
@@ -76,11 +79,13 @@ class Gateway:
     pricer: Pricer
     metrics: Metrics
     generated_key: str | None
+    uploads: UploadSlots  # uploads streaming at once (limits.max_concurrent_uploads)
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
+    upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
 
 
 def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
@@ -111,7 +116,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts)
     generated = await ensure_default_keys(store, settings.api_key) if serve_api else None
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics.max_model_labels)
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
         if record.status.terminal:  # only a terminal transition publishes a terminal record
@@ -168,7 +173,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store), bus, deliverer,
-                 pricer, metrics, generated, redis=redis_client, fanout=fanout, permits=permits,
+                 pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
+                 redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
@@ -222,12 +228,24 @@ def build_app(settings: Settings, clock: Clock | None = None, *, print_key: bool
         finally:
             await close_gateway(gw)
 
+    # No redirect of `/v1/files/` to `/v1/files`: Starlette built that 307's Location from the Host header, before
+    # authentication (`Location: http://evil.example/...`); a trailing slash is a 404 that says so.
     app = FastAPI(title="AI Stats Gateway", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs", openapi_url="/openapi.json", redirect_slashes=False)
     api_errors.install(app)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.limits.body_timeout_seconds)
     app.add_middleware(api_errors.NulGuardMiddleware)
     app.add_middleware(api_errors.RequestIdMiddleware)  # added last: runs first, so the guard's 400 has an id
-    for module in (meta_routes, file_routes, batch_routes, stream_routes, usage_routes):
+    app.include_router(meta_routes.router)
+    # Order matters: Starlette serves the first route that matches. The files API under /v1/batches/files and
+    # the literal segments (models, capabilities) come before the batch router's /{batch_id} routes.
+    for prefix in file_routes.PREFIXES:
+        app.include_router(file_routes.router, prefix=prefix)
+    for prefix in batch_routes.PREFIXES:
+        app.include_router(catalog_routes.router, prefix=prefix)
+    for prefix in batch_routes.PREFIXES:
+        app.include_router(batch_routes.router, prefix=prefix)
+    for module in (stream_routes, usage_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
     app.include_router(build_ui_router())  # the dashboard at /ui/

@@ -19,6 +19,7 @@ Environment variables (documented in the README):
     AISTATS_LEASE_SECONDS how long an item lease lasts without a heartbeat (executor.lease_seconds)
     AISTATS_PUBLIC_URL    base URL used in polling/cancel/websocket URLs (default: from the request)
     AISTATS_CONCURRENCY   executor concurrency (default 64)
+    AISTATS_METRICS_TOKEN bearer token `GET /metrics` requires (metrics.token; unset: unauthenticated)
     AISTATS_NODE_ID       this process's lease-owner prefix (default "local")
     AISTATS_FAILPOINTS    crash points for durability tests (never in production)
     OPENAI_API_KEY, OPENAI_BASE_URL   enable the `openai` provider (any OpenAI-compatible upstream)
@@ -45,6 +46,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aistats_gateway import config_file
+from aistats_gateway.metrics import DEFAULT_MODEL_LABELS
 
 
 class ConfigError(ValueError):
@@ -123,6 +125,9 @@ class ExecutorConfig(Section):
     max_lane_concurrency: int = Field(1024, ge=1, le=100_000)
     # Batches validated at once by this process; the others wait their turn, taken across workspaces in turn.
     validation_concurrency: int = Field(4, ge=1, le=256)
+    # A lane (provider, upstream model) with nothing queued or in flight for this long is retired: any model name
+    # may come through a provider with models = ["*"], and each lane holds memory and a task until it goes.
+    lane_idle_seconds: float = Field(60.0, gt=0)
 
 
 class S3Config(Section):
@@ -146,6 +151,14 @@ class LimitsConfig(Section):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1)
     max_batch_lines: int = Field(50_000, ge=1)
     max_validation_errors: int = Field(100, ge=1)
+    # What one connection may cost before it is refused (http_guard.py, api/limits.py): a request line plus
+    # headers at most this big (431), delivered within this long of the connection or request starting (408);
+    # a request body that sends nothing for body_timeout_seconds is abandoned (408, a partial upload removed).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(20.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # Uploads (POST /v1/files) streaming at once in this process; more answer 503 with Retry-After.
+    max_concurrent_uploads: int = Field(16, ge=1)
 
 
 class WebhookConfig(Section):
@@ -203,6 +216,13 @@ class RetentionConfig(Section):
     sweep_seconds: float = Field(60.0, gt=0)
 
 
+class MetricsConfig(Section):
+    """`GET /metrics`: the label bound (see metrics.py) and an optional bearer token (AISTATS_METRICS_TOKEN)."""
+
+    max_model_labels: int = Field(DEFAULT_MODEL_LABELS, ge=1, le=100_000)  # models (and lanes) labelled as themselves
+    token: str | None = Field(None, min_length=16)  # set: scrapes must send `Authorization: Bearer <token>`
+
+
 class MockConfig(Section):
     slow_latency_ms: int = Field(250, ge=0)
 
@@ -227,6 +247,7 @@ class Settings(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     native: NativeConfig = Field(default_factory=NativeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
@@ -294,6 +315,7 @@ class Settings(Section):
             ("AISTATS_S3_ACCESS_KEY_ID", "s3", "access_key_id"),
             ("AISTATS_S3_SECRET_ACCESS_KEY", "s3", "secret_access_key"),
             ("AISTATS_REDIS_PREFIX", "redis", "key_prefix"),
+            ("AISTATS_METRICS_TOKEN", "metrics", "token"),
         ):
             if env.get(var):
                 raw.setdefault(section, {})[key] = env[var]

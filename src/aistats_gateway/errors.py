@@ -7,11 +7,14 @@
     ├── PermissionDenied               (permission_error, 403)
     ├── NotFound                       (not_found_error, 404)
     ├── MethodNotAllowed               (invalid_request_error, 405)
+    ├── RequestTimeout                 (invalid_request_error, 408)
     ├── Conflict                       (conflict_error, 409)
     ├── PayloadTooLarge                (payload_too_large, 413)
     ├── UpgradeRequired                (invalid_request_error, 426)
     ├── RateLimited                    (rate_limit_error, 429)
-    └── ServiceUnavailable             (server_error, 503)
+    ├── HeaderTooLarge                 (invalid_request_error, 431)
+    ├── ServiceUnavailable             (server_error, 503)
+    └── InsufficientStorage            (server_error, 507)
 
 Services raise these; the API layer renders them as the envelope of API.md. Nothing here does I/O.
 A bad input must never surface as a bare 500, so anything a user can get wrong has a subclass
@@ -41,12 +44,14 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
         self.extra = extra or {}
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
     def body(self, request_id: str | None) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -101,6 +106,12 @@ class UpgradeRequired(GatewayError):
     default_code = "websocket_upgrade_required"
 
 
+class RequestTimeout(GatewayError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class Conflict(GatewayError):
     status_code = 409
     error_type = "conflict_error"
@@ -119,10 +130,22 @@ class RateLimited(GatewayError):
     default_code = "rate_limited"
 
 
+class HeaderTooLarge(GatewayError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    default_code = "request_header_too_large"
+
+
 class ServiceUnavailable(GatewayError):
     status_code = 503
     error_type = "server_error"
     default_code = "service_unavailable"
+
+
+class InsufficientStorage(GatewayError):
+    status_code = 507
+    error_type = "server_error"
+    default_code = "insufficient_storage"
 
 
 class StaleTransition(Exception):

@@ -165,6 +165,52 @@ def chat_line(custom_id: str, text: str, model: str) -> dict[str, Any]:
             "body": {"model": model, "messages": [{"role": "user", "content": text}]}}
 
 
+def generated_operations(client: Any, report: dict[str, Any], text: str, timeout: float) -> None:
+    """Call each batch/file operation the SDK generates (phaseo 3.x; ai-stats 2.x has none of the aliases) and
+    record its answer under report["ops"][operation name] (upload_file and list_batches cover uploadFile and
+    listBatches, whose calls other tests count). A step needing an id from an earlier one is skipped
+    when that one failed (the test then names the first failure)."""
+    ops = importlib.import_module("gen.operations")
+    if not hasattr(ops, "listBatchCapabilities"):
+        return
+    raw = client.raw_client if hasattr(client, "raw_client") else client._client
+    out: dict[str, Any] = {}
+    report["ops"] = out
+
+    def call(name: str, **kwargs: Any) -> Any:
+        return step(out, name, lambda: getattr(ops, name)(raw, **kwargs))
+
+    upload = {"purpose": "batch", "file": text}
+    f1 = call("uploadBatchFile", body=upload)
+    f2 = call("uploadBatchFileAlias", body=upload)
+    for name in ("listBatchFiles", "listBatchFilesAlias", "listFiles", "listBatchCapabilities",
+                 "listBatchCapabilitiesAlias", "listBatchModels", "listBatchModelsAlias", "listBatchesAlias"):
+        call(name)
+    call("listBatchModels", query={"params": ["endpoint", "completion_window"]})
+    if isinstance(f1, dict) and isinstance(f2, dict):
+        for name, file_id in (("retrieveBatchFile", f1["id"]), ("retrieveBatchFileAlias", f2["id"]),
+                              ("retrieveBatchFileContent", f1["id"]), ("retrieveBatchFileContentAlias", f2["id"]),
+                              ("retrieveFile", f1["id"]), ("retrieveFileContent", f2["id"])):
+            call(name, path={"file_id": file_id})
+        b1 = call("createBatch", body={"input_file_id": f1["id"], "endpoint": "/v1/chat/completions"})
+        b2 = call("createBatchAlias", body={"input_file_id": f2["id"], "endpoint": "/v1/chat/completions"})
+        if isinstance(b1, dict) and isinstance(b2, dict):
+            poll(client, b1["id"], timeout)
+            poll(client, b2["id"], timeout)
+            call("retrieveBatch", path={"batch_id": b1["id"]})
+            call("retrieveBatchAlias", path={"id": b2["id"]})
+            call("listBatchRequests", path={"batch_id": b1["id"]})
+            call("listBatchRequestsAlias", path={"id": b2["id"]})
+            call("retrieveBatchResults", path={"batch_id": b1["id"]})
+            call("retrieveBatchResultsAlias", path={"id": b2["id"]})
+    slow = step(out, "createBatchAlias_inline", lambda: ops.createBatchAlias(raw, body={
+        "endpoint": "/v1/chat/completions",
+        "requests": [chat_line(f"ops-slow-{i}", "slow", "mock/slow") for i in range(50)]}))
+    if isinstance(slow, dict):
+        call("cancelBatchAlias", path={"id": slow["id"]})
+        call("cancelBatch", path={"batch_id": slow["id"]})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sdk", choices=sorted(SDKS), required=True)
@@ -258,7 +304,10 @@ def main() -> int:
     step(report, "get_file_missing", lambda: client.get_file("file-doesnotexist"))
     step(report, "get_file_content_missing", lambda: client.get_file_content("file-doesnotexist"))
 
-    # 6. verify_async_webhook_signature on the cases the test built (module-level and re-exported).
+    # 6. phaseo 3.x: every batch and file operation of its generated client (gen.operations), aliases included.
+    generated_operations(client, report, echo_jsonl, args.timeout)
+
+    # 7. verify_async_webhook_signature on the cases the test built (module-level and re-exported).
     # stdin is read only now, so the test can start this driver before it has collected the gateway's
     # webhook deliveries that the cases include.
     cases = json.loads(sys.stdin.read() or "{}")

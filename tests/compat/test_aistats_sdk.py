@@ -627,3 +627,50 @@ def test_verify_webhook_signature_on_gateway_deliveries(report: dict[str, Any], 
     results = report["webhook_verify"]
     expected = {k: v for k, v in run["expected_webhooks"].items() if k.startswith("delivery_")}
     assert {k: results.get(k) for k in expected} == expected
+
+
+PHASEO_OPERATIONS = (
+    "uploadBatchFile", "uploadBatchFileAlias", "listBatchFiles", "listBatchFilesAlias", "listFiles",
+    "listBatchCapabilities", "listBatchCapabilitiesAlias", "listBatchModels", "listBatchModelsAlias",
+    "listBatchesAlias",
+    "retrieveBatchFile", "retrieveBatchFileAlias", "retrieveBatchFileContent",
+    "retrieveBatchFileContentAlias", "retrieveFile", "retrieveFileContent", "createBatch", "createBatchAlias",
+    "retrieveBatch", "retrieveBatchAlias", "listBatchRequests", "listBatchRequestsAlias", "retrieveBatchResults",
+    "retrieveBatchResultsAlias", "createBatchAlias_inline", "cancelBatchAlias", "cancelBatch",
+)
+
+
+def test_phaseo_generated_batch_and_file_operations(run: dict[str, Any]) -> None:
+    """phaseo 3.x: every batch and file operation its generated client has (the /v1/batch… aliases and
+    /v1/batches/files… included) answers 2xx, in the shapes its types declare (issue 16, item 1)."""
+    report = run["reports"]["phaseo"]
+    ops = report.get("ops")
+    assert ops is not None, "phaseo 3.x has gen.operations.listBatchCapabilities"
+    failed = {name: ops.get(name) for name in PHASEO_OPERATIONS
+              if not isinstance(ops.get(name), (dict, str)) or (isinstance(ops[name], dict)
+                                                                 and set(ops[name]) == {"error"})}
+    assert not failed, json.dumps(failed, indent=1)[:4000]
+    text = report["echo_input_text"]
+    for name in ("uploadBatchFile", "uploadBatchFileAlias", "retrieveBatchFile", "retrieveBatchFileAlias"):
+        assert ops[name]["object"] == "file" and ops[name]["bytes"] == len(text.encode()), ops[name]
+    for name in ("retrieveBatchFileContent", "retrieveBatchFileContentAlias", "retrieveFileContent"):
+        assert ops[name] == text, name  # the generated client hands non-JSON bodies back as text
+    for name in ("listBatchCapabilities", "listBatchCapabilitiesAlias"):
+        assert [c["id"] for c in ops[name]["data"]] == ["mock"] and ops[name]["object"] == "list"
+    for name in ("listBatchModels", "listBatchModelsAlias"):
+        assert {"mock/echo", "mock/slow"} <= {m["model"] for m in ops[name]["data"]}
+    for name in ("createBatch", "createBatchAlias", "retrieveBatch", "retrieveBatchAlias"):
+        assert BATCH_ID.match(ops[name]["id"]) and ops[name]["object"] == "batch", ops[name]
+    assert ops["retrieveBatchAlias"]["status"] == "completed"
+    assert ops["retrieveBatchAlias"]["results_url"].endswith(f"/v1/batches/{ops['createBatchAlias']['id']}/results")
+    for name in ("retrieveBatchResults", "retrieveBatchResultsAlias"):
+        lines = [json.loads(line) for line in ops[name].splitlines() if line.strip()]
+        assert Counter(line["custom_id"] for line in lines) == Counter(report["echo_custom_ids"]), name
+    for name in ("listBatchRequests", "listBatchRequestsAlias"):
+        assert ops[name]["object"] == "list" and ops[name]["data"], name
+    for name in ("cancelBatchAlias", "cancelBatch"):
+        assert ops[name]["status"] in ("cancelling", "cancelled"), ops[name]
+    paths = {c["path"] for c in report["calls"]}
+    assert {"/v1/batch", "/v1/batch/files", "/v1/batches/files", "/v1/batch/models",
+            "/v1/batches/capabilities"} <= paths
+    assert all(c["status"] < 400 for c in report["calls"] if c["path"].startswith(("/v1/batch/", "/v1/batches/files")))

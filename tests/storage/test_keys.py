@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aistats_gateway.api.auth import DEFAULT_WORKSPACE, hash_key, key_prefix
+from aistats_gateway.domain.keys import DEFAULT_WORKSPACE, hash_key, key_prefix
 from aistats_gateway.services.keys import create_key, ensure_default_keys, listing, revoke
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.store import Store, create_engine

@@ -165,6 +165,24 @@ def test_usage_is_priced_once_even_when_a_group_is_applied_twice(db_url: str) ->
     run(db_url, body)
 
 
+def test_usage_details_are_counted_once_even_when_a_group_is_applied_twice(db_url: str) -> None:
+    """cached_tokens / reasoning_tokens (migration 0010) are summed over the settlements actually applied."""
+
+    async def body(store: Store) -> None:
+        await seed(store, lines=4)
+        leased = await store.lease_items("batch_1", "boot", 4, 100.0)
+        first = [Settlement("batch_1", i.line, True, b"{}", 1, 10, 4, (), 3, 2) for i in leased[:2]]
+        rec = (await store.settle(first, 1.0))["batch_1"]
+        assert (rec.cached_tokens, rec.reasoning_tokens) == (6, 4)
+        again = first + [Settlement("batch_1", i.line, True, b"{}", 1, 10, 4, (), 5, 0) for i in leased[2:]]
+        rec = (await store.settle(again, 2.0))["batch_1"]
+        assert (rec.completed, rec.cached_tokens, rec.reasoning_tokens) == (4, 16, 4)
+        stored = await store.get_batch("batch_1")
+        assert stored is not None and (stored.cached_tokens, stored.reasoning_tokens) == (16, 4)
+
+    run(db_url, body)
+
+
 def test_items_point_into_their_input_file_and_older_rows_keep_their_bodies(db_url: str) -> None:
     async def body(store: Store) -> None:
         await seed(store, lines=2)  # rows written with a body, as before migration 0007

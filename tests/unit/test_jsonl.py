@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -238,3 +240,44 @@ def test_errors_quote_long_values_short() -> None:
     v = run([line("a", url="/v1/" + "x" * 1_000_000), line("b", method="x" * 1_000_000)])
     assert [e.code for e in v.errors] == ["url_mismatch", "invalid_method"]
     assert all(len(e.message) < 400 for e in v.errors)
+
+
+# ------------------------------------------------------------------ one very long line (issue #14, item 10)
+def _long_line(megabytes: int) -> bytes:
+    filler = b"x" * (megabytes << 20)
+    return b'{"custom_id": "long", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "mock/echo", ' \
+           b'"messages": [{"role": "user", "content": "' + filler + b'"}]}}'
+
+
+def _validate_cpu(data: bytes, chunk: int = 256 * 1024) -> tuple[float, list[tuple[int, int, int]]]:
+    """CPU seconds to split and validate `data` fed in the blob store's read size, and (line, offset, length)."""
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    validator = LineValidator(endpoint=ENDPOINT, route=route)
+    splitter = LineSplitter()
+    seen: list[tuple[int, int, int]] = []
+    started = time.process_time()
+    for piece in chunks:
+        for n, offset, raw in splitter.feed_at(piece):
+            validator.feed(n, raw)
+            seen.append((n, offset, len(raw)))
+    for n, offset, raw in splitter.finish_at():
+        validator.feed(n, raw)
+        seen.append((n, offset, len(raw)))
+    cpu = time.process_time() - started
+    assert validator.finish() == [] and validator.accepted == len(seen)
+    return cpu, seen
+
+
+def test_validating_one_very_long_line_is_linear_in_its_length() -> None:
+    """The splitter joined its pending line with every chunk, so a line of n chunks cost n²/2 chunk copies:
+    25 / 100 MB lines took 1.5 / 22 s. A ratio, not a time: 4x the length must cost about 4x (linear), well
+    under the 16x of quadratic, whatever the machine's speed."""
+    costs = {}
+    for megabytes in (25, 100):
+        long = _long_line(megabytes)
+        data = line("a") + b"\n" + long + b"\n" + line("b")
+        cpu, seen = min(_validate_cpu(data) for _ in range(2))
+        assert seen == [(1, 0, len(line("a"))), (2, len(line("a")) + 1, len(long)),
+                        (3, len(data) - len(line("b")), len(line("b")))]
+        costs[megabytes] = cpu
+    assert costs[100] < 8 * max(costs[25], 0.005), costs

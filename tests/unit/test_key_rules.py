@@ -3,8 +3,8 @@ re-checks its key."""
 
 from __future__ import annotations
 
-from aistats_gateway.api.auth import hash_key, key_prefix, new_key
 from aistats_gateway.api.stream import AUTH_RECHECK_SECONDS, wait_seconds
+from aistats_gateway.domain.keys import hash_key, key_prefix, new_key
 from aistats_gateway.services.keys import key_lookup, masked
 
 

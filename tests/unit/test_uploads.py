@@ -3,25 +3,76 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from aistats_gateway.api.uploads import json_upload_content, read_multipart
+from aistats_gateway.api.json_upload import read_json_upload
+from aistats_gateway.api.uploads import read_multipart
 from aistats_gateway.errors import InvalidRequest
 from aistats_gateway.services.files import check_purpose
 
 
+def _read_json(raw: bytes, step: int = 7) -> tuple[dict[str, Any], bool, bytes]:
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(0, len(raw), step):
+            yield raw[i:i + step]
+
+    sink = _Sink()
+    upload = asyncio.run(read_json_upload(stream(), sink, 10**9))  # type: ignore[arg-type]
+    return upload.fields, upload.saw_file, sink.data
+
+
 @pytest.mark.parametrize(("body", "code"), [
-    ({}, "missing_required_parameter"), ({"file": None}, "missing_required_parameter"), ({"file": 1}, "invalid_type"),
-    ({"file": ["{}"]}, "invalid_type"), ({"file": "data:x;base64,@@"}, "invalid_file"),
-    ({"file": "data:no-comma"}, "invalid_file"),
+    ({"file": None}, "missing_required_parameter"), ({"file": 1}, "invalid_type"),
+    ({"file": ["{}"]}, "invalid_type"), ({"file": "data:x;base64,@@@@"}, "invalid_file"),
+    ({"file": "data:x;base64,QQ"}, "invalid_file"), ({"file": "data:x;base64,QQ==QUI="}, "invalid_file"),
+    ({"file": "data:no-comma"}, "invalid_file"), ({"file": "x", "purpose": "batch", "filename": "y"} | {}, None),
 ])
-def test_json_upload_file_errors_say_what_is_wrong(body: dict[str, object], code: str) -> None:
+def test_json_upload_file_errors_say_what_is_wrong(body: dict[str, object], code: str | None) -> None:
+    if code is None:
+        assert _read_json(json.dumps(body).encode())[1:] == (True, b"x")
+        return
     with pytest.raises(InvalidRequest) as err:
-        json_upload_content(body)
+        _read_json(json.dumps(body).encode())
     assert (err.value.code, err.value.param) == (code, "file")
+
+
+TEXT = '{"custom_id": "a\\"b\\\\", "x": "é€😀\\u0000\\n\\t/"}\n' * 5
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 11, 64, 1 << 20])
+def test_the_json_form_decodes_every_escape_however_the_body_is_cut(step: int) -> None:
+    """Escapes, surrogate pairs and UTF-8 sequences split across chunks at every position decode exactly."""
+    from urllib.parse import quote
+
+    for ascii_only in (True, False):
+        body = {"purpose": "batch", "file": TEXT, "expires_after": {"anchor": "created_at", "seconds": 3600}}
+        fields, saw_file, data = _read_json(json.dumps(body, ensure_ascii=ascii_only).encode(), step)
+        assert (data.decode(), saw_file, fields) == (TEXT, True, {"purpose": "batch", "expires_after": {
+            "anchor": "created_at", "seconds": 3600}})
+    for url in ("data:application/jsonl;base64," + base64.b64encode(TEXT.encode()).decode(),
+                "data:text/plain," + quote(TEXT)):
+        assert _read_json(json.dumps({"file": url}).encode(), step)[2] == TEXT.encode()
+    assert _read_json(b'{"file": "\\ud83d\\ude00\\u00e9"}', step)[2] == "😀é".encode()
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b"", "empty"), (b"{", "cut short"), (b"[]", "got an array"), (b"null", "got null"),
+    (b'{"file": "\\ud800"}', "invalid escape '\\ud800'"), (b'{"file": "\\udc00x"}', "invalid escape"),
+    (b'{"file": "a\nb"}', "raw control character (byte 0x0a)"), (b'{"file": "\\x41"}', "invalid escape '\\x41"),
+    (b'{"file": "\xff"}', "not valid UTF-8"), (b'{"file": "ab"} x', "after the JSON object at byte 15"),
+    (b'{"file": "ab",}', "member name in double quotes at byte 14"), (b'{"a": 1 "b": 2}', "',' or '}' at byte 8"),
+    (b'{"file": "ab"', "cut short"), (b'{"file": "a", "file": "b"}', "appears twice"),
+    (b'{"a": tru}', "'a' (at byte 6) is not valid JSON"), (b'{"a": "' + b"x" * 70_000 + b'", "file": ""}', "longer"),
+])
+def test_bad_json_forms_say_what_is_wrong_and_where(raw: bytes, says: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        _read_json(raw, 3)
+    assert err.value.status_code == 400 and says in err.value.message, err.value.message
 
 
 @pytest.mark.parametrize(("purpose", "code"), [(None, "missing_required_parameter"), ("", "missing_required_parameter"),

@@ -3,8 +3,8 @@ slot, free slots go to workspaces in turn, and a target that keeps timing out re
 
 from __future__ import annotations
 
+from aistats_gateway.domain.urlguard import target_key
 from aistats_gateway.webhooks.fairness import MAX_REST_SECONDS, Candidate, Load, Rests, pick, rest_seconds
-from aistats_gateway.webhooks.urlguard import target_key
 
 SHARES = {"slots": 8, "per_workspace": 4, "per_target": 2}
 

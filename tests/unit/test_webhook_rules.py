@@ -10,8 +10,8 @@ import pytest
 
 from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.events import progress_bucket, progress_crossed
+from aistats_gateway.domain.urlguard import UnsafeTarget, check_url, resolve_checked
 from aistats_gateway.webhooks import signer
-from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url, resolve_checked
 
 # A fixed vector: anyone implementing the verifier can check against these exact values.
 VECTOR_BODY = b'{"id":"evt_1","type":"batch.completed"}'

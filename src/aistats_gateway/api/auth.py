@@ -11,36 +11,16 @@ present, wins; both paths end in the same `workspace_for` check and the same 401
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections.abc import Sequence
 
 from fastapi import Request
 
+from aistats_gateway.domain.keys import hash_key
 from aistats_gateway.errors import AuthenticationFailed
 from aistats_gateway.storage.store import Store
 
-DEFAULT_WORKSPACE = "ws_default"
 CACHE_SECONDS = 5.0  # a revoked key stops working within this long
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-KEY_PREFIX = "sk-aistats-"
-PREFIX_SECRET_CHARS = 8  # 64^8 random prefixes: keys of one gateway do not share one in practice
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def key_prefix(key: str) -> str:
-    """What is stored and shown of a key to tell it from others: `sk-aistats-` and 8 random characters of
-    a generated key; of a static key (any length) never more than half, so the prefix does not give it away."""
-    return key[:min(len(KEY_PREFIX) + PREFIX_SECRET_CHARS, len(key) // 2)]
 
 
 def bearer_token(header: str | None) -> str | None:

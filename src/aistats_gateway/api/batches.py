@@ -1,4 +1,9 @@
-"""Routes of /v1/batches: create, list (cursor pagination), get, cancel."""
+"""Routes of the batch router: create, list (cursor pagination), get, cancel, results, request log.
+
+The router has no prefix of its own: app.py mounts it at `/v1/batches` and at the singular alias `/v1/batch`
+(as the AI Stats server does), after the files router and the literal segments of api/catalog.py, so
+`/v1/batches/files`, `/models` and `/capabilities` are never read as a batch id.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from aistats_gateway.api.views import batch_page, batch_view, log_entry
 from aistats_gateway.services.batches import ensure_rows_kept
 from aistats_gateway.services.results import cursor_of, stream_results
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(tags=["batches"])
+PREFIXES = ("/v1/batches", "/v1/batch")  # the canonical path first; the alias answers identically
 MAX_CREATE_BODY = 64 * 1024 * 1024  # inline `requests` can be large
 MAX_OFFSET = 2**31 - 1  # far beyond any request log; larger values overflow the databases' 64-bit integers
 

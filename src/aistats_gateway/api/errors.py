@@ -5,6 +5,7 @@ Also stamps each response with `x-request-id` (a `G-` id), the same id the error
 
 from __future__ import annotations
 
+import errno
 import logging
 from urllib.parse import parse_qsl
 
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import HTTPConnection
+from starlette.requests import ClientDisconnect, HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aistats_gateway import ids
@@ -20,6 +21,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.errors import (
     AuthenticationFailed,
     GatewayError,
+    InsufficientStorage,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -40,8 +42,12 @@ def request_id_of(request: HTTPConnection) -> str:
     return rid
 
 
-def error_response(exc: GatewayError, request: Request) -> JSONResponse:
-    return JSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code)
+def error_response(exc: GatewayError, request: HTTPConnection) -> JSONResponse:
+    return JSONResponse(exc.body(request_id_of(request)), status_code=exc.status_code, headers=exc.headers or None)
+
+
+# A full disk (or quota) while writing a blob is the operator's to fix, not a bug: 507, no traceback.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class RequestIdMiddleware:
@@ -105,12 +111,14 @@ def _nul_in(scope: Scope) -> tuple[str | None, str] | None:
 
 
 def install(app: FastAPI) -> None:
+    """The handlers serve WebSocket handshakes too (Starlette sends their response as the refusal), so they read
+    only what both have: `request.method` raised AttributeError on a WebSocket, turning a 503 into a bare 500."""
     @app.exception_handler(GatewayError)
-    async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
+    async def _gateway(request: HTTPConnection, exc: GatewayError) -> JSONResponse:
         return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: HTTPConnection, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         param = ".".join(loc) or None
@@ -118,16 +126,19 @@ def install(app: FastAPI) -> None:
         return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: HTTPConnection, exc: StarletteHTTPException) -> JSONResponse:
         err: GatewayError
+        method = request.scope.get("method", "WEBSOCKET")
+        path = excerpt(request.url.path, 200)
         if exc.status_code == 404:
-            err = NotFound(f"No route {request.method} {excerpt(request.url.path, 200)}.", code="route_not_found")
+            hint = "; routes have no trailing slash" if path.endswith("/") and path != "/" else ""
+            err = NotFound(f"No route {method} {path}{hint}.", code="route_not_found")
         elif exc.status_code == 401:
             err = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:
             err = PayloadTooLarge(str(exc.detail))
         elif exc.status_code == 405:
-            err = MethodNotAllowed(f"Method {request.method} is not allowed on {excerpt(request.url.path, 200)}.")
+            err = MethodNotAllowed(f"Method {method} is not allowed on {path}.")
         else:
             err = GatewayError(str(exc.detail), code="http_error")
             err.status_code = exc.status_code  # type: ignore[misc]
@@ -136,14 +147,32 @@ def install(app: FastAPI) -> None:
         return error_response(err, request)
 
     @app.exception_handler(OperationalError)
-    async def _storage(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+    async def _storage(request: HTTPConnection, exc: OperationalError) -> JSONResponse:
+        log.warning("storage unavailable on %s: %s", request.url.path, exc.orig)
         return error_response(ServiceUnavailable(
             "The gateway's database is busy or unavailable (for example locked by another process); nothing "
             "was lost — retry shortly.", code="storage_unavailable"), request)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: HTTPConnection, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-body (an upload's partial blob was already removed by its route): nothing
+        # to fix on this side and nobody to answer.
+        log.info("client disconnected before sending the whole body of %s %s", request.scope.get("method"),
+                 request.url.path)
+        return error_response(InvalidRequest("The client disconnected before sending the whole request body.",
+                                             code="client_disconnected"), request)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: HTTPConnection, exc: OSError) -> JSONResponse:
+        if exc.errno not in STORAGE_FULL_ERRNOS:
+            raise exc  # as if unhandled here: the generic 500 (HTTP), or uvicorn's own handling (WebSocket)
+        log.warning("storage full on %s: %s", request.url.path, exc)
+        return error_response(InsufficientStorage(
+            f"The gateway's file storage is full ({exc.strerror}); nothing was stored. Retry once space has been "
+            "freed.", code="insufficient_storage"), request)
+
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+    async def _unexpected(request: HTTPConnection, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.scope.get("method", "WEBSOCKET"), request.url.path)
         return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
-                                           code="internal_error"), request)
+                                          code="internal_error"), request)

@@ -1,4 +1,8 @@
-"""Routes of /v1/files: upload (multipart or JSON), list, get, content (streamed), delete."""
+"""Routes of the files router: upload (multipart or JSON), list, get, content (streamed), delete.
+
+No prefix of its own: app.py mounts it at `/v1/files`, `/v1/batches/files` and `/v1/batch/files` (the paths the
+Phaseo SDKs use), all identical.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ from fastapi.responses import StreamingResponse
 
 from aistats_gateway.api import wire
 from aistats_gateway.api.deps import Workspace, gateway
+from aistats_gateway.api.json_upload import read_json_upload
 from aistats_gateway.api.responses import JSONResponse
-from aistats_gateway.api.uploads import json_upload_content, parse_json_object, read_limited, read_multipart
+from aistats_gateway.api.uploads import read_multipart
 from aistats_gateway.domain import batch as rules
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
 from aistats_gateway.services.files import check_filename, check_purpose
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(tags=["files"])
+PREFIXES = ("/v1/files", "/v1/batches/files", "/v1/batch/files")
 
 
 @router.post("")
@@ -30,32 +36,34 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
             param="file")
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-insensitive (RFC 9110)
-    if media_type == "multipart/form-data":
+    if media_type != "multipart/form-data" and not media_type.startswith("application/json") and media_type:
+        raise InvalidRequest(
+            f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
+            "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
+    with gw.uploads.hold():
         file_id, key, writer = files.new_upload()
-        try:
-            form = await read_multipart(request.stream(), content_type, writer)
-            if not form.saw_file:
-                raise InvalidRequest("Missing required parameter 'file' (a multipart file part).",
-                                     code="missing_required_parameter", param="file")
-            purpose = check_purpose(form.fields.get("purpose"))
-            expires_after = rules.parse_expires_after(_bracketed(form.fields, "expires_after"), "expires_after")
-            filename = check_filename(form.filename)
+        try:  # the file streams into the blob writer as it arrives, in either form
+            if media_type == "multipart/form-data":
+                form = await read_multipart(request.stream(), content_type, writer)
+                fields: dict[str, Any] = dict(form.fields)
+                raw_filename: object = form.filename
+                expires_raw: object = _bracketed(form.fields, "expires_after")
+                saw_file = form.saw_file
+            else:
+                body = await read_json_upload(request.stream(), writer, files.max_bytes * 2 + 64 * 1024)
+                fields, saw_file = body.fields, body.saw_file
+                raw_filename, expires_raw = fields.get("filename"), fields.get("expires_after")
+            if not saw_file:
+                raise InvalidRequest("Missing required parameter 'file' (a multipart file part, or the JSONL text "
+                                     "or a data: URL in JSON).", code="missing_required_parameter", param="file")
+            purpose = check_purpose(fields.get("purpose"))
+            expires_after = rules.parse_expires_after(expires_raw, "expires_after")
+            filename = check_filename(raw_filename)
         except BaseException:
             await writer.writer.abort()
             raise
         record = await files.finish_upload(workspace, file_id, key, writer, filename=filename, purpose=purpose,
                                            expires_after=expires_after)
-    elif media_type.startswith("application/json") or not media_type:
-        body = parse_json_object(await read_limited(request.stream(), files.max_bytes * 2 + 64 * 1024))
-        purpose = check_purpose(body.get("purpose"))
-        expires_after = rules.parse_expires_after(body.get("expires_after"), "expires_after")
-        data = json_upload_content(body)
-        record = await files.create_from_bytes(workspace, data, filename=check_filename(body.get("filename")),
-                                               purpose=purpose, expires_after=expires_after)
-    else:
-        raise InvalidRequest(
-            f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
-            "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
     return JSONResponse(wire.file_object(record))
 
 

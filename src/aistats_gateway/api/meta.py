@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from aistats_gateway import __version__
 from aistats_gateway.api.deps import Workspace, base_url, gateway
+from aistats_gateway.api.errors import error_response
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import log_entry
+from aistats_gateway.errors import AuthenticationFailed
 from aistats_gateway.pricing.calculator import usd
 
 router = APIRouter(prefix="/v1", tags=["meta"])
@@ -18,8 +22,15 @@ metrics_router = APIRouter(tags=["meta"])
 
 @metrics_router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format. Unauthenticated, like most exporters: bind or proxy accordingly."""
+    """Prometheus text format. Unauthenticated, like most exporters, unless `[metrics] token` is set (then
+    `Authorization: Bearer <token>`, which Prometheus sends with `authorization: {credentials: ...}`); its size
+    is bounded whatever the traffic (metrics.py's label budget)."""
     gw = gateway(request)
+    token = gw.settings.metrics.token
+    if token is not None and not hmac.compare_digest(request.headers.get("authorization", "").encode(),
+                                                     f"Bearer {token}".encode()):
+        return error_response(AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <metrics token>' "
+                                                   "([metrics] token, AISTATS_METRICS_TOKEN)."), request)
     gw.storage_counts.update(await gw.store.state_counts())  # one cheap query per scrape
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

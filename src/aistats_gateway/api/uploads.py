@@ -1,15 +1,13 @@
-"""Reading upload bodies as streams: multipart/form-data and the AI Stats SDK's JSON form.
+"""Reading request bodies as streams: multipart/form-data uploads, and bounded JSON bodies.
 
 Multipart is parsed incrementally (python-multipart's push parser) and the `file` part is handed
 to the blob writer chunk by chunk as it arrives, so an upload never sits whole in memory and the
-size limit cuts it off early. The JSON form (`{"purpose", "file": "<text or data: URL>"}`) has
-to be parsed whole; its size is bounded by the same limit before parsing.
+size limit cuts it off early. The JSON upload form streams too (api/json_upload.py); other JSON
+bodies (a batch create) are read whole up to a limit and parsed by `parse_json_object`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,31 +142,6 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
                                   code="request_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def json_upload_content(body: dict[str, Any]) -> bytes:
-    """The bytes of a JSON upload's `file`: raw text, or a `data:<type>;base64,<payload>` URL."""
-    value = body.get("file")
-    if value is None:
-        raise InvalidRequest("Missing required parameter 'file': give the JSONL text or a data: URL.",
-                             code="missing_required_parameter", param="file")
-    if not isinstance(value, str):
-        raise InvalidRequest(f"'file' must be a string (the JSONL text or a data: URL), got {type(value).__name__}.",
-                             code="invalid_type", param="file")
-    if value.startswith("data:"):
-        header, sep, payload = value.partition(",")
-        if not sep:
-            raise InvalidRequest("Malformed data: URL in 'file' (no comma).", code="invalid_file", param="file")
-        if header.endswith(";base64"):
-            try:
-                return base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise InvalidRequest("The base64 payload of 'file' is not valid base64.", code="invalid_file",
-                                     param="file") from exc
-        from urllib.parse import unquote_to_bytes
-
-        return unquote_to_bytes(payload)
-    return value.encode("utf-8")
 
 
 def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """Response shapes of the wire contract (API.md): the file object, the batch object, lists.
 
 Pure rendering from records; every field of API.md is present (null when not applicable) so
-clients that index fields directly never miss one.
+clients that index fields directly never miss one. The batch object is the superset the AI Stats / Phaseo
+SDKs type (`BatchResponse`): OpenAI's own fields with their integer timestamps, plus the gateway's, whose
+timestamps the SDKs type as ISO 8601 strings (billing `finalized_at`, webhook telemetry) and get them so.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aistats_gateway.domain.transitions import CANCELLABLE
@@ -18,6 +21,13 @@ def file_object(f: FileRecord) -> dict[str, Any]:
         "id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at, "filename": f.filename,
         "purpose": f.purpose, "status": f.status, "expires_at": f.expires_at, "status_details": None,
     }
+
+
+def iso(timestamp: float | None) -> str | None:
+    """A stored Unix time as ISO 8601 UTC (`2026-12-03T12:00:00Z`), for the fields the SDKs type as strings."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _billing(b: BatchRecord) -> dict[str, Any]:
@@ -34,7 +44,7 @@ def _billing(b: BatchRecord) -> dict[str, Any]:
         "cost_nanos": cost, "cost_usd": usd(cost), "estimated_nanos": b.estimated_nanos,
         "estimated_usd": usd(b.estimated_nanos), "reserved_nanos": b.reserved_nanos,
         "reservation_id": b.reservation_id, "reservation_status": b.reservation_status, "state": state,
-        "finalized_at": b.billed_at if terminal else None,
+        "finalized_at": iso(b.billed_at) if terminal else None,
     }
 
 
@@ -46,15 +56,38 @@ EMPTY_DELIVERY: dict[str, Any] = {
 }
 
 
+_DELIVERY_TIMES = ("last_attempt_at", "last_delivered_at", "last_failure_at", "next_retry_at")
+_ATTEMPT_TIMES = ("tried_at", "delivered_at", "next_retry_at")
+
+
 def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | None:
     """The sanitized webhook: configuration, delivery summary and last ten attempts; never the secret."""
     if not b.webhook:
         return None
+    delivery = dict((state or {}).get("delivery", EMPTY_DELIVERY))
+    for name in _DELIVERY_TIMES:
+        delivery[name] = iso(delivery.get(name))
+    attempts = [{**a, **{name: iso(a.get(name)) for name in _ATTEMPT_TIMES}} for a in (state or {}).get("attempts", [])]
     return {
         "url": b.webhook.get("url"), "events": b.webhook.get("events", []),
         "has_secret": bool(b.webhook.get("secret")),
-        "delivery": (state or {}).get("delivery", EMPTY_DELIVERY),
-        "attempts": (state or {}).get("attempts", []),
+        "delivery": delivery,
+        "attempts": attempts,
+    }
+
+
+def _telemetry(webhook: dict[str, Any] | None) -> dict[str, Any]:
+    """The top-level webhook telemetry of the SDKs' batch object, from the rendered webhook state: the last
+    delivery, the next retry, and the newest delivered progress bucket (among the last ten attempts)."""
+    delivery = webhook["delivery"] if webhook else {}
+    progress = next((a for a in (webhook or {}).get("attempts", [])
+                     if a.get("event_type") == "batch.progress" and a.get("status") == "delivered"), None)
+    bucket = str(progress.get("delivery_key", "")).rpartition(":")[2] if progress else ""
+    return {
+        "last_webhook_dispatched_at": delivery.get("last_delivered_at"),
+        "next_webhook_retry_at": delivery.get("next_retry_at"),
+        "last_webhook_progress": int(bucket) if bucket.isdigit() else None,
+        "last_webhook_progress_at": progress.get("tried_at") if progress else None,
     }
 
 
@@ -69,6 +102,7 @@ def batch_object(
     else:
         for n in native_batches or []:
             n.pop("running", None)
+    webhook = _webhook(b, webhook_state)
     base = base_url.rstrip("/")
     ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base.removeprefix("http://")
     return {
@@ -84,16 +118,20 @@ def batch_object(
         "usage": {
             "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
             "total_tokens": b.input_tokens + b.output_tokens,
-            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+            "input_tokens_details": {"cached_tokens": b.cached_tokens},
+            "output_tokens_details": {"reasoning_tokens": b.reasoning_tokens},
         },
         "model": b.model,
         "request_id": b.request_id, "provider": b.provider, "session_id": b.session_id,
-        "webhook": _webhook(b, webhook_state),
+        "webhook": webhook,
+        **_telemetry(webhook),
+        "finalized_at": iso(b.billed_at) if b.status.terminal else None,
         "progress": counts.progress,
         "lifecycle_status": b.status.lifecycle,
         "polling_url": f"{base}/v1/batches/{b.id}",
         "cancel_url": f"{base}/v1/batches/{b.id}/cancel" if b.status in CANCELLABLE else None,
         "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
+        "results_url": f"{base}/v1/batches/{b.id}/results",
         "pricing_lines": pricing_lines or [], "billing": _billing(b),
         "execution": b.execution if b.execution in ("native", "managed", "auto") else "managed",
         "native_batch_id": b.native_batch_id, "native_batches": native_batches,

@@ -54,6 +54,7 @@ def serve(
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)  # refuse bad ones first
     from aistats_gateway import banner
     from aistats_gateway.app import build_app
+    from aistats_gateway.http_guard import guarded_protocol
 
     configure_logging(log_level, log_format)
     typer.echo(f"AI Stats Gateway {__version__} starting on {banner.api_url(settings)} "
@@ -73,7 +74,10 @@ def serve(
                 typer.echo(banner.ready(settings, application.state.gateway.generated_key))
 
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level=log_level,
-                            log_config=None, access_log=access_log, loop="auto", http="auto", lifespan="on",
+                            log_config=None, access_log=access_log, loop="auto", lifespan="on",
+                            # httptools with a limit on the request head's size and a deadline for reading
+                            # it (http_guard.py)
+                            http=guarded_protocol(settings.limits),
                             # open streams (WebSockets, results with follow=true) get this long before the
                             # executor drains
                             timeout_graceful_shutdown=5)
@@ -106,6 +110,7 @@ def worker(
     for shared rate limits and immediate cancels); see the README's Deployment section."""
     settings = _settings(host=host, port=port)  # refuse bad settings before the slow imports
     from aistats_gateway.app import build_worker_app
+    from aistats_gateway.http_guard import guarded_protocol
 
     configure_logging(log_level, log_format)
     if settings.node_id == "local" and settings.is_postgresql:
@@ -115,7 +120,8 @@ def worker(
                f"http://{settings.host}:{settings.port}/v1/health; {_where(settings)})")
     gc.set_threshold(20_000, 20, 20)
     uvicorn.run(build_worker_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                http=guarded_protocol(settings.limits))
 
 
 def _with_store(fn: Any) -> Any:
@@ -145,7 +151,7 @@ def keys_create(
     as_json: bool = typer.Option(False, "--json", help="The key, its id and workspace as JSON."),
 ) -> None:
     """Create an API key and print it (only its hash is stored)."""
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE, hash_key
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE, hash_key
     from aistats_gateway.services.keys import create_key
 
     async def create(store: Any) -> dict[str, Any]:
@@ -194,7 +200,7 @@ app.add_typer(credits_app, name="credits")
 
 
 def _workspace_id(workspace: str) -> str:
-    from aistats_gateway.api.auth import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
 
     if workspace == "default":
         return DEFAULT_WORKSPACE

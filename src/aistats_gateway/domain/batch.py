@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from aistats_gateway.domain.urlguard import UnsafeTarget, check_url
 from aistats_gateway.errors import InvalidRequest, excerpt
-from aistats_gateway.webhooks.urlguard import UnsafeTarget, check_url
 
 
 class BatchStatus(StrEnum):
@@ -296,7 +296,7 @@ def parse_webhook(value: Any, *, allow_local_http: bool = False) -> dict[str, An
     """`{url, events?, secret?}`: URL rules and event normalization (`job.*` → `batch.*`).
 
     Here the URL's shape, scheme and literal host are checked so a bad value fails at create with a
-    clear 400; resolved addresses are checked again at every delivery (webhooks/urlguard.py).
+    clear 400; resolved addresses are checked again at every delivery (domain/urlguard.py).
     """
     if value is None:
         return None

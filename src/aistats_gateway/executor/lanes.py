@@ -10,7 +10,10 @@ A lane owns everything that decides *when* a request to one model of one provide
   a rate limit is known, at least rate x latency (Little's law, x1.5), so slow answers (LLMs take
   seconds) never hold a lane below its rate limit; the budgets, not the window, then bound the rate;
 * its pause: after a 429 (Retry-After), or when the headers say a budget is spent, nothing starts
-  until the moment the upstream named.
+  until the moment the upstream named;
+* its retirement: a lane idle for a while (`retirable`) is dropped, so distinct model names (a provider
+  with `models = ["*"]` serves any) do not pile up lanes and pump tasks for ever; what it learned of the
+  upstream's limits outlives it in a small bounded `LaneMemory`.
 
 One pump task per lane hands out permits; the executor supplies `launch`, which starts the send.
 The lane never sends, never retries and never touches storage.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +35,7 @@ from aistats_gateway.providers.base import RateLimitInfo
 
 AIMD_START = 8  # initial concurrency when the upstream's limits are unknown
 CIRCUIT_THRESHOLD = 5  # consecutive failures that open a provider's circuit
+LANE_MEMORY_SIZE = 256  # retired lanes whose learned limits are remembered (the most recently retired)
 
 
 @dataclass
@@ -104,6 +108,7 @@ class Lane:
         self._wake = asyncio.Event()
         self._closed = False
         self._tokens_per_request = 0.0  # EWMA of the tokens charged per request (for rate x latency)
+        self.last_active = time.monotonic()  # when a request was last queued or finished (see retirable)
 
     # ------------------------------------------------------------------ limits
     @property
@@ -155,6 +160,7 @@ class Lane:
         else:
             queue.append(entry)
         self.queued += 1
+        self.last_active = time.monotonic()
         self._wake.set()
 
     def _peek(self) -> Entry:
@@ -231,6 +237,7 @@ class Lane:
     # ------------------------------------------------------------------ feedback from answers
     def finished(self) -> None:
         self.in_flight -= 1
+        self.last_active = time.monotonic()
         self._wake.set()
 
     def pause(self, seconds: float) -> None:
@@ -292,6 +299,58 @@ class Lane:
             self.pause(min(info.reset_requests, 60.0 / self.rpm))
         if info.remaining_tokens == 0 and info.reset_tokens:
             self.pause(min(info.reset_tokens, 1.0))
+
+
+def retirable(lane: Lane, now: float, idle_seconds: float) -> bool:
+    """Whether a lane may be dropped: nothing queued, nothing in flight, no pause still to honour, and no
+    request queued or finished for `idle_seconds`. Such a lane holds only what it learned (kept by
+    LaneMemory); a new lane for the same pair starts from that. Requests waiting to be retried are in no
+    lane: they find (or make) their lane again when they are queued."""
+    return (not lane.queued and not lane.in_flight and lane.paused_until <= now
+            and now - lane.last_active >= idle_seconds)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What a retired lane learned from its upstream that a new lane for the same pair should start from."""
+
+    rpm: int | None
+    tpm: int | None
+    latency: float | None
+    prompt_ratio: float
+    ratio_samples: int
+
+
+class LaneMemory:
+    """The learned limits of retired lanes, by (provider, upstream model): at most `size` of them, the most
+    recently retired first to stay. A lane that learned nothing is not remembered (any model name may come
+    and go; only what an upstream told us is worth keeping)."""
+
+    def __init__(self, size: int = LANE_MEMORY_SIZE) -> None:
+        self.size = size
+        self._learned: OrderedDict[tuple[str, str], Learned] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._learned)
+
+    def keep(self, lane: Lane) -> None:
+        key = (lane.provider, lane.model)
+        if lane.learned_rpm is None and lane.learned_tpm is None:
+            self._learned.pop(key, None)
+            return
+        self._learned[key] = Learned(lane.learned_rpm, lane.learned_tpm, lane.stats.latency, lane.ratio.value,
+                                     lane.ratio.samples)
+        self._learned.move_to_end(key)
+        while len(self._learned) > self.size:
+            self._learned.popitem(last=False)
+
+    def restore(self, lane: Lane) -> None:
+        learned = self._learned.pop((lane.provider, lane.model), None)
+        if learned is None:
+            return
+        lane.learned_rpm, lane.learned_tpm = learned.rpm, learned.tpm
+        lane.stats.latency = learned.latency
+        lane.ratio.value, lane.ratio.samples = learned.prompt_ratio, learned.ratio_samples
 
 
 def _tighter(a: int | None, b: int | None) -> int | None:

@@ -17,7 +17,7 @@ from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
-from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome, blob_lines
 from aistats_gateway.storage.blobs import BlobStore
@@ -75,8 +75,10 @@ class Settler:
         else:
             line = error_line(ids.batch_request_id(), item.custom_id, outcome.error_code or "request_failed",
                               outcome.error_message or "The request failed.")
+        cached, reasoning = usage_details(self.batch.endpoint, outcome.usage) if outcome.succeeded else (0, 0)
         self.settlements.append(Settlement(self.batch.id, item.line, outcome.succeeded, line, 1,
-                                           outcome.input_tokens, outcome.output_tokens, tuple(usage_rows)))
+                                           outcome.input_tokens, outcome.output_tokens, tuple(usage_rows),
+                                           cached, reasoning))
         self.logs.append({
             "id": request_id, "workspace_id": self.batch.workspace_id, "batch_id": self.batch.id,
             "session_id": self.batch.session_id, "custom_id": item.custom_id, "line": item.line, "attempt": 1,

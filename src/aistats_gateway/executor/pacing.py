@@ -24,6 +24,7 @@ import orjson
 from aistats_gateway.pricing.calculator import estimate_input_tokens, output_cap
 
 DEFAULT_OUTPUT_ESTIMATE = 16  # tokens assumed for a request without an output cap (reconciled later)
+PRUNE_AT_LEAST = 1024  # budgets LocalPermits holds before it first drops the spent-out ones
 
 
 class PermitSource(Protocol):
@@ -44,6 +45,7 @@ class LocalPermits:
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
         self._tat: dict[tuple[str, str], float] = {}
+        self._prune_at = PRUNE_AT_LEAST
 
     async def take(self, key: str, cost_requests: int, cost_tokens: int,
                    rpm: int | None, tpm: int | None, burst_seconds: float) -> float:
@@ -72,7 +74,16 @@ class LocalPermits:
             return wait
         for slot, new_tat in budgets:
             self._tat[slot] = new_tat
+        if len(self._tat) > self._prune_at:
+            self._prune(now)
         return 0.0
+
+    def _prune(self, now: float) -> None:
+        """Drop the budgets whose TAT has passed: such a budget is as good as new (every use reads max(TAT, now)),
+        so lanes that come and go (any model name, see lanes.retirable) leave nothing behind. Pruning when the
+        map has doubled since the last time keeps it amortized O(1) per permit."""
+        self._tat = {slot: tat for slot, tat in self._tat.items() if tat > now}
+        self._prune_at = max(PRUNE_AT_LEAST, 2 * len(self._tat))
 
     def adjust_now(self, key: str, tokens: int, tpm: int | None) -> None:
         if not tpm or tokens == 0:

@@ -5,7 +5,8 @@ leased page that point into the batch's input file are read by one task per page
 outside the lease transaction and without holding up the next lease), one pump per
 lane (lanes.py: pacing under RPM/TPM budgets, concurrency, round-robin by batch) which starts one
 send task per request, a committer (settles results in groups: one transaction per group, never one
-per item), and a housekeeper (expiry, cancels seen in the database, safety-net activation).
+per item), and a housekeeper (expiry, cancels seen in the database, safety-net activation, and
+retiring idle lanes: lanes.retirable).
 Validation and finalization run as tracked tasks, one per batch at a time.
 
 Routing happens per attempt: the batch's `provider` preferences order the candidate providers of the
@@ -38,7 +39,7 @@ from aistats_gateway.domain.jsonl import error_line, success_line, upstream_erro
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
 from aistats_gateway.executor.ingest import ingest
-from aistats_gateway.executor.lanes import Circuit, Entry, Lane
+from aistats_gateway.executor.lanes import Circuit, Entry, Lane, LaneMemory, retirable
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.pacing import LocalPermits, PermitSource
 from aistats_gateway.executor.retry import Decision, RetryPolicy
@@ -46,7 +47,7 @@ from aistats_gateway.executor.rotation import FairQueue, Rotation
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
-from aistats_gateway.pricing.calculator import PricingRow
+from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.base import Provider, ProviderResult, UpstreamUnavailable, with_model
@@ -100,7 +101,6 @@ class Executor:
         self.failpoints = failpoints
         self.metrics = metrics or Metrics()
         self.metrics.watch(self.state)
-        self._metric_children: dict[tuple[str, ...], Any] = {}
         self.pricer = pricer or Pricer(PriceCatalog.load(settings.prices))  # [[prices]] count here too
         self.settings = settings
         self.cfg = settings.executor
@@ -117,6 +117,8 @@ class Executor:
         self.permits: PermitSource = permits or LocalPermits()
         self.provider_configs = {p.name: p for p in settings.providers}
         self.lanes: dict[tuple[str, str], Lane] = {}
+        self.lane_memory = LaneMemory()  # what retired lanes learned of their upstream's limits
+        self._pumps: set[asyncio.Task[None]] = set()  # one per lane; a retired lane's ends
         self.circuits: dict[str, Circuit] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._loads: set[asyncio.Task[None]] = set()  # reading the bodies of leased pages (_load_bodies)
@@ -172,7 +174,7 @@ class Executor:
         if self.native is not None:  # [native hook] provider batches keep running; their tasks just stop
             await self.native.stop()
         async with self._flush_lock:  # wait for a commit in progress, then stop everything
-            tasks = [*self._tasks, *self._jobs.values(), *self._sends, *self._loads]
+            tasks = [*self._tasks, *self._pumps, *self._jobs.values(), *self._sends, *self._loads]
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -476,10 +478,23 @@ class Executor:
                         headroom=self.cfg.pacing_headroom, burst_seconds=self.cfg.pacing_burst_seconds,
                         hard_cap=self.cfg.max_lane_concurrency,
                         circuit=self.circuits.setdefault(provider.name, Circuit(self.cfg.circuit_cooldown_seconds)))
+            self.lane_memory.restore(lane)
             self.lanes[key] = lane
             task = asyncio.create_task(lane.pump(self._launch), name=f"lane-{lane.key}")
-            self._tasks.append(task)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
         return lane
+
+    def retire_idle_lanes(self) -> int:
+        """Drop the lanes idle for `lane_idle_seconds` (lanes.retirable), keeping what they learned; their pumps
+        end. A later request for the same pair makes a new lane. Returns how many were retired."""
+        now = time.monotonic()
+        idle = [key for key, lane in self.lanes.items() if retirable(lane, now, self.cfg.lane_idle_seconds)]
+        for key in idle:
+            lane = self.lanes.pop(key)
+            self.lane_memory.keep(lane)
+            lane.close()
+        return len(idle)
 
     def _enqueue(self, work: Work, state: BatchState) -> None:
         provider = self._choose(work, state)
@@ -582,8 +597,9 @@ class Executor:
             line = success_line(ids.batch_request_id(), item.custom_id, result.status, request_id, result.body,
                                 provider.name)
             self._metric("lines", provider.name, item.model, "succeeded").inc()
+            cached, reasoning = usage_details(work.endpoint, result.usage)
             self._settle(Settlement(item.batch_id, item.line, True, line, work.attempts,
-                                    result.input_tokens, result.output_tokens, tuple(usage_rows)))
+                                    result.input_tokens, result.output_tokens, tuple(usage_rows), cached, reasoning))
             return
         retry_after = result.retry_after if result is not None else None
         if status == 429 and not (result is not None and result.final):
@@ -625,14 +641,7 @@ class Executor:
         self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
 
     def _metric(self, kind: str, *labels: str) -> Any:
-        """A labelled metric child, looked up once per label set (labels() costs microseconds per call)."""
-        key = (kind, *labels)
-        child = self._metric_children.get(key)
-        if child is None:
-            family = {"failure": self.metrics.upstream_failures, "latency": self.metrics.upstream_latency,
-                      "throttled": self.metrics.throttled, "lines": self.metrics.lines}[kind]
-            child = self._metric_children[key] = family.labels(*labels)
-        return child
+        return self.metrics.child(kind, *labels)
 
     def state(self) -> dict[str, object]:
         """Live figures for the metrics endpoint."""
@@ -795,6 +804,7 @@ class Executor:
                 if now - last_beat >= self.cfg.lease_seconds / 3:
                     await self.store.heartbeat_leases(self.boot_id, now + self.cfg.lease_seconds)
                     last_beat = now
+                self.retire_idle_lanes()
                 await self.store.release_expired_leases(now, self.boot_id)
                 await self.sweep()
             except asyncio.CancelledError:

@@ -182,6 +182,18 @@ def meters_from_usage(endpoint: str, usage: Mapping[str, Any] | None) -> dict[st
     return meters
 
 
+def usage_details(endpoint: str, usage: Any) -> tuple[int, int]:
+    """(cached input tokens, reasoning tokens) of one answer's `usage`, for the batch object's usage details:
+    cache reads exactly as the pricing reads them (the cached_read meter of meters_from_usage), reasoning from
+    `completion_tokens_details` (chat) or `output_tokens_details` (responses). Zeros when absent."""
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    cached = meters_from_usage(endpoint, usage).get(CACHED, 0)
+    reasoning = (_detail(usage, "completion_tokens_details", "reasoning_tokens")
+                 or _detail(usage, "output_tokens_details", "reasoning_tokens"))
+    return cached, reasoning
+
+
 # ---------------------------------------------------------------------------------------------- pricing
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aistats_gateway import ids
-from aistats_gateway.api.auth import DEFAULT_WORKSPACE, hash_key, key_prefix, new_key
+from aistats_gateway.domain.keys import DEFAULT_WORKSPACE, hash_key, key_prefix, new_key
 from aistats_gateway.storage.schema import KEY_GENERATED, KEY_STATIC
 from aistats_gateway.storage.store import Store
 

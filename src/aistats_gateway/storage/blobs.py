@@ -1,8 +1,9 @@
 """File bytes behind the BlobStore protocol: uploads, batch inputs, output and error files.
 
 A writer publishes atomically: bytes go to a temporary object and become visible under their key
-only at `commit()` (write-to-temp + fsync + rename locally), so a reader never sees a torn file and
-a crashed writer leaves only a temporary that the next write of the same key replaces.
+only at `commit()` (write-to-temp + fsync + rename locally), so a reader never sees a torn file. A
+writer killed mid-write (SIGKILL, power loss) leaves its temporary behind; `open_blob_store` removes
+stale ones at the next start (`LocalBlobStore.sweep_temporaries`).
 `LocalBlobStore` keeps blobs under a directory; `s3blobs.S3BlobStore` on S3-compatible storage;
 `open_blob_store(settings)` picks one from `blob_url`.
 """
@@ -11,14 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from aistats_gateway.config import Settings
+
+log = logging.getLogger(__name__)
+# A temporary not modified for this long belongs to no live writer. Age, not ownership, decides: several
+# processes (API and workers) may share one blob directory, and a start must not delete another process's
+# temporary mid-write. A live writer touches its file at every buffer flush (8 KiB), an upload whose body
+# stalls is abandoned after limits.body_timeout_seconds, and no writer of the gateway idles for an hour.
+STALE_TEMPORARY_SECONDS = 3600.0
 
 
 class BlobWriter(Protocol):
@@ -47,7 +57,16 @@ async def open_blob_store(settings: Settings) -> BlobStore:
 
         return await S3BlobStore.open(settings.blob_url, settings.s3,
                                       max_connections=max(32, settings.webhooks.max_concurrent_deliveries))
-    return LocalBlobStore(settings.blob_dir)
+    store = LocalBlobStore(settings.blob_dir)
+    removed = await asyncio.to_thread(store.sweep_temporaries)
+    if removed:
+        log.info("removed %d stale temporary blob(s) left by writers that did not finish", removed)
+    return store
+
+
+def is_temporary(name: str) -> bool:
+    """A writer's temporary, `.<key name>.<random>.tmp` (no key's last part starts with a dot)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 class LocalBlobWriter:
@@ -108,6 +127,21 @@ class LocalBlobStore:
 
     def writer(self, key: str) -> LocalBlobWriter:
         return LocalBlobWriter(self._path(key))
+
+    def sweep_temporaries(self, max_age: float = STALE_TEMPORARY_SECONDS, now: float | None = None) -> int:
+        """Remove writers' temporaries not modified for `max_age` seconds; returns how many (blocking I/O)."""
+        cutoff = (time.time() if now is None else now) - max_age
+        removed = 0
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if not is_temporary(name):
+                    continue
+                path = os.path.join(folder, name)
+                with contextlib.suppress(FileNotFoundError):  # its writer may have just published or aborted
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
 
     async def read(self, key: str, chunk_size: int = 256 * 1024, *, offset: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:

@@ -67,6 +67,8 @@ class BatchRecord:
     native_batch_id: str | None = None
     output_expires_after: int | None = None  # seconds the output/error files live
     rows_purged_at: int | None = None  # when retention deleted its per-line rows (results, request log)
+    cached_tokens: int = 0  # summed from the lines' usage details as they settle
+    reasoning_tokens: int = 0
 
     @property
     def counts(self) -> RequestCounts:

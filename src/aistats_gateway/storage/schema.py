@@ -99,6 +99,8 @@ batches = Table(
     Column("failed", Integer, nullable=False, default=0),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0, server_default="0"),  # cache reads (0010)
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0, server_default="0"),
     Column("metadata", JSON, nullable=True),
     Column("session_id", String(256), nullable=True),
     Column("webhook", JSON, nullable=True),

@@ -79,6 +79,8 @@ class Settlement:
     input_tokens: int = 0
     output_tokens: int = 0
     usage_rows: tuple[PricingRow, ...] = ()  # this line's priced usage, added to the batch's pricing lines
+    cached_tokens: int = 0  # usage details of the answer (calculator.usage_details)
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,13 @@ _COUNT_BATCH = (
         output_tokens=batches.c.output_tokens + bindparam("c_out"),
         settled_seq=batches.c.settled_seq + bindparam("c_n"), updated_at=bindparam("c_now"),
     )
+    .returning(*batches.c)
+)
+_COUNT_DETAILS = (
+    update(batches)
+    .where(batches.c.id == bindparam("d_id"))
+    .values(cached_tokens=batches.c.cached_tokens + bindparam("d_cached"),
+            reasoning_tokens=batches.c.reasoning_tokens + bindparam("d_reasoning"))
     .returning(*batches.c)
 )
 
@@ -678,6 +687,13 @@ class Store:
                 usage = [row for s in applied if s.batch_id == batch_id for row in s.usage_rows]
                 if usage:
                     await ledger.add_usage(conn, batch_id, usage)
+                # Summed over the applied settlements only (as the pricing lines are), so a line settled twice
+                # by racing workers never counts twice; a separate statement, and only when an answer had them.
+                cached = sum(s.cached_tokens for s in applied if s.batch_id == batch_id)
+                reasoning = sum(s.reasoning_tokens for s in applied if s.batch_id == batch_id)
+                if cached or reasoning:
+                    out[batch_id] = batch_record((await conn.execute(_COUNT_DETAILS, {
+                        "d_id": batch_id, "d_cached": cached, "d_reasoning": reasoning})).one())
             if applied_count != len(settlements):
                 # Some items were not ours any more (or the driver cannot count an executemany):
                 # recount from the item rows, which are the truth.

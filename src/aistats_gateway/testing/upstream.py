@@ -19,6 +19,9 @@ rpm/60). `GET /_ledger` returns {key: attempts}; `GET /_stats` totals; `POST /_r
 `GET /_accepts` returns what was answered 2xx: {"per_second": {unix second: count}, "by_key": {key: count}}
 (the per-second accept log that multi-process tests hold against the limit). `GET /_bodies` returns the
 raw request body last received per key, as text ({key: body}), for tests of exactly what was sent.
+`"x_usage": {"cached_tokens": n, "reasoning_tokens": m}` in a body adds those usage details to the answer
+(chat: prompt/completion_tokens_details; responses: input/output_tokens_details).
+`GET /v1/models` lists `--models` (comma-separated) as OpenAI does; `_stats` counts those calls as `models_list`.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ from aiohttp import web
 from aistats_gateway.providers.mock import respond
 
 ENDPOINTS = ("chat/completions", "responses", "embeddings", "completions", "moderations", "messages")
+DEFAULT_MODELS = ("gpt-4o-mini", "local-llama-3.1-8b")
 
 
 class Upstream:
-    def __init__(self, latency_ms: float = 0.0, rpm: int = 0) -> None:
+    def __init__(self, latency_ms: float = 0.0, rpm: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) -> None:
+        self.models = models
         self.latency = latency_ms / 1000.0
         self.rpm = rpm
         self.ledger: dict[str, int] = defaultdict(int)
@@ -69,6 +74,7 @@ class Upstream:
         except orjson.JSONDecodeError:
             return _error(400, "invalid JSON body")
         fault = body.pop("x_fault", None) or {}
+        details = body.pop("x_usage", None)
         key = str(fault.get("key") or hashlib.sha256(raw).hexdigest()[:16])
         self.ledger[key] += 1
         self.bodies[key] = raw.decode("utf-8", "replace")
@@ -85,6 +91,8 @@ class Upstream:
             self.accepted[key] += 1
             self.per_second[int(time.time())] += 1
             answer = respond(endpoint, str(body.get("model", "unknown")), body)
+            if isinstance(details, dict) and isinstance(answer.get("usage"), dict):
+                _add_details(answer["usage"], details)
             return web.Response(body=orjson.dumps(answer), content_type="application/json",
                                 headers={"x-request-id": f"req_up_{key}_{attempt}"})
         if action == "hang":
@@ -119,6 +127,11 @@ class Upstream:
             headers["retry-after"] = str(fault["retry_after"])
         return _error(status, f"scripted fault {status} (attempt {attempt} of key {key})", headers=headers)
 
+    async def models_view(self, _request: web.Request) -> web.Response:
+        self.stats["models_list"] += 1
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "test-upstream"} for m in self.models]
+        return web.json_response({"object": "list", "data": data}, dumps=lambda v: orjson.dumps(v).decode())
+
     async def ledger_view(self, _request: web.Request) -> web.Response:
         return web.json_response(dict(self.ledger), dumps=lambda v: orjson.dumps(v).decode())
 
@@ -143,12 +156,21 @@ class Upstream:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/{endpoint:(" + "|".join(ENDPOINTS) + ")}", self.handle)
+        app.router.add_get("/v1/models", self.models_view)
         app.router.add_get("/_ledger", self.ledger_view)
         app.router.add_get("/_stats", self.stats_view)
         app.router.add_get("/_accepts", self.accepts_view)
         app.router.add_get("/_bodies", self.bodies_view)
         app.router.add_post("/_reset", self.reset)
         return app
+
+
+def _add_details(usage: dict[str, Any], details: dict[str, Any]) -> None:
+    chat = "prompt_tokens" in usage
+    usage["prompt_tokens_details" if chat else "input_tokens_details"] = {
+        "cached_tokens": details.get("cached_tokens", 0)}
+    usage["completion_tokens_details" if chat else "output_tokens_details"] = {
+        "reasoning_tokens": details.get("reasoning_tokens", 0)}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -163,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rpm", type=int, default=0)
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="ids GET /v1/models lists")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -170,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
-    web.run_app(Upstream(args.latency_ms, args.rpm).app(), host=args.host, port=args.port, access_log=None,
+    upstream = Upstream(args.latency_ms, args.rpm, tuple(m for m in args.models.split(",") if m))
+    web.run_app(upstream.app(), host=args.host, port=args.port, access_log=None,
                 shutdown_timeout=1.0,
                 print=lambda *_: None)
 

@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
+from aistats_gateway.domain.urlguard import Target, UnsafeTarget, resolve_checked, target_key
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
@@ -35,7 +36,6 @@ from aistats_gateway.storage.store import Store
 from aistats_gateway.webhooks import signer
 from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
 from aistats_gateway.webhooks.outbox import Event
-from aistats_gateway.webhooks.urlguard import Target, UnsafeTarget, resolve_checked, target_key
 
 log = logging.getLogger(__name__)
 PREVIEW_CHARS = 500

@@ -40,13 +40,19 @@ export function age(unixSeconds, now = Date.now() / 1000) {
 
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
-export function dateTime(unixSeconds) {
-  if (!unixSeconds) return "";
-  return dateTimeFormat.format(new Date(unixSeconds * 1000));
+// The API serves OpenAI's own timestamps as Unix seconds and the gateway's extra ones (billing, webhook
+// telemetry) as ISO 8601 strings, as the AI Stats SDKs type them: both read here.
+function toDate(value) {
+  return typeof value === "string" ? new Date(value) : new Date(value * 1000);
 }
 
-export function isoTime(unixSeconds) {
-  return unixSeconds ? new Date(unixSeconds * 1000).toISOString() : "";
+export function dateTime(value) {
+  if (!value) return "";
+  return dateTimeFormat.format(toDate(value));
+}
+
+export function isoTime(value) {
+  return value ? toDate(value).toISOString() : "";
 }
 
 export function bytes(n) {
