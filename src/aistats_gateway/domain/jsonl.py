@@ -342,3 +342,18 @@ def error_line(result_id: str, custom_id: str, code: str, message: str) -> bytes
             "error": {"code": code, "message": message},
         }
     )
+
+
+HALT_MESSAGES = {
+    "batch_cancelled": "The batch was cancelled before this request was processed.",
+    "batch_expired": "The batch expired before this request could be processed (completion_window ran out).",
+}
+
+
+def settled_line(result_id: str, custom_id: str, result: bytes | None, error_code: str | None) -> bytes:
+    """A settled line as the output/error files and the live results stream show it: the stored line, or the
+    error line of a line that settled without an upstream answer (cancelled, expired)."""
+    if result is not None:
+        return result
+    code = error_code or "request_failed"
+    return error_line(result_id, custom_id, code, HALT_MESSAGES.get(code, "The request failed."))

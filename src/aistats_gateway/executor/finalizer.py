@@ -18,7 +18,6 @@ from aistats_gateway.clock import Clock
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
-from aistats_gateway.services.results import is_success, result_line
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.schema import ITEM_FAILED
@@ -49,11 +48,11 @@ async def finalize(
                 after = item.line
                 if counts[0] + counts[1] == batch.total // 2:
                     failpoints.hit("mid_output_write")
-                if is_success(item):
-                    await out.write(result_line(item) + b"\n")
+                if item.succeeded:
+                    await out.write(item.rendered() + b"\n")
                     counts[0] += 1
                 elif item.status == ITEM_FAILED:
-                    await err.write(result_line(item) + b"\n")
+                    await err.write(item.rendered() + b"\n")
                     counts[1] += 1
                 else:
                     raise RuntimeError(f"{batch.id} line {item.line} is not settled")

@@ -10,31 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aistats_gateway import ids
 from aistats_gateway.bus import BatchBus
-from aistats_gateway.domain.jsonl import error_line
 from aistats_gateway.errors import InvalidRequest, excerpt
 from aistats_gateway.storage.records import BatchRecord
-from aistats_gateway.storage.schema import ITEM_SUCCEEDED
-from aistats_gateway.storage.store import ItemResult, Store
+from aistats_gateway.storage.store import Store
 
-HALT_MESSAGES = {
-    "batch_cancelled": "The batch was cancelled before this request was processed.",
-    "batch_expired": "The batch expired before this request could be processed (completion_window ran out).",
-}
 PAGE = 1000
-
-
-def is_success(item: ItemResult) -> bool:
-    return item.status == ITEM_SUCCEEDED and item.result is not None
-
-
-def result_line(item: ItemResult) -> bytes:
-    """The stored line, or the error line of an item that settled without an upstream answer."""
-    if item.result is not None:
-        return item.result
-    code = item.error_code or "request_failed"
-    return error_line(ids.batch_request_id(), item.custom_id, code, HALT_MESSAGES.get(code, "The request failed."))
 
 
 async def cursor_of(store: Store, batch: BatchRecord, after: str | None) -> int:
@@ -64,7 +45,7 @@ async def stream_results(
             page = await store.items.results_after(batch.id, cursor, PAGE)
             if page:
                 cursor = page[-1][0]
-                yield b"".join(result_line(item) + b"\n" for _, item in page)
+                yield b"".join(item.rendered() + b"\n" for _, item in page)
                 continue
             if not follow or terminal or sub is None:
                 return

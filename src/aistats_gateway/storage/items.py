@@ -26,13 +26,23 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aistats_gateway import ids
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.jsonl import settled_line
 from aistats_gateway.domain.request_log import RequestLogRow
 from aistats_gateway.storage import dialects
 from aistats_gateway.storage.database import Database
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import BatchRecord, ItemRecord, item_record
-from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, LEASED_COLUMNS, batches, items, request_log
+from aistats_gateway.storage.schema import (
+    ITEM_LEASED,
+    ITEM_PENDING,
+    ITEM_SUCCEEDED,
+    LEASED_COLUMNS,
+    batches,
+    items,
+    request_log,
+)
 from aistats_gateway.storage.settlement import Settlement, fail_unfinished_in, settle_in
 from aistats_gateway.storage.usage import append
 
@@ -53,6 +63,15 @@ class ItemResult:
     status: int
     result: bytes | None
     error_code: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        """Its line belongs in the output file (else in the error file)."""
+        return self.status == ITEM_SUCCEEDED and self.result is not None
+
+    def rendered(self) -> bytes:
+        """Its line in the output or error file (also on the live results stream): one rendering for both."""
+        return settled_line(ids.batch_request_id(), self.custom_id, self.result, self.error_code)
 
 
 def _lease_statement(skip_models: bool) -> Any:
