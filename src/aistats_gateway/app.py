@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from aistats_gateway import __version__, ids
+from aistats_gateway import __version__, banner, ids
 from aistats_gateway.api import batches as batch_routes
 from aistats_gateway.api import catalog as catalog_routes
 from aistats_gateway.api import errors as api_errors
@@ -35,7 +35,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
-from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.config import Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.service import Executor
@@ -45,10 +45,7 @@ from aistats_gateway.fanout import RedisFanout
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.anthropic import AnthropicProvider
-from aistats_gateway.providers.base import Provider
-from aistats_gateway.providers.mock import MockProvider
-from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
+from aistats_gateway.providers.kinds import build_provider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.catalog import UpstreamModels
@@ -93,26 +90,6 @@ class Gateway:
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
 
 
-def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
-    if cfg.kind == "mock":
-        return MockProvider(cfg.name, settings.mock.slow_latency_ms)
-    if cfg.kind == "anthropic":
-        return AnthropicProvider(
-            cfg.name, cfg.base_url, cfg.api_key, cfg.models,
-            timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-            connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-            max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-            max_response_bytes=settings.executor.max_response_bytes,
-        )
-    return OpenAICompatibleProvider(
-        cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
-        timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-        connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-        max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-        max_response_bytes=settings.executor.max_response_bytes,
-    )
-
-
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
     """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
     clock = clock or SystemClock()
@@ -154,11 +131,10 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         permits = RedisPermitSource(redis_client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
-    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits)
+    native = (NativeRunner(settings, store, blobs, router, clock, pricer.catalog, failpoints)
+              if settings.run_worker and any(p.batch_api for p in settings.providers) else None)
+    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits, native)
                 if settings.run_worker else None)
-    if executor is not None and any(p.batch_api for p in settings.providers):
-        executor.native = NativeRunner(settings, store, blobs, router, clock, pricer.catalog,
-                                       executor.finalize_native, failpoints)
     fanout = None
     if redis_client is not None:
 
@@ -220,18 +196,15 @@ async def start_services(gw: Gateway) -> None:
     gc.freeze()
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+def build_app(settings: Settings, clock: Clock | None = None, *, print_key: bool = True) -> FastAPI:
+    """`print_key=False`: the caller prints a generated key itself (`aistats serve` does, once the port
+    accepts connections, with the ready line: see banner.py)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await open_gateway(settings, clock)
         app.state.gateway = gw
-        if gw.generated_key:
-            print(
-                "\nNo API key was configured, so one was generated for the default workspace.\n"
-                f"    {gw.generated_key}\n"
-                "It is shown only this once (only its hash is stored). Keep it, or set AISTATS_API_KEY.\n",
-                flush=True,
-            )
+        if gw.generated_key and print_key:
+            print(banner.key_box(gw.generated_key), flush=True)
         await start_services(gw)
         try:
             yield

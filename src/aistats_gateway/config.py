@@ -342,10 +342,13 @@ class Settings(Section):
                 PriceCatalog.load(settings.prices)
             except ValueError as exc:
                 raise ConfigError(f"invalid [[prices]] entry: {exc}") from exc
+        from aistats_gateway.providers.kinds import BATCH_API_KINDS  # here: providers import storage and config
+
         for provider in settings.providers:
-            if provider.batch_api and provider.kind not in ("openai", "anthropic"):
-                raise ConfigError(f"provider '{provider.name}': batch_api = true needs kind 'openai' or "
-                                  f"'anthropic' (kind '{provider.kind}' has no batch API)")
+            if provider.batch_api and provider.kind not in BATCH_API_KINDS:
+                raise ConfigError(f"provider '{provider.name}': batch_api = true needs kind "
+                                  + " or ".join(f"'{k}'" for k in sorted(BATCH_API_KINDS))
+                                  + f" (kind '{provider.kind}' has no batch API)")
         names = [p.name for p in settings.providers]
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
@@ -412,7 +415,7 @@ def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:
             {
                 "name": "openai",
                 "kind": "openai",
-                "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                "base_url": env.get("OPENAI_BASE_URL"),  # none: the kind's default (providers/kinds.py)
                 "api_key": env.get("OPENAI_API_KEY"),
                 "models": ["*"],
             }

@@ -247,3 +247,27 @@ def test_a_batch_naming_an_endpoint(stack: Any) -> None:
     foreign = api.post("/batches", json={"endpoint": "/v1/chat/completions", "webhook_endpoint_id": other_ep["id"],
                                          "requests": [chat_line("d", "w")]})
     assert foreign.status_code == 404 and foreign.json()["error"]["param"] == "webhook_endpoint_id"
+
+
+def test_a_queued_retry_stops_once_its_endpoint_is_deleted(tmp_path: Path) -> None:
+    """The deliverer reads the endpoint at every attempt: a retry due after the endpoint was deleted is not sent,
+    and the event fails for good saying why."""
+    receiver = Receiver(tmp_path / "rx.log", status=500)
+    gw = Gateway(tmp_path / "data", config=FAST.replace("[0.3, 0.5]", "[3.0, 3.0]"))
+    try:
+        api = gw.client()
+        ep = api.post("/webhook-endpoints", json={"url": receiver.url}).json()
+        batch = api.post("/batches", json={"endpoint": "/v1/chat/completions", "webhook_endpoint_id": ep["id"],
+                                           "requests": [chat_line("a", "x")]}).json()
+        wait_for_batch(api, batch["id"])
+        wait_until(lambda: api.get(f"/batches/{batch['id']}").json()["webhook"]["delivery"]["total_attempts"] == 1)
+        assert api.delete(f"/webhook-endpoints/{ep['id']}").status_code == 200
+        state = wait_until(lambda: (s := api.get(f"/batches/{batch['id']}").json()["webhook"])["delivery"][
+            "failed_events"] == 1 and s)
+        assert state["delivery"]["total_attempts"] == 2
+        assert state["attempts"][0]["status"] == "failed_permanently"
+        assert "is deleted" in state["attempts"][0]["error_message"]
+        assert len(receiver.received()) == 1  # only the first attempt reached the receiver
+    finally:
+        gw.stop()
+        receiver.stop()

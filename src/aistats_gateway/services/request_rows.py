@@ -14,9 +14,9 @@ import re
 from typing import Any
 
 from aistats_gateway.domain import request_rows as rules
-from aistats_gateway.errors import InvalidRequest, excerpt
+from aistats_gateway.errors import InputFileUnavailable, InvalidRequest, excerpt
 from aistats_gateway.storage.blobs import BlobStore
-from aistats_gateway.storage.bodies import InputBodies, InputFileUnavailable
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
@@ -78,7 +78,7 @@ class RequestRowService:
         if batch.execution != "native":
             return {}
         seen: dict[tuple[str, str], list[str]] = {}
-        for job in await NativeJobs(self.store).for_batch(batch.id):
+        for job in await NativeJobs(self.store.db, self.store.outbox).for_batch(batch.id):
             if job.native_batch_id:
                 seen.setdefault((job.provider, job.model), []).append(job.native_batch_id)
         return {key: ids[0] for key, ids in seen.items() if len(ids) == 1}
