@@ -38,8 +38,10 @@ def test_error_summary_counts_failures_once_as_they_settle(db_url: str) -> None:
         summary = (await store.errors.of(["batch_1"]))["batch_1"]
         assert summary == [
             {"code": "batch_cancelled", "status_code": None, "count": 3,
-             "example": {"custom_id": "c6", "message": "The batch was cancelled before this request was processed."}},
-            {"code": "mock_rejected", "status_code": 400, "count": 2, "example": {"custom_id": "c2", "message": "nope"}},
+             "example": {"custom_id": "c6",
+                         "message": "The batch was cancelled before this request was processed."}},
+            {"code": "mock_rejected", "status_code": 400, "count": 2,
+             "example": {"custom_id": "c2", "message": "nope"}},
             {"code": "server_error", "status_code": 503, "count": 1,
              "example": {"custom_id": "c4", "message": "upstream down"}},
             {"code": "upstream_timeout", "status_code": None, "count": 1,

@@ -66,6 +66,12 @@ def json_fingerprint(route: str, body: Any) -> str:
     return fingerprint(route, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
 
 
+def upload_fingerprint(content_sha256: bytes, purpose: str, filename: str, expires_after: int | None) -> str:
+    """An upload's fingerprint: its content (hashed as it streamed in) and the fields that shape the file."""
+    return fingerprint("files.create", content_sha256, purpose.encode(), filename.encode(),
+                       str(expires_after).encode())
+
+
 def live(stored: StoredKey | None, now: float) -> StoredKey | None:
     """The stored key while it still answers (within TTL of its first use); None once it may be used anew."""
     return stored if stored is not None and stored.created_at + TTL > now else None
