@@ -72,9 +72,10 @@ class _Calls(Generic[R]):
     def cancel_batch(self, batch_id: str) -> R:
         return self._send(rq.Request("POST", f"/batches/{rq.require_id(batch_id, 'batch_id')}/cancel", kind="batch"))
 
-    def list_batches(self, *, after: str | None = None, limit: int | None = None, status: str | None = None) -> R:
-        return self._send(rq.Request("GET", "/batches", params=rq.clean({"after": after, "limit": limit,
-                                                                          "status": status}), kind="page"))
+    def list_batches(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
+                     session_id: str | None = None) -> R:
+        return self._send(rq.Request("GET", "/batches", params=rq.clean({
+            "after": after, "limit": limit, "status": status, "session_id": session_id}), kind="page"))
 
     def get_file(self, file_id: str) -> R:
         return self._send(rq.Request("GET", f"/files/{rq.require_id(file_id, 'file_id')}", kind="file"))
@@ -107,8 +108,9 @@ class Batches(Generic[R]):
     def cancel(self, batch_id: str) -> R:
         return self._c.cancel_batch(batch_id)
 
-    def list(self, *, after: str | None = None, limit: int | None = None, status: str | None = None) -> R:
-        return self._c.list_batches(after=after, limit=limit, status=status)
+    def list(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
+             session_id: str | None = None) -> R:
+        return self._c.list_batches(after=after, limit=limit, status=status, session_id=session_id)
 
     def websocket_url(self, batch_id: str, *, interval_ms: int | None = None,
                       close_on_terminal: bool | None = None) -> str:
@@ -118,6 +120,13 @@ class Batches(Generic[R]):
     def stream(self, batch_id: str, *, interval_ms: int | None = None) -> Any:
         """Lifecycle events (sync iterator, or async iterator on AsyncAIStats)."""
         return self._c.stream_batch(batch_id, interval_ms=interval_ms)  # type: ignore[attr-defined]
+
+    def follow(self, batch_id: str, *, interval_ms: int | None = 1000, poll_interval: float = 1.0,
+               give_up_after: float | None = 300.0) -> Any:
+        """`Update(batch, state)` for every change until terminal: the stream, polling while it is down
+        (sync client only)."""
+        return self._c.follow_batch(batch_id, interval_ms=interval_ms,  # type: ignore[attr-defined]
+                                    poll_interval=poll_interval, give_up_after=give_up_after)
 
     def wait(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 2.0) -> Any:
         """The terminal batch (awaitable on AsyncAIStats)."""
@@ -196,6 +205,12 @@ class AIStats(_Calls[Any]):
     def stream_batch(self, batch_id: str, *, interval_ms: int | None = None) -> Iterator[APIObject]:
         """Lifecycle events of a batch from the WebSocket, until it is terminal (reconnects on drops)."""
         return _stream.stream(self, rq.require_id(batch_id, "batch_id"), interval_ms)
+
+    def follow_batch(self, batch_id: str, *, interval_ms: int | None = 1000, poll_interval: float = 1.0,
+                     give_up_after: float | None = 300.0) -> Iterator[_stream.Update]:
+        """Every snapshot of a batch until terminal, saying whether it came live, by polling, or that the
+        gateway is being reconnected to; never silent while the gateway is away."""
+        return _stream.follow(self, rq.require_id(batch_id, "batch_id"), interval_ms, poll_interval, give_up_after)
 
     def wait_batch(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 2.0) -> Batch:
         """The terminal batch: from the stream, or by polling if the stream is unavailable."""

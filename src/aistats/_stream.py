@@ -2,9 +2,12 @@
 
 `stream()` yields the WebSocket's events (`job.snapshot`, `job.updated`, ...) with `data` as a Batch,
 sends a text `ping` when idle, and reconnects with backoff when the connection drops before the
-job is terminal (the new connection starts with a fresh snapshot). `wait()` returns the terminal
-batch: the stream first, polling as the fallback. `results()` iterates the parsed result lines of
-`GET /batches/{id}/results`, resuming after the last custom_id seen if the connection drops.
+job is terminal (the new connection starts with a fresh snapshot). `follow()` is what a live view
+needs: every batch snapshot as it changes, from the stream while it works and by polling the moment it
+drops, each `Update` saying which ("live", "polling", "reconnecting") so a view never freezes silently
+while the gateway restarts. `wait()` returns the terminal batch (the last of `follow()`). `results()`
+iterates the parsed result lines of `GET /batches/{id}/results`, resuming after the last custom_id seen
+if the connection drops.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
 from aistats import _requests as rq
-from aistats._errors import APIConnectionError, from_response
+from aistats._errors import APIConnectionError, APIError, from_response
 from aistats._types import APIObject, Batch
 
 if TYPE_CHECKING:
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 
 PING_EVERY = 20.0
 MAX_RECONNECTS = 5
+FOLLOW_OPEN_TIMEOUT = 5.0  # a live view polls instead of waiting long for a handshake
 
 
 def _event(raw: str | bytes) -> APIObject:
@@ -78,23 +83,110 @@ def stream(client: AIStats, batch_id: str, interval_ms: int | None = None) -> It
             time.sleep(_backoff(failures))
 
 
+@dataclass(frozen=True)
+class Update:
+    """One step of `follow()`: the newest batch seen (None before the first) and how it is watched:
+    "live" from the stream, "polling" while the stream is unavailable but the API answers,
+    "reconnecting" while the gateway cannot be reached (`batch` is then the last one seen). `event` is
+    the stream event's type (`job.snapshot`, `job.updated`, ...) when live."""
+
+    batch: Batch | None
+    state: str
+    event: str | None = None
+
+
+def stream_retry_delay(failures: int) -> float:
+    """Seconds of polling before re-opening a stream that failed `failures` times in a row while the API
+    answered: at once first, then backing off to 15 s (a proxy without WebSockets is not hammered)."""
+    return 0.0 if failures <= 1 else float(min(15.0, 2.0 ** (failures - 2)))
+
+
+def _stream_drops() -> tuple[type[BaseException], ...]:
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    return ConnectionClosed, InvalidHandshake, OSError, TimeoutError
+
+
+def _one_stream(client: AIStats, batch_id: str, interval_ms: int | None) -> Iterator[APIObject]:
+    """Events of one WebSocket connection; returns when it closes, raises when it cannot open."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = client.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms, close_on_terminal=True)
+    try:
+        with connect(url, additional_headers={"Authorization": f"Bearer {client.api_key}"},
+                     open_timeout=FOLLOW_OPEN_TIMEOUT) as ws:
+            while True:
+                try:
+                    raw = ws.recv(timeout=PING_EVERY)
+                except TimeoutError:
+                    ws.send("ping")
+                    continue
+                event = _event(raw)
+                if event.get("type") != "pong":
+                    yield event
+    except InvalidStatus as exc:
+        if exc.response.status_code < 500:  # refused (401, 404 ...): polling would be refused the same way
+            raise from_response(exc.response.status_code, json.loads(exc.response.body or b"{}")) from exc
+        raise
+
+
+def follow(client: AIStats, batch_id: str, interval_ms: int | None = 1000, poll_interval: float = 1.0,
+           give_up_after: float | None = 300.0) -> Iterator[Update]:
+    """Every batch snapshot until the batch is terminal (or deleted). A dropped stream is followed by a poll
+    at once and one every `poll_interval` seconds, the stream being re-opened as soon as the gateway answers
+    again. Raises APIConnectionError once the gateway has been unreachable for `give_up_after` seconds."""
+    last: Batch | None = None
+    failures = 0  # stream failures in a row
+    next_stream = 0.0
+    down_since: float | None = None
+    while True:
+        if time.monotonic() >= next_stream:
+            try:
+                for event in _one_stream(client, batch_id, interval_ms):
+                    if isinstance(event.get("data"), Batch):
+                        last, failures, down_since = event["data"], 0, None
+                        yield Update(last, "live", str(event.get("type")))
+                    if event.get("type") == "job.deleted" or _terminal(event):
+                        return
+            except _stream_drops():
+                pass
+            failures += 1
+            next_stream = time.monotonic() + stream_retry_delay(failures)
+        try:
+            batch = client.get_batch(batch_id)
+        except APIError as exc:
+            if not isinstance(exc, APIConnectionError) and (exc.status_code or 0) < 500:
+                raise
+            now = time.monotonic()
+            down_since = down_since or now
+            if give_up_after is not None and now - down_since > give_up_after:
+                raise APIConnectionError(f"the gateway has been unreachable for {give_up_after:.0f}s: {exc}",
+                                         status_code=exc.status_code) from exc
+            yield Update(last, "reconnecting")
+        else:
+            if down_since is not None:  # the gateway is back: its stream failed because it was away
+                down_since, failures, next_stream = None, 0, 0.0
+            last = Batch(batch)
+            yield Update(last, "polling")
+            if last.status in rq.TERMINAL:
+                return
+        time.sleep(poll_interval)
+
+
 def wait(client: AIStats, batch_id: str, timeout: float | None, poll_interval: float) -> Batch:
     deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        for event in stream(client, batch_id, interval_ms=1000):
-            if _terminal(event):
-                return Batch(event["data"])
-            if deadline is not None and time.monotonic() > deadline:
-                break
-    except APIConnectionError:
-        pass  # fall back to polling
-    while True:
-        batch = client.get_batch(batch_id)
-        if batch.status in rq.TERMINAL:
-            return Batch(batch)
+    last: Batch | None = None
+    for update in follow(client, batch_id, interval_ms=1000, poll_interval=poll_interval):
+        last = update.batch or last
+        if last is not None and last.status in rq.TERMINAL:
+            return last
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} is still {batch.status} after {timeout}s")
-        time.sleep(poll_interval)
+            state = last.status if last is not None else "unknown"
+            raise TimeoutError(f"batch {batch_id} is still {state} after {timeout}s")
+    if last is None:  # deleted before anything was seen
+        return Batch(client.get_batch(batch_id))
+    return last
 
 
 def results(client: AIStats, batch_id: str, follow: bool) -> Iterator[APIObject]:

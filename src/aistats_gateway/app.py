@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from aistats_gateway import __version__, ids
+from aistats_gateway import __version__, banner, ids
 from aistats_gateway.api import batches as batch_routes
 from aistats_gateway.api import catalog as catalog_routes
 from aistats_gateway.api import errors as api_errors
@@ -217,18 +217,15 @@ async def start_services(gw: Gateway) -> None:
     gc.freeze()
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+def build_app(settings: Settings, clock: Clock | None = None, *, print_key: bool = True) -> FastAPI:
+    """`print_key=False`: the caller prints a generated key itself (`aistats serve` does, once the port
+    accepts connections, with the ready line: see banner.py)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await open_gateway(settings, clock)
         app.state.gateway = gw
-        if gw.generated_key:
-            print(
-                "\nNo API key was configured, so one was generated for the default workspace.\n"
-                f"    {gw.generated_key}\n"
-                "It is shown only this once (only its hash is stored). Keep it, or set AISTATS_API_KEY.\n",
-                flush=True,
-            )
+        if gw.generated_key and print_key:
+            print(banner.key_box(gw.generated_key), flush=True)
         await start_services(gw)
         try:
             yield

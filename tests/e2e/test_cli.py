@@ -77,7 +77,7 @@ def test_json_output_exit_codes_and_results(gw: Gateway, tmp_path: Path) -> None
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"custom_id": "x"\n')
     failed = aistats(gw, "batch", "submit", str(bad), "-e", "/v1/chat/completions", "--wait")
-    assert failed.returncode == 1 and "invalid_json_line" in failed.stderr and "line 1" in failed.stderr
+    assert failed.returncode == 1 and "invalid_json_line" in failed.stdout and "line 1" in failed.stdout
 
     missing = aistats(gw, "batch", "show", "batch_nope")
     assert missing.returncode == 2 and "batch_not_found_or_not_owned" in missing.stderr
@@ -94,7 +94,7 @@ def test_cancel_and_watch(gw: Gateway, tmp_path: Path) -> None:
     cancelled = json.loads(aistats(gw, "batch", "cancel", created["id"], "--json").stdout)
     assert cancelled["status"] in ("cancelling", "cancelled")
     watched = aistats(gw, "batch", "watch", created["id"])
-    assert watched.returncode == 1 and "cancelled" in watched.stderr
+    assert watched.returncode == 1 and "cancelled" in watched.stdout
 
 
 def test_unreachable_gateway_exit_code(tmp_path: Path) -> None:

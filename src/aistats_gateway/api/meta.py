@@ -1,4 +1,4 @@
-"""Routes that describe the gateway: health and the models its providers serve."""
+"""Routes that describe the gateway: the `/v1` index, health and the models its providers serve."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from aistats_gateway import __version__
-from aistats_gateway.api.deps import Workspace, gateway
+from aistats_gateway.api.deps import Workspace, base_url, gateway
 from aistats_gateway.api.errors import error_response
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import log_entry
@@ -33,6 +33,21 @@ async def metrics(request: Request) -> Response:
                                                    "([metrics] token, AISTATS_METRICS_TOKEN)."), request)
     gw.storage_counts.update(await gw.store.batches.state_counts())  # one cheap query per scrape
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("")
+async def index(request: Request) -> JSONResponse:
+    """`GET /v1`, unauthenticated like /health: the base URL pasted into a browser or curl says what it is
+    and where to go (the dashboard, the docs), instead of a 404. The endpoints are read from the app's
+    OpenAPI document (built once, then cached by FastAPI), so the list cannot drift from what is served."""
+    base = base_url(request).rstrip("/")
+    paths = sorted(path for path in request.app.openapi().get("paths", {}) if path.startswith("/v1/"))
+    return JSONResponse({
+        "object": "gateway", "name": "AI Stats Gateway", "version": __version__, "api": f"{base}/v1",
+        "dashboard": f"{base}/ui/", "docs": f"{base}/docs", "health": f"{base}/v1/health",
+        "authentication": "Authorization: Bearer <API key> (every endpoint but this index and /v1/health)",
+        "endpoints": paths,
+    })
 
 
 @router.get("/health")

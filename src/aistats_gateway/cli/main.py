@@ -12,6 +12,7 @@ Settings come from the environment and AISTATS_CONFIG (see the README); flags ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -51,21 +52,40 @@ def serve(
 ) -> None:
     """Run the gateway (API + executor) on the configured storage."""
     settings = _settings(host=host, port=port, run_worker=False if no_worker else None)  # refuse bad ones first
+    from aistats_gateway import banner
     from aistats_gateway.app import build_app
     from aistats_gateway.http_guard import guarded_protocol
 
     configure_logging(log_level, log_format)
-    typer.echo(f"AI Stats Gateway {__version__} on http://{settings.host}:{settings.port}/v1 "
+    typer.echo(f"AI Stats Gateway {__version__} starting on {banner.api_url(settings)} "
                f"({'API only' if no_worker else 'API + executor'}; {_where(settings)}; "
                f"providers: {', '.join(p.name for p in settings.providers)})")
     # Fewer young-generation collections: the executor allocates many short-lived objects per request.
     gc.set_threshold(20_000, 20, 20)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level=log_level, log_config=None,
-                access_log=access_log, loop="auto", lifespan="on",
-                # httptools with a limit on the request head's size and a deadline for reading it (http_guard.py)
-                http=guarded_protocol(settings.limits),
-                # open streams (WebSockets, results with follow=true) get this long before the executor drains
-                timeout_graceful_shutdown=5)
+    application = build_app(settings, print_key=False)
+
+    class Server(uvicorn.Server):
+        """Says "ready" (with a generated key, boxed) once the port accepts connections, after the logs
+        of migrations and startup, so neither is lost among them."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(banner.ready(settings, application.state.gateway.generated_key))
+
+    config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level=log_level,
+                            log_config=None, access_log=access_log, loop="auto", lifespan="on",
+                            # httptools with a limit on the request head's size and a deadline for reading
+                            # it (http_guard.py)
+                            http=guarded_protocol(settings.limits),
+                            # open streams (WebSockets, results with follow=true) get this long before the
+                            # executor drains
+                            timeout_graceful_shutdown=5)
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise typer.Exit(3)
 
 
 def _where(settings: Settings) -> str:
@@ -128,13 +148,19 @@ def _with_store(fn: Any) -> Any:
 def keys_create(
     workspace: str = typer.Option("default", help="Workspace name; created if it does not exist."),
     name: str = typer.Option(None, help="A label for the key."),
+    as_json: bool = typer.Option(False, "--json", help="The key, its id and workspace as JSON."),
 ) -> None:
     """Create an API key and print it (only its hash is stored)."""
-    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE
+    from aistats_gateway.domain.keys import DEFAULT_WORKSPACE, hash_key
     from aistats_gateway.services.keys import create_key
 
-    typer.echo(_with_store(lambda store: create_key(
-        store.workspaces, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)))
+    async def create(store: Any) -> dict[str, Any]:
+        key = await create_key(store.workspaces, DEFAULT_WORKSPACE if workspace == "default" else workspace, name)
+        row = (await store.workspaces.find_keys("", [hash_key(key)]))[0]
+        return {"object": "api_key", "id": row["id"], "workspace_id": row["workspace_id"], "name": name, "key": key}
+
+    created = _with_store(create)
+    typer.echo(json.dumps(created) if as_json else created["key"])
 
 
 @keys_app.command("list")
@@ -156,7 +182,8 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key: str = typer.Argument(..., help="The key's id (key_…, see `keys list`), the key itself, "
-                                                    "or its SHA-256 hash (64 hex digits).")) -> None:
+                                                    "or its SHA-256 hash (64 hex digits)."),
+                as_json: bool = typer.Option(False, "--json")) -> None:
     """Revoke exactly one key; a running gateway refuses it (and closes its WebSockets) within seconds."""
     from aistats_gateway.services.keys import revoke
 
@@ -164,7 +191,8 @@ def keys_revoke(key: str = typer.Argument(..., help="The key's id (key_…, see 
     if revoked is None:
         typer.secho(message, fg="red", err=True)
         raise typer.Exit(2)
-    typer.echo(message)
+    typer.echo(json.dumps({"revoked": revoked["id"], "workspace_id": revoked["workspace_id"], "message": message})
+               if as_json else message)
 
 
 credits_app = typer.Typer(help="Workspace credit (works on the local database).", no_args_is_help=True)
@@ -224,6 +252,7 @@ def migrate(
                                          "the configured, empty database, with its blobs."),
     from_blobs: str = typer.Option(None, "--from-blobs", metavar="DIR",
                                    help="The source gateway's blob directory (default: blobs/ beside PATH)."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create or upgrade the database schema, then exit (optionally copying a SQLite gateway into it)."""
     from pathlib import Path
@@ -261,15 +290,18 @@ def migrate(
     except CopyRefused as exc:
         typer.secho(f"migrate: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps({"schema": "up to date", "copied": copied}))
+        return
     typer.echo(f"schema up to date ({_where(settings)})")
     if copied is not None:
         typer.echo(f"copied {sum(v for k, v in copied.items() if k != 'blobs')} row(s) and {copied['blobs']} blob(s)")
 
 
 @app.command()
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json")) -> None:
     """Print the version."""
-    typer.echo(__version__)
+    typer.echo(json.dumps({"version": __version__}) if as_json else __version__)
 
 
 if __name__ == "__main__":  # pragma: no cover
