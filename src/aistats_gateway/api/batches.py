@@ -31,11 +31,12 @@ MAX_OFFSET = 2**31 - 1  # far beyond any request log; larger values overflow the
 @router.post("")
 async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     gw = gateway(request)
-    record = await gw.batches.create(workspace, body)
+    record, replayed = await gw.batches.create_once(workspace, body, key)
     if isinstance(record, dict):  # a dry run: validation and cost preview, nothing created
         return JSONResponse(record)
-    return JSONResponse(await batch_view(gw, record, base_url(request)))
+    return JSONResponse(await batch_view(gw, record, base_url(request)), headers=replay_headers(replayed))
 
 
 @router.get("")

@@ -19,6 +19,7 @@ from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain import batch as rules
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.idempotency import IdempotencyKey, json_fingerprint, replay_of
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
@@ -29,6 +30,7 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
+from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
 
@@ -70,7 +72,40 @@ class BatchService:
         self.clock = clock
         self.max_lines = max_lines
 
-    async def create(self, workspace_id: str, body: dict[str, Any]) -> BatchRecord | dict[str, Any]:
+    async def create_once(self, workspace_id: str, body: dict[str, Any], key: str | None
+                          ) -> tuple[BatchRecord | dict[str, Any], bool]:
+        """`create` with an optional Idempotency-Key: (the batch, whether an earlier request with this key and
+        body created it). A dry run creates nothing: it ignores the key."""
+        if key is None or body.get("dry_run") is True:
+            return await self.create(workspace_id, body), False
+        claim = IdempotencyKey(key, json_fingerprint("batches.create", body), "batch")
+        earlier = replay_of(await self.store.idempotency.get(workspace_id, key), claim, self.clock.now())
+        if earlier is not None:
+            return await self.get(workspace_id, earlier), True
+        try:
+            return await self.create(workspace_id, body, key=claim), False
+        except KeyTaken as taken:  # a request with the same key won the race: answer its batch
+            earlier = replay_of(taken.stored, claim, self.clock.now())
+            if earlier is None:
+                raise
+            return await self.get(workspace_id, earlier), True
+
+    async def create_retry(self, parent: BatchRecord, input_file_id: str, key: IdempotencyKey | None
+                           ) -> BatchRecord:
+        """A retry of `parent` over `input_file_id`: its settings, and its place in the parent's chain."""
+        lineage = {"parent_batch_id": parent.id, "root_batch_id": parent.root_batch_id or parent.id}
+        body = {"endpoint": parent.endpoint_input, "completion_window": parent.completion_window}
+        record = await self._create_from(
+            parent.workspace_id, body, input_file_id, parent.endpoint, parent.expires_at - parent.created_at,
+            parent.metadata, parent.session_id, parent.webhook, parent.provider_prefs, False,
+            parent.output_expires_after, parent.execution or "managed", lineage=lineage, key=key)
+        assert isinstance(record, BatchRecord)
+        if self.executor is not None:
+            self.executor.submitted(record)
+        return record
+
+    async def create(self, workspace_id: str, body: dict[str, Any], *, key: IdempotencyKey | None = None
+                     ) -> BatchRecord | dict[str, Any]:
         """The new batch; or, for `dry_run`, the validation and cost preview (a dict; nothing is created)."""
         unknown = sorted(set(body) - CREATE_FIELDS)
         if unknown:
@@ -120,7 +155,8 @@ class BatchService:
                                  code="missing_required_parameter", param="input_file_id")
         try:
             record = await self._create_from(workspace_id, body, input_file_id, endpoint, window, metadata,
-                                             session_id, webhook, prefs, dry_run, output_expires_after, execution)
+                                             session_id, webhook, prefs, dry_run, output_expires_after, execution,
+                                             key=key)
         except BaseException:
             # Nothing half-created: whatever refused the batch (a native check, the credit hold, a storage
             # error), the file made from its inline rows goes too.
@@ -136,6 +172,7 @@ class BatchService:
         self, workspace_id: str, body: dict[str, Any], input_file_id: str, endpoint: str, window: int,
         metadata: dict[str, str] | None, session_id: str | None, webhook: dict[str, Any] | None,
         prefs: dict[str, Any] | None, dry_run: bool, output_expires_after: int | None, execution: str,
+        *, lineage: dict[str, str] | None = None, key: IdempotencyKey | None = None,
     ) -> BatchRecord | dict[str, Any]:
         file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
         if file.purpose != "batch":
@@ -164,9 +201,9 @@ class BatchService:
             "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
             "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
             "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
-            "execution": execution, "output_expires_after": output_expires_after,
+            "execution": execution, "output_expires_after": output_expires_after, **(lineage or {}),
         }
-        return await self.store.batches.insert(values, hold_nanos=hold)
+        return await self.store.batches.insert(values, hold_nanos=hold, key=key)
 
     async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None,
                             chunks: AsyncIterator[bytes]) -> LineValidator:

@@ -70,7 +70,7 @@ class RetryService:
                                      param="custom_ids")
         file = await self._input_of(parent, chosen)
         try:
-            record = await self._create(parent, file, claim)
+            record = await self.batches.create_retry(parent, file.id, claim)
         except KeyTaken as taken:  # a retry with the same key won the race: answer its batch
             with contextlib.suppress(Exception):
                 await self.files.delete(workspace_id, file.id)
@@ -135,6 +135,3 @@ class RetryService:
                 lines.append(orjson.dumps({"custom_id": row.custom_id, "method": "POST", "url": parent.endpoint,
                                            "body": orjson.Fragment(row.body or b"{}")}))
         return lines
-
-    async def _create(self, parent: BatchRecord, file: FileRecord, claim: IdempotencyKey | None) -> BatchRecord:
-        raise NotImplementedError  # built on BatchService's CreateBatch once it lands (wt-executor)
