@@ -51,6 +51,7 @@ from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
@@ -88,6 +89,7 @@ class Gateway:
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
     """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
     clock = clock or SystemClock()
+    check_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
