@@ -33,9 +33,12 @@ async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     gw = gateway(request)
-    record, replayed = await gw.batches.create_once(workspace, body, key)
-    if isinstance(record, dict):  # a dry run: validation and cost preview, nothing created
-        return JSONResponse(record)
+    create = gw.batches.parse_create(body)
+    if create.dry_run:  # validation and cost preview, nothing created (an Idempotency-Key has nothing to answer)
+        return JSONResponse(await gw.batches.dry_run(workspace, create))
+    claim = None if key is None else idempotency.IdempotencyKey(
+        key, idempotency.json_fingerprint("batches.create", body), "batch")
+    record, replayed = await gw.batches.create_once(workspace, create, claim)
     return JSONResponse(await batch_view(gw, record, base_url(request)), headers=replay_headers(replayed))
 
 

@@ -15,19 +15,33 @@ from typing import Any
 import orjson
 
 from aistats_gateway.clock import Clock
+from aistats_gateway.domain.batch import CompletionWindow
+from aistats_gateway.domain.create_batch import CreateBatch
+from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.domain.failures import failure_of
 from aistats_gateway.domain.idempotency import IdempotencyKey, json_fingerprint, replay_of
 from aistats_gateway.domain.retry import RetryFilter, parse_retry
-from aistats_gateway.errors import Conflict, InvalidRequest, excerpt
+from aistats_gateway.errors import Conflict, InputFileUnavailable, InvalidRequest, excerpt
 from aistats_gateway.services.batches import BatchService, ensure_rows_kept
 from aistats_gateway.services.files import FileService
-from aistats_gateway.storage.bodies import InputFileUnavailable, read_lines
+from aistats_gateway.storage.bodies import read_lines
 from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.items import FailedLine
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.store import Store
 
 PAGE = 1000
+
+
+def retry_request(parent: BatchRecord, input_file_id: str) -> CreateBatch:
+    """The create of a retry of `parent` over `input_file_id`: the parent's settings, as its create stored them."""
+    return CreateBatch(
+        endpoint=parent.endpoint, endpoint_input=parent.endpoint_input,
+        window=CompletionWindow(parent.expires_at - parent.created_at, parent.completion_window),
+        metadata=parent.metadata, session_id=parent.session_id, webhook=parent.webhook, prefs=parent.provider_prefs,
+        dry_run=False, output_expires_after=parent.output_expires_after,
+        execution=ExecutionMode.of(parent.execution), input_file_id=input_file_id,
+        inline=None)
 
 
 class RetryService:
@@ -70,7 +84,8 @@ class RetryService:
                                      param="custom_ids")
         file = await self._input_of(parent, chosen)
         try:
-            record = await self.batches.create_retry(parent, file.id, claim)
+            record = await self.batches.create(workspace_id, retry_request(parent, file.id), key=claim, lineage={
+                "parent_batch_id": parent.id, "root_batch_id": parent.root_batch_id or parent.id})
         except KeyTaken as taken:  # a retry with the same key won the race: answer its batch
             with contextlib.suppress(Exception):
                 await self.files.delete(workspace_id, file.id)
