@@ -53,7 +53,9 @@ from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.request_rows import RequestRowService
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.services.retries import RetryService
 from aistats_gateway.services.webhook_endpoints import WebhookEndpointService
+from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
@@ -88,11 +90,13 @@ class Gateway:
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
+    retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
     """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
     clock = clock or SystemClock()
+    check_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
@@ -148,7 +152,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention)
+    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention,
+                        store.idempotency)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
@@ -158,7 +163,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                  WebhookEndpointService(store.webhook_endpoints, settings.webhooks, clock),
                  RequestRowService(store, blobs),
                  redis=redis_client, fanout=fanout, permits=permits,
-                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
+                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None,
+                 retries=RetryService(store, files, batches, clock))
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 

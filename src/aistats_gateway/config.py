@@ -335,20 +335,6 @@ class Settings(Section):
         except ValidationError as exc:
             raise ConfigError(_explain(exc, cls, raw.get("config_file"))) from exc
         _check_urls(settings)
-        if settings.prices:
-            from aistats_gateway.pricing.catalog import PriceCatalog
-
-            try:
-                PriceCatalog.load(settings.prices)
-            except ValueError as exc:
-                raise ConfigError(f"invalid [[prices]] entry: {exc}") from exc
-        from aistats_gateway.providers.kinds import BATCH_API_KINDS  # here: providers import storage and config
-
-        for provider in settings.providers:
-            if provider.batch_api and provider.kind not in BATCH_API_KINDS:
-                raise ConfigError(f"provider '{provider.name}': batch_api = true needs kind "
-                                  + " or ".join(f"'{k}'" for k in sorted(BATCH_API_KINDS))
-                                  + f" (kind '{provider.kind}' has no batch API)")
         names = [p.name for p in settings.providers]
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")

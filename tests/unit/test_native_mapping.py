@@ -17,6 +17,7 @@ from aistats_gateway.providers import native_anthropic, native_openai
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
 from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome, RemoteBatch, Search
 from aistats_gateway.providers.native_openai import OpenAIBatches
+from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.native_jobs import JobItem, NativeJob
 
 ANTHROPIC = AnthropicBatches("anthropic", "http://127.0.0.1:1/v1", "k", timeout_seconds=1)
@@ -196,7 +197,7 @@ def test_lines_cancelled_because_our_window_ran_out_are_expired() -> None:
 def test_batch_api_config(tmp_path: Any) -> None:
     env = {"AISTATS_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="batch_api"):
-        Settings.load(env, providers=[{"name": "m2", "kind": "mock", "batch_api": True}])
+        check_settings(Settings.load(env, providers=[{"name": "m2", "kind": "mock", "batch_api": True}]))
     settings = Settings.load(env, providers=[{"name": "oa", "kind": "openai", "batch_api": True}],
                              native={"poll_interval_seconds": 0.5})
     assert settings.providers[0].batch_api and settings.native.poll_interval_seconds == 0.5

@@ -4,7 +4,7 @@ Reads only: the `items` rows of one batch in line order (filtered by row status,
 an HTTP status one of the line's attempts got), each with its 0-based position among the batch's lines
 (`request_index`: the page's offset when unfiltered, else a window over the batch's lines, so a filtered row
 keeps the index it has unfiltered), and of the `request_log` rows of exactly those lines: the newest one,
-how many, and their summed cost (index ix_request_log_batch_line, 0011). Rendering is domain/request_rows.py.
+how many, and their summed cost (index ix_request_log_batch_line, 0012). Rendering is domain/request_rows.py.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Registered webhook endpoints (`/v1/webhook-endpoints`): URL, events, status (act
 delete) and the signing secret, with the previous secret and until when it still signs after a rotation. The
 request-log index on (batch_id, line) serves a page of `GET /v1/batches/{id}/requests` rows their attempts.
 
-Revision ID: 0011_webhook_endpoints
-Revises: 0010_usage_details
+Revision ID: 0012_webhook_endpoints
+Revises: 0011_recover
 Create Date: 2026-12-04 12:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_webhook_endpoints"
-down_revision = "0010_usage_details"
+revision = "0012_webhook_endpoints"
+down_revision = "0011_recover"
 branch_labels = None
 depends_on = None
 
