@@ -80,16 +80,37 @@ def _reconnect_delay(failures: int, what: str, exc: BaseException) -> float:
 _RESULTS_DROPS = (httpx.TransportError, httpx.RemoteProtocolError)
 
 
-def _results_request(client: AIStats | AsyncAIStats, batch_id: str, follow: bool, after: str | None) -> dict[str, Any]:
-    """The arguments of the streamed `GET /batches/{id}/results` (no read timeout: a followed stream idles)."""
-    return {"method": "GET", "url": f"{client.base_url}/batches/{batch_id}/results",
-            "params": rq.results_params(follow, after), "headers": client._headers,
-            "timeout": httpx.Timeout(30.0, read=None)}
+class _ResultsCursor:
+    """Where a dropped results stream (`results()`/`aresults()`) resumes: after the last custom_id yielded, or,
+    for merged results (they take no cursor and restart from the top), by skipping the lines already yielded."""
 
+    def __init__(self, client: AIStats | AsyncAIStats, batch_id: str, follow: bool, merged: bool) -> None:
+        self.url = f"{client.base_url}/batches/{batch_id}/results"
+        self.headers = client._headers
+        self.follow, self.merged = follow, merged
+        self.after: str | None = None
+        self.sent = 0  # lines yielded so far
+        self.seen = 0  # lines read on the current connection
 
-def _result_item(line: str) -> APIObject | None:
-    """A result line parsed; None for a blank line."""
-    return APIObject.wrap(json.loads(line)) if line.strip() else None
+    def reconnected(self) -> None:
+        self.seen = 0
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of the streamed GET (no read timeout: a followed stream idles between lines)."""
+        return {"method": "GET", "url": self.url, "params": rq.results_params(self.follow, self.after, self.merged),
+                "headers": self.headers, "timeout": httpx.Timeout(30.0, read=None)}
+
+    def take(self, line: str) -> APIObject | None:
+        """The item a line holds, or None for a blank line or one yielded before the reconnect."""
+        if not line.strip():
+            return None
+        self.seen += 1
+        if self.merged and self.seen <= self.sent:
+            return None
+        item: APIObject = APIObject.wrap(json.loads(line))
+        self.after = item.get("custom_id", self.after)
+        self.sent += 1
+        return item
 
 
 def stream(client: AIStats, batch_id: str, interval_ms: int | None = None) -> Iterator[APIObject]:
@@ -226,18 +247,18 @@ def wait(client: AIStats, batch_id: str, timeout: float | None, poll_interval: f
     return last
 
 
-def results(client: AIStats, batch_id: str, follow: bool) -> Iterator[APIObject]:
-    after: str | None = None
+def results(client: AIStats, batch_id: str, follow: bool, merged: bool = False) -> Iterator[APIObject]:
+    cursor = _ResultsCursor(client, batch_id, follow, merged)
     failures = 0
     while True:
+        cursor.reconnected()
         try:
-            with client._http.stream(**_results_request(client, batch_id, follow, after)) as response:
+            with client._http.stream(**cursor.request()) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise from_response(response.status_code, response.json())
                 for line in response.iter_lines():
-                    if (item := _result_item(line)) is not None:
-                        after = item.get("custom_id", after)
+                    if (item := cursor.take(line)) is not None:
                         yield item
                 return
         except _RESULTS_DROPS as exc:
@@ -293,18 +314,18 @@ async def await_batch(client: AsyncAIStats, batch_id: str, timeout: float | None
         await asyncio.sleep(poll_interval)
 
 
-async def aresults(client: AsyncAIStats, batch_id: str, follow: bool) -> AsyncIterator[APIObject]:
-    after: str | None = None
+async def aresults(client: AsyncAIStats, batch_id: str, follow: bool, merged: bool = False) -> AsyncIterator[APIObject]:
+    cursor = _ResultsCursor(client, batch_id, follow, merged)
     failures = 0
     while True:
+        cursor.reconnected()
         try:
-            async with client._http.stream(**_results_request(client, batch_id, follow, after)) as response:
+            async with client._http.stream(**cursor.request()) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise from_response(response.status_code, response.json())
                 async for line in response.aiter_lines():
-                    if (item := _result_item(line)) is not None:
-                        after = item.get("custom_id", after)
+                    if (item := cursor.take(line)) is not None:
                         yield item
                 return
         except _RESULTS_DROPS as exc:

@@ -51,6 +51,7 @@ from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.services.retries import RetryService
 from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
@@ -84,6 +85,7 @@ class Gateway:
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
+    retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
@@ -145,7 +147,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention)
+    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention,
+                        store.idempotency)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
@@ -153,7 +156,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
                  deliverer, pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
                  redis=redis_client, fanout=fanout, permits=permits,
-                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
+                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None,
+                 retries=RetryService(store, files, batches, clock))
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 

@@ -70,6 +70,8 @@ class BatchRecord:
     rows_purged_at: int | None = None  # when retention deleted its per-line rows (results, request log)
     cached_tokens: int = 0  # summed from the lines' usage details as they settle
     reasoning_tokens: int = 0
+    parent_batch_id: str | None = None  # a retry: the batch whose lines it re-runs
+    root_batch_id: str | None = None  # a retry: the first batch of its chain
 
     @property
     def counts(self) -> RequestCounts:

@@ -128,8 +128,14 @@ batches = Table(
     Column("output_expires_after", Integer, nullable=True),
     # When the retention sweep deleted its per-line rows (items, request log) (0008); NULL: still there.
     Column("rows_purged_at", BigInteger, nullable=True),
+    # Retries (0011, issue 17): the batch this one re-runs lines of, and the first batch of that chain (NULL on
+    # a batch that is no retry): a chain is read by root_batch_id, a batch's `retries` by parent_batch_id.
+    Column("parent_batch_id", String(64), nullable=True),
+    Column("root_batch_id", String(64), nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
+    Index("ix_batches_parent", "parent_batch_id"),
+    Index("ix_batches_root", "root_batch_id"),
 )
 
 # Item status values (small ints keep the hot index narrow).
@@ -303,4 +309,33 @@ native_jobs = Table(
     Column("part", Integer, nullable=False, server_default="0"),
     UniqueConstraint("batch_id", "provider", "model", "part", name="uq_native_jobs_part"),
     Index("ix_native_jobs_batch", "batch_id"),
+)
+
+# The error summary of a batch (0011): one row per (code, upstream status) among its failed lines, counted in
+# the settle transaction that fails them (storage/error_summary.py), so the batch object shows it without
+# reading the error file. status_code 0: the line failed without an upstream answer (cancelled, expired, …).
+batch_errors = Table(
+    "batch_errors",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("code", String(64), primary_key=True),
+    Column("status_code", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("example_custom_id", String(512), nullable=False),
+    Column("example_message", Text, nullable=False),
+)
+
+# Idempotency keys (0011): the first create with a key inserts this row in the SAME transaction as the object
+# it creates, so racing requests with one key make one object (the loser's insert conflicts, and it answers
+# the winner's object). `fingerprint`: the route and body the key was first used with (domain/idempotency.py).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # batch | file
+    Column("object_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

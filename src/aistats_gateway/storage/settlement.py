@@ -2,9 +2,10 @@
 
 Owns the settle of a group of outcomes (each item still leased gets its result, the next `seq` of its batch
 — the results cursor — and its batch's counters move; its priced usage is added to the batch's pricing
-lines; its request-log rows are appended; a `batch.progress` event is queued when a 10 % bucket is crossed)
-and `fail_unfinished` (every pending or leased item of a batch settled as failed). Functions here take the
-caller's connection; `Items` (items.py) runs them in a write transaction and tells the listeners.
+lines; its failures are counted into the batch's error summary (error_summary.py); its request-log rows are
+appended; a `batch.progress` event is queued when a 10 % bucket is crossed) and `fail_unfinished` (every
+pending or leased item of a batch settled as failed). Functions here take the caller's connection;
+`Items` (items.py) runs them in a write transaction and tells the listeners.
 
 Only items still leased are settled, so an outcome can never be counted twice. Dialect difference kept
 here: PostgreSQL applies a group with one `UPDATE … FROM unnest(…) RETURNING` per batch and so knows
@@ -23,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway.domain.batch import RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
+from aistats_gateway.domain.failures import failure_of
 from aistats_gateway.domain.money import PricingRow
-from aistats_gateway.storage import dialects, ledger, usage
+from aistats_gateway.storage import dialects, error_summary, ledger, usage
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import BatchRecord, batch_record
 from aistats_gateway.storage.schema import ITEM_FAILED, ITEM_LEASED, ITEM_PENDING, ITEM_SUCCEEDED, batches, items
@@ -165,6 +167,9 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
         if cached or reasoning:
             out[batch_id] = batch_record((await conn.execute(_COUNT_DETAILS, {
                 "d_id": batch_id, "d_cached": cached, "d_reasoning": reasoning})).one())
+        # The error summary, over the applied failures only (as above): read from the lines just rendered.
+        failures = [failure_of(s.result, None) for s in mine if not s.succeeded]
+        await error_summary.add_in(conn, error_summary.tally(batch_id, ((f.custom_id or "", f) for f in failures)))
     if not complete:
         # Some items were not ours any more (or the driver cannot count an executemany):
         # recount from the item rows, which are the truth.
@@ -206,9 +211,14 @@ async def fail_unfinished_in(conn: AsyncConnection, batch_id: str, code: str, no
     # The batch row first (as settle does): concurrent settles of this batch wait, and `base` is current.
     base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id)
                                .with_for_update())).scalar_one()
+    example = (await conn.execute(select(items.c.custom_id).where(cond).order_by(items.c.line).limit(1))).scalar()
     changed = await conn.execute(
         target.values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now, seq=items.c.line + base,
                       lease_owner=None, lease_expires_at=None))
+    if changed.rowcount and example is not None:
+        rows = error_summary.tally(batch_id, [(example, failure_of(None, code))])
+        rows[0]["count"] = changed.rowcount
+        await error_summary.add_in(conn, rows)
     if changed.rowcount:
         top = await conn.scalar(select(func.max(items.c.line)).where(items.c.batch_id == batch_id))
         await conn.execute(update(batches).where(batches.c.id == batch_id).values(settled_seq=base + int(top or 0)))

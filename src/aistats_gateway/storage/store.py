@@ -1,7 +1,8 @@
 """The Store: one Database and the repositories over it, built together at start.
 
 Owns nothing but their wiring: each aggregate's reads and writes live in its repository (workspaces.py,
-files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py; native_jobs.py over
+files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py, error_summary.py,
+idempotency.py; native_jobs.py over
 the same Database), and consumers take the repository they need (`store.batches`, `store.items`, …).
 Statuses change only through `Batches.transition()`, a compare-and-set; an item's outcome and its
 batch's counters change in the same transaction (settlement.py). How SQLite and PostgreSQL differ is
@@ -16,7 +17,9 @@ from aistats_gateway.clock import Clock
 from aistats_gateway.storage.batches import Batches
 from aistats_gateway.storage.database import BatchListener, Database
 from aistats_gateway.storage.dialects import create_engine
+from aistats_gateway.storage.error_summary import ErrorSummaries
 from aistats_gateway.storage.files import Files
+from aistats_gateway.storage.idempotency import IdempotencyKeys
 from aistats_gateway.storage.items import ItemRef, ItemResult, Items
 from aistats_gateway.storage.ledger import Ledger
 from aistats_gateway.storage.outbox import Outbox
@@ -39,6 +42,8 @@ class Store:
         self.items = Items(self.db, self.outbox)
         self.ledger = Ledger(self.db)
         self.request_log = RequestLog(self.db)
+        self.errors = ErrorSummaries(self.db)
+        self.idempotency = IdempotencyKeys(self.db)
 
     @property
     def engine(self) -> AsyncEngine:
