@@ -93,65 +93,84 @@ class Gateway:
     retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
 
 
-async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
-    """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
-    clock = clock or SystemClock()
-    check_settings(settings)
+async def _open_store(settings: Settings, clock: Clock, metrics: Metrics) -> Store:
+    """Storage at the schema's head, with batch-finish counting on the metrics."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
     store = Store(engine, webhook_max_attempts=settings.webhooks.max_attempts, clock=clock)
-    generated = await ensure_default_keys(store.workspaces, settings.api_key) if serve_api else None
-    metrics = Metrics(settings.metrics.max_model_labels)
 
     def count_finished(record: BatchRecord, _queued: bool) -> None:
         if record.status.terminal:  # only a terminal transition publishes a terminal record
             metrics.batches.labels(record.status.value).inc()
 
     store.listeners.append(count_finished)
+    return store
+
+
+def _deliverer(settings: Settings, store: Store, clock: Clock, failpoints: Failpoints, metrics: Metrics) -> Deliverer:
+    """The webhook deliverer of a worker process; batch objects in its payloads carry the public URL."""
+    public = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+    async def render(record: BatchRecord) -> dict[str, Any]:
+        return await render_batch(store, record, public)
+
+    deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
+                          failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
+                          owner=f"{settings.node_id}:deliverer_{ids.ulid()}", endpoints=store.webhook_endpoints)
+    store.listeners.append(deliverer.notify)
+    return deliverer
+
+
+def _open_redis(settings: Settings) -> tuple[Any, RedisPermitSource | None]:
+    """The Redis client and its shared rate-limit permits, when a Redis URL is configured."""
+    if not settings.redis_url:
+        return None, None
+    import redis.asyncio as aredis
+
+    client = aredis.Redis.from_url(settings.redis_url)
+    return client, RedisPermitSource(client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
+
+
+def _fanout(settings: Settings, store: Store, redis_client: Any, bus: BatchBus,
+            executor: Executor | None) -> RedisFanout:
+    """Cross-process events over Redis: cancels reach this process's executor at once, submits its validator."""
+
+    def on_cancel(record: BatchRecord) -> None:
+        # another process moved this batch to cancelling: stop sending its items now (the housekeeper's
+        # database sweep would find it too, seconds later)
+        if executor is not None:
+            executor.halt(record.id, BatchStatus.CANCELLED, record.endpoint)
+
+    fanout = RedisFanout(redis_client, settings.redis.key_prefix, bus, f"{settings.node_id}:{ids.ulid()}",
+                         on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
+                         announce_submits=executor is None)
+    store.listeners.append(fanout.publish)
+    return fanout
+
+
+async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
+    """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
+    clock = clock or SystemClock()
+    check_settings(settings)
+    metrics = Metrics(settings.metrics.max_model_labels)
+    store = await _open_store(settings, clock, metrics)
+    generated = await ensure_default_keys(store.workspaces, settings.api_key) if serve_api else None
     failpoints = Failpoints(settings.failpoints)
     if failpoints.armed:
         log.warning("failpoints armed: %s (durability testing only)", settings.failpoints)
     bus = BatchBus()
     store.listeners.append(bus.publish)
-    deliverer = None
-    if settings.run_worker:
-        public = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
-
-        async def render(record: BatchRecord) -> dict[str, Any]:
-            return await render_batch(store, record, public)
-
-        deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
-                              failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
-                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}", endpoints=store.webhook_endpoints)
-        store.listeners.append(deliverer.notify)
+    deliverer = _deliverer(settings, store, clock, failpoints, metrics) if settings.run_worker else None
     blobs = await open_blob_store(settings)
-    redis_client: Any = None
-    permits = None
-    if settings.redis_url:
-        import redis.asyncio as aredis
-
-        redis_client = aredis.Redis.from_url(settings.redis_url)
-        permits = RedisPermitSource(redis_client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
+    redis_client, permits = _open_redis(settings)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
     native = (NativeRunner(settings, store, blobs, router, clock, pricer.catalog, failpoints)
               if settings.run_worker and any(p.batch_api for p in settings.providers) else None)
     executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits, native)
                 if settings.run_worker else None)
-    fanout = None
-    if redis_client is not None:
-
-        def on_cancel(record: BatchRecord) -> None:
-            # another process moved this batch to cancelling: stop sending its items now (the housekeeper's
-            # database sweep would find it too, seconds later)
-            if executor is not None:
-                executor.halt(record.id, BatchStatus.CANCELLED, record.endpoint)
-
-        fanout = RedisFanout(redis_client, settings.redis.key_prefix, bus, f"{settings.node_id}:{ids.ulid()}",
-                             on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
-                             announce_submits=executor is None)
-        store.listeners.append(fanout.publish)
+    fanout = _fanout(settings, store, redis_client, bus, executor) if redis_client is not None else None
     files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention,
                         store.idempotency)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,

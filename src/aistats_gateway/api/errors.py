@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
@@ -109,67 +110,81 @@ def _nul_in(scope: Scope) -> tuple[str | None, str] | None:
     return None
 
 
+async def _gateway(request: HTTPConnection, exc: GatewayError) -> JSONResponse:
+    return error_response(exc, request)
+
+
+async def _validation(request: HTTPConnection, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    msg = f"Invalid parameter '{param}': {first.get('msg')}" if param else str(first.get("msg"))
+    return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
+
+
+async def _http(request: HTTPConnection, exc: StarletteHTTPException) -> JSONResponse:
+    err: GatewayError
+    method = request.scope.get("method", "WEBSOCKET")
+    path = excerpt(request.url.path, 200)
+    if exc.status_code == 404:
+        hint = "; routes have no trailing slash" if path.endswith("/") and path != "/" else ""
+        err = NotFound(f"No route {method} {path}{hint}.", code="route_not_found")
+    elif exc.status_code == 401:
+        err = AuthenticationFailed(str(exc.detail))
+    elif exc.status_code == 413:
+        err = PayloadTooLarge(str(exc.detail))
+    elif exc.status_code == 405:
+        err = MethodNotAllowed(f"Method {method} is not allowed on {path}.")
+    else:
+        err = GatewayError(str(exc.detail), code="http_error")
+        err.status_code = exc.status_code  # type: ignore[misc]
+        if exc.status_code < 500:
+            err.error_type = "invalid_request_error"  # type: ignore[misc]
+    return error_response(err, request)
+
+
+async def _storage(request: HTTPConnection, exc: StorageUnavailable) -> JSONResponse:
+    log.warning("storage unavailable on %s: %s", request.url.path, exc.detail)
+    return error_response(exc, request)
+
+
+async def _gone(request: HTTPConnection, exc: ClientDisconnect) -> JSONResponse:
+    # The client went away mid-body (an upload's partial blob was already removed by its route): nothing
+    # to fix on this side and nobody to answer.
+    log.info("client disconnected before sending the whole body of %s %s", request.scope.get("method"),
+             request.url.path)
+    return error_response(InvalidRequest("The client disconnected before sending the whole request body.",
+                                         code="client_disconnected"), request)
+
+
+async def _os_error(request: HTTPConnection, exc: OSError) -> JSONResponse:
+    if exc.errno not in STORAGE_FULL_ERRNOS:
+        raise exc  # as if unhandled here: the generic 500 (HTTP), or uvicorn's own handling (WebSocket)
+    log.warning("storage full on %s: %s", request.url.path, exc)
+    return error_response(InsufficientStorage(
+        f"The gateway's file storage is full ({exc.strerror}); nothing was stored. Retry once space has been "
+        "freed.", code="insufficient_storage"), request)
+
+
+async def _unexpected(request: HTTPConnection, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.scope.get("method", "WEBSOCKET"), request.url.path)
+    return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
+                                      code="internal_error"), request)
+
+
+_HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
+    (GatewayError, _gateway),
+    (RequestValidationError, _validation),
+    (StarletteHTTPException, _http),
+    (StorageUnavailable, _storage),
+    (ClientDisconnect, _gone),
+    (OSError, _os_error),
+    (Exception, _unexpected),
+)
+
+
 def install(app: FastAPI) -> None:
     """The handlers serve WebSocket handshakes too (Starlette sends their response as the refusal), so they read
     only what both have: `request.method` raised AttributeError on a WebSocket, turning a 503 into a bare 500."""
-    @app.exception_handler(GatewayError)
-    async def _gateway(request: HTTPConnection, exc: GatewayError) -> JSONResponse:
-        return error_response(exc, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: HTTPConnection, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        param = ".".join(loc) or None
-        msg = f"Invalid parameter '{param}': {first.get('msg')}" if param else str(first.get("msg"))
-        return error_response(InvalidRequest(msg, code="invalid_parameter", param=param), request)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: HTTPConnection, exc: StarletteHTTPException) -> JSONResponse:
-        err: GatewayError
-        method = request.scope.get("method", "WEBSOCKET")
-        path = excerpt(request.url.path, 200)
-        if exc.status_code == 404:
-            hint = "; routes have no trailing slash" if path.endswith("/") and path != "/" else ""
-            err = NotFound(f"No route {method} {path}{hint}.", code="route_not_found")
-        elif exc.status_code == 401:
-            err = AuthenticationFailed(str(exc.detail))
-        elif exc.status_code == 413:
-            err = PayloadTooLarge(str(exc.detail))
-        elif exc.status_code == 405:
-            err = MethodNotAllowed(f"Method {method} is not allowed on {path}.")
-        else:
-            err = GatewayError(str(exc.detail), code="http_error")
-            err.status_code = exc.status_code  # type: ignore[misc]
-            if exc.status_code < 500:
-                err.error_type = "invalid_request_error"  # type: ignore[misc]
-        return error_response(err, request)
-
-    @app.exception_handler(StorageUnavailable)
-    async def _storage(request: HTTPConnection, exc: StorageUnavailable) -> JSONResponse:
-        log.warning("storage unavailable on %s: %s", request.url.path, exc.detail)
-        return error_response(exc, request)
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(request: HTTPConnection, exc: ClientDisconnect) -> JSONResponse:
-        # The client went away mid-body (an upload's partial blob was already removed by its route): nothing
-        # to fix on this side and nobody to answer.
-        log.info("client disconnected before sending the whole body of %s %s", request.scope.get("method"),
-                 request.url.path)
-        return error_response(InvalidRequest("The client disconnected before sending the whole request body.",
-                                             code="client_disconnected"), request)
-
-    @app.exception_handler(OSError)
-    async def _os_error(request: HTTPConnection, exc: OSError) -> JSONResponse:
-        if exc.errno not in STORAGE_FULL_ERRNOS:
-            raise exc  # as if unhandled here: the generic 500 (HTTP), or uvicorn's own handling (WebSocket)
-        log.warning("storage full on %s: %s", request.url.path, exc)
-        return error_response(InsufficientStorage(
-            f"The gateway's file storage is full ({exc.strerror}); nothing was stored. Retry once space has been "
-            "freed.", code="insufficient_storage"), request)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: HTTPConnection, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.scope.get("method", "WEBSOCKET"), request.url.path)
-        return error_response(GatewayError("The gateway hit an internal error; it has been logged.",
-                                          code="internal_error"), request)
+    for exc_type, handler in _HANDLERS:
+        app.add_exception_handler(exc_type, handler)

@@ -171,31 +171,13 @@ class Deliverer:
 
     async def _attempt(self, event: Event) -> bool:
         """One attempt, recorded; True if it timed out (the target then rests)."""
-        webhook = event.snapshot.webhook or {}
-        url, secrets, refused = str(webhook.get("url", "")), [webhook["secret"]] if webhook.get("secret") else [], None
         now = self.clock.now()
-        if webhook.get("endpoint_id"):  # a registered endpoint: its URL and secrets as they are now
-            endpoint = await self.endpoints.for_delivery(str(webhook["endpoint_id"])) if self.endpoints else None
-            if endpoint is None or endpoint["status"] != "active":
-                refused = (f"the webhook endpoint {webhook['endpoint_id']} is "
-                           f"{endpoint['status'] if endpoint else 'gone'}: nothing more is sent to it")
-            else:
-                url = endpoint["url"]
-                secrets = signing_secrets(endpoint["secret"], endpoint["previous_secret"],
-                                          endpoint["previous_secret_until"], now)
-        payload: dict[str, Any] = {
-            "id": event.id, "type": event.type, "created_at": event.created_at,
-            "delivery": {"key": event.delivery_key, "attempt": event.attempts, "max_attempts": event.max_attempts},
-            "data": await self.render(event.snapshot),
-        }
-        change = status_change(event.type, event.delivery_key)
-        if change is not None:
-            payload["status_change"] = change
+        url, secrets, refused = await self._target(event, now)
         started = time.monotonic()
         if refused is not None:
             sent = Sent(None, None, refused, False, False)
         else:
-            body = orjson.dumps(payload)
+            body = orjson.dumps(await self._payload(event))
             headers = signer.headers(
                 secrets=secrets, timestamp=int(now), body=body, event_id=event.id, event_type=event.type,
                 delivery_key=event.delivery_key, attempt=event.attempts, max_attempts=event.max_attempts)
@@ -217,6 +199,32 @@ class Deliverer:
             log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, sent.error,
                      outcome, extra={"batch_id": event.batch_id})
         return sent.timed_out
+
+    async def _target(self, event: Event, now: float) -> tuple[str, list[str], str | None]:
+        """Where this attempt goes and the secrets it is signed with: the batch's inline webhook, or its
+        registered endpoint as the endpoint is now (a disabled or deleted one gets nothing: the third value
+        says why)."""
+        webhook = event.snapshot.webhook or {}
+        url, secrets = str(webhook.get("url", "")), [webhook["secret"]] if webhook.get("secret") else []
+        if not webhook.get("endpoint_id"):
+            return url, secrets, None
+        endpoint = await self.endpoints.for_delivery(str(webhook["endpoint_id"])) if self.endpoints else None
+        if endpoint is None or endpoint["status"] != "active":
+            return url, secrets, (f"the webhook endpoint {webhook['endpoint_id']} is "
+                                  f"{endpoint['status'] if endpoint else 'gone'}: nothing more is sent to it")
+        return endpoint["url"], signing_secrets(endpoint["secret"], endpoint["previous_secret"],
+                                                endpoint["previous_secret_until"], now), None
+
+    async def _payload(self, event: Event) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": event.id, "type": event.type, "created_at": event.created_at,
+            "delivery": {"key": event.delivery_key, "attempt": event.attempts, "max_attempts": event.max_attempts},
+            "data": await self.render(event.snapshot),
+        }
+        change = status_change(event.type, event.delivery_key)
+        if change is not None:
+            payload["status_change"] = change
+        return payload
 
 
 @dataclass(frozen=True)
