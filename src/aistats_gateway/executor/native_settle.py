@@ -15,7 +15,7 @@ import orjson
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
-from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.batch import BatchStatus, answer_error_code
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.pricing.pricer import Pricer
@@ -78,7 +78,7 @@ class Settler:
         cached, reasoning = usage_details(self.batch.endpoint, outcome.usage) if outcome.succeeded else (0, 0)
         self.settlements.append(Settlement(self.batch.id, item.line, outcome.succeeded, line, 1,
                                            outcome.input_tokens, outcome.output_tokens, tuple(usage_rows),
-                                           cached, reasoning))
+                                           cached, reasoning, error_code=_line_code(outcome)))
         self.logs.append({
             "id": request_id, "workspace_id": self.batch.workspace_id, "batch_id": self.batch.id,
             "session_id": self.batch.session_id, "custom_id": item.custom_id, "line": item.line, "attempt": 1,
@@ -128,6 +128,15 @@ async def collect(
         settler.add(item, _as_halted(Outcome(None, None, error_code=code, error_message=message), halt))
     await settler.flush(force=True)
     return settler.count
+
+
+def _line_code(outcome: Outcome) -> str | None:
+    """The stored error code of a line the provider settled (None when it succeeded)."""
+    if outcome.succeeded:
+        return None
+    if outcome.status is not None:
+        return answer_error_code(outcome.status)
+    return outcome.error_code or "request_failed"
 
 
 def _as_halted(outcome: Outcome, halt: BatchStatus | None) -> Outcome:

@@ -34,7 +34,7 @@ from typing import Any
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import LaneLimits, Settings
-from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.batch import BatchStatus, answer_error_code
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.finalizer import finalize, purge_deleted_inputs
@@ -630,7 +630,8 @@ class Executor:
         if result is not None:
             line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
                                        result.body, provider.name)
-            self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts))
+            self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts,
+                                    error_code=answer_error_code(result.status)))
         else:
             assert failure is not None
             self._settle_error(work, f"upstream_{failure.kind}",
@@ -638,7 +639,7 @@ class Executor:
 
     def _settle_error(self, work: Work, code: str, message: str) -> None:
         line = error_line(ids.batch_request_id(), work.item.custom_id, code, message)
-        self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
+        self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts, error_code=code))
 
     def _metric(self, kind: str, *labels: str) -> Any:
         return self.metrics.child(kind, *labels)

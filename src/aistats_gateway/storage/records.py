@@ -70,10 +70,12 @@ class BatchRecord:
     rows_purged_at: int | None = None  # when retention deleted its per-line rows (results, request log)
     cached_tokens: int = 0  # summed from the lines' usage details as they settle
     reasoning_tokens: int = 0
+    cancelled_lines: int = 0  # of `failed`: settled unsent as batch_cancelled / batch_expired (0011)
+    expired_lines: int = 0
 
     @property
     def counts(self) -> RequestCounts:
-        return RequestCounts(self.total, self.completed, self.failed)
+        return RequestCounts(self.total, self.completed, self.failed, self.cancelled_lines, self.expired_lines)
 
 
 @dataclass(frozen=True)

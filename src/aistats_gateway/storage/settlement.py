@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aistats_gateway.domain.batch import RequestCounts
+from aistats_gateway.domain.batch import NOT_RUN_CODES, RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
 from aistats_gateway.domain.money import PricingRow
 from aistats_gateway.storage import dialects, ledger, usage
@@ -44,6 +44,9 @@ class Settlement:
     usage_rows: tuple[PricingRow, ...] = ()  # this line's priced usage, added to the batch's pricing lines
     cached_tokens: int = 0  # usage details of the answer (calculator.usage_details)
     reasoning_tokens: int = 0
+    # A failed line's code (schema.items.error_code): what the line inspector filters on; `batch_cancelled` /
+    # `batch_expired` (domain.batch.NOT_RUN_CODES) also count the line as never run.
+    error_code: str | None = None
 
 
 # Built once (SQLAlchemy then reuses their compiled form from its cache without re-walking a freshly built
@@ -55,7 +58,7 @@ _SETTLE_ITEM = (
     .values(
         status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
         input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), seq=bindparam("b_seq"),
-        settled_at=bindparam("b_now"), lease_owner=None, lease_expires_at=None,
+        settled_at=bindparam("b_now"), lease_owner=None, lease_expires_at=None, error_code=bindparam("b_code"),
     )
 )
 _COUNT_BATCH = (
@@ -66,6 +69,8 @@ _COUNT_BATCH = (
         input_tokens=batches.c.input_tokens + bindparam("c_in"),
         output_tokens=batches.c.output_tokens + bindparam("c_out"),
         settled_seq=batches.c.settled_seq + bindparam("c_n"), updated_at=bindparam("c_now"),
+        cancelled_lines=batches.c.cancelled_lines + bindparam("c_cancelled"),
+        expired_lines=batches.c.expired_lines + bindparam("c_expired"),
     )
     .returning(*batches.c)
 )
@@ -78,14 +83,21 @@ _COUNT_DETAILS = (
 )
 
 
+_NOT_RUN_SLOT = {"cancelled": 4, "expired": 5}
+
+
 def _deltas(settlements: Sequence[Settlement]) -> dict[str, list[int]]:
-    """Per batch (in id order: batch rows are locked in that order): [succeeded, failed, in, out] added."""
-    deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in sorted({s.batch_id for s in settlements})}
+    """Per batch (in id order: batch rows are locked in that order): [succeeded, failed, in, out, cancelled,
+    expired] added."""
+    deltas: dict[str, list[int]] = {b: [0, 0, 0, 0, 0, 0] for b in sorted({s.batch_id for s in settlements})}
     for s in settlements:
         d = deltas[s.batch_id]
         d[0 if s.succeeded else 1] += 1
         d[2] += s.input_tokens
         d[3] += s.output_tokens
+        not_run = None if s.succeeded else NOT_RUN_CODES.get(s.error_code or "")
+        if not_run is not None:
+            d[_NOT_RUN_SLOT[not_run]] += 1
     return deltas
 
 
@@ -95,12 +107,14 @@ async def _count(conn: AsyncConnection, deltas: dict[str, list[int]], now: float
     out: dict[str, BatchRecord] = {}
     previous: dict[str, RequestCounts] = {}
     next_seq: dict[str, int] = {}
-    for batch_id, (ok, bad, tin, tout) in deltas.items():
+    for batch_id, (ok, bad, tin, tout, cancelled, expired) in deltas.items():
         row = (await conn.execute(_COUNT_BATCH, {"c_id": batch_id, "c_ok": ok, "c_bad": bad, "c_in": tin,
-                                                 "c_out": tout, "c_n": ok + bad, "c_now": now})).one()
+                                                 "c_out": tout, "c_n": ok + bad, "c_now": now,
+                                                 "c_cancelled": cancelled, "c_expired": expired})).one()
         record = out[batch_id] = batch_record(row)
         # the counts before this group, derived from the row the update returned
-        previous[batch_id] = RequestCounts(record.total, record.completed - ok, record.failed - bad)
+        previous[batch_id] = RequestCounts(record.total, record.completed - ok, record.failed - bad,
+                                           record.cancelled_lines - cancelled, record.expired_lines - expired)
         next_seq[batch_id] = row._mapping["settled_seq"] - ok - bad
     return out, previous, next_seq
 
@@ -113,6 +127,7 @@ def _params(settlements: Sequence[Settlement], next_seq: dict[str, int], now: fl
             "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
             "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
             "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
+            "b_code": None if s.succeeded else s.error_code,
         })
     return params
 
@@ -181,6 +196,11 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
 
 async def recount(conn: AsyncConnection, batch_id: str, now: float) -> BatchRecord:
     """Set a batch's counters from its item rows (the truth)."""
+    not_run = dict((await conn.execute(
+        select(items.c.error_code, func.count())
+        .where(and_(items.c.batch_id == batch_id, items.c.status == ITEM_FAILED,
+                    items.c.error_code.in_(list(NOT_RUN_CODES))))
+        .group_by(items.c.error_code))).all())
     rows = (await conn.execute(
         select(items.c.status, func.count(), func.coalesce(func.sum(items.c.input_tokens), 0),
                func.coalesce(func.sum(items.c.output_tokens), 0))
@@ -193,7 +213,9 @@ async def recount(conn: AsyncConnection, batch_id: str, now: float) -> BatchReco
         update(batches).where(batches.c.id == batch_id)
         .values(completed=ok[1] if ok else 0, failed=bad[1] if bad else 0,
                 input_tokens=(ok[2] if ok else 0) + (bad[2] if bad else 0),
-                output_tokens=(ok[3] if ok else 0) + (bad[3] if bad else 0), updated_at=now)
+                output_tokens=(ok[3] if ok else 0) + (bad[3] if bad else 0), updated_at=now,
+                cancelled_lines=int(not_run.get("batch_cancelled", 0)),
+                expired_lines=int(not_run.get("batch_expired", 0)))
         .returning(*batches.c))).one()
     return batch_record(row)
 
