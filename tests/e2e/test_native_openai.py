@@ -199,7 +199,8 @@ def test_a_part_over_the_providers_limits_runs_as_several_provider_batches(stack
         rows = [chat_line(f"s{i}", f"split {i}") for i in range(7)]
         before = {x["id"] for x in b_batches(up)}
         done = wait_for_batch(api, create(api, rows, execution="native")["id"], timeout=30)
-        assert done["status"] == "completed" and done["request_counts"].items() >= {"total": 7, "completed": 7, "failed": 0}.items()
+        assert done["status"] == "completed" and (
+            done["request_counts"].items() >= {"total": 7, "completed": 7, "failed": 0}.items())
         new = [x for x in b_batches(up) if x["id"] not in before]
         assert sorted(x["request_counts"]["total"] for x in new) == [1, 3, 3]
         assert {x["metadata"]["aistats_batch_id"] for x in new} == {done["id"]}
