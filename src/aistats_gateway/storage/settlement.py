@@ -196,7 +196,7 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
 
 async def recount(conn: AsyncConnection, batch_id: str, now: float) -> BatchRecord:
     """Set a batch's counters from its item rows (the truth)."""
-    not_run = dict((await conn.execute(
+    not_run: dict[str, int] = dict((await conn.execute(
         select(items.c.error_code, func.count())
         .where(and_(items.c.batch_id == batch_id, items.c.status == ITEM_FAILED,
                     items.c.error_code.in_(list(NOT_RUN_CODES))))

@@ -1,7 +1,7 @@
 """The Store: one Database and the repositories over it, built together at start.
 
 Owns nothing but their wiring: each aggregate's reads and writes live in its repository (workspaces.py,
-files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py; native_jobs.py over
+files.py, batches.py, items.py with settlement.py, lines.py, ledger.py, outbox.py, usage.py; native_jobs.py over
 the same Database), and consumers take the repository they need (`store.batches`, `store.items`, …).
 Statuses change only through `Batches.transition()`, a compare-and-set; an item's outcome and its
 batch's counters change in the same transaction (settlement.py). How SQLite and PostgreSQL differ is
@@ -19,6 +19,7 @@ from aistats_gateway.storage.dialects import create_engine
 from aistats_gateway.storage.files import Files
 from aistats_gateway.storage.items import ItemRef, ItemResult, Items
 from aistats_gateway.storage.ledger import Ledger
+from aistats_gateway.storage.lines import Lines
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.settlement import Settlement
 from aistats_gateway.storage.usage import RequestLog
@@ -39,6 +40,7 @@ class Store:
         self.items = Items(self.db, self.outbox)
         self.ledger = Ledger(self.db)
         self.request_log = RequestLog(self.db)
+        self.lines = Lines(self.db)  # the line inspector's reads over items and the request log
 
     @property
     def engine(self) -> AsyncEngine:
