@@ -1,5 +1,6 @@
 """Issue 18 through real HTTP: lines that never ran are not failures (item 1), the line inspector
-`GET /v1/batches/{id}/lines[/{line}]` (item 2) and the list's search (item 7)."""
+`GET /v1/batches/{id}/lines[/{line}]` (item 2), the dry run's expected cost apart from its upper bound (item 6)
+and the list's search (item 7)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Gateway, chat_line, jsonl, wait_for_batch
+from tests.harness import MOCK_PRICES, Gateway, chat_line, jsonl, wait_for_batch
 
 CONFIG = """
 [executor]
 concurrency = 2
 [mock]
 slow_latency_ms = 100
-"""
+""" + MOCK_PRICES
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,24 @@ def test_the_list_searches_by_id_prefix_metadata_value_and_session_prefix(api: h
     assert ids(session_prefix="agent-run", metadata_value="search-web") == []
     resp = api.get("/batches", params={"id_prefix": "x" * 600})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "id_prefix"
+
+
+def test_the_dry_run_gives_an_expected_cost_below_the_upper_bound(api: httpx.Client) -> None:
+    def preview(**extra: Any) -> dict[str, Any]:
+        rows = [chat_line(f"d{i}", "hello there " * 20, **extra) for i in range(10)]
+        resp = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": rows, "dry_run": True})
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    uncapped = preview()  # the upper bound assumes 4,096 output tokens each; a typical answer is far shorter
+    assert 0 < uncapped["expected_cost_nanos"] < uncapped["estimated_nanos"] / 4
+    out = next(p for p in uncapped["pricing_lines"] if p["dimension"] == "output_text_tokens")
+    assert out["quantity"] == 10 * 256
+    inputs = next(p for p in uncapped["pricing_lines"] if p["dimension"] == "input_text_tokens")
+    longer = api.post("/batches", json={"endpoint": "/v1/chat/completions", "dry_run": True, "requests": [
+        chat_line(f"l{i}", "hello there " * 200) for i in range(10)]}).json()
+    assert next(p for p in longer["pricing_lines"] if p["dimension"] == "input_text_tokens")["quantity"] > \
+        5 * inputs["quantity"]  # from the lines' actual prompts
+    capped = preview(max_tokens=16)  # under a small cap, the expected answer is the cap
+    assert next(p for p in capped["pricing_lines"] if p["dimension"] == "output_text_tokens")["quantity"] == 160
+    assert capped["expected_cost_nanos"] <= capped["estimated_nanos"]

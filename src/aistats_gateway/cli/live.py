@@ -76,8 +76,8 @@ class LineCounts:
         return cls(int(c.get("total") or 0), int(c.get("completed") or 0), max(0, failed), cancelled + expired, why)
 
     @property
-    def done(self) -> int:
-        """Lines that ran to the end (answered or failed): what the bar shows as done."""
+    def ran(self) -> int:
+        """Lines that ran to the end (answered or failed): what the bar shows."""
         return self.completed + self.failed
 
     @property
@@ -85,7 +85,7 @@ class LineCounts:
         """Whole percent of the lines that ran (100 only when all did)."""
         if self.total <= 0:
             return 0
-        return 100 if self.done >= self.total else min(99, self.done * 100 // self.total)
+        return 100 if self.ran >= self.total else min(99, self.ran * 100 // self.total)
 
     def not_run_text(self) -> str:
         return f" · {self.not_run:,} not run ({self.why})" if self.not_run else ""
@@ -131,8 +131,8 @@ def progress_view(console: Console, batch: Batch,
             rate = meter.rate()
             note = "[yellow]reconnecting…[/yellow]" if state == "reconnecting" else ""
             # the bar shows what ran: a batch cancelled at 15 % ends at 15 %, its other lines "not run"
-            progress.update(task, total=max(1, counts.total), completed=counts.done,
-                            status=escape(str(shown.status)), done=counts.done, failed=counts.failed,
+            progress.update(task, total=max(1, counts.total), completed=counts.ran,
+                            status=escape(str(shown.status)), done=counts.completed, failed=counts.failed,
                             lines=counts.total, rate=rate_text(rate), eta=eta(counts.total - settled(shown), rate),
                             note=note, not_run=counts.not_run_text())
 
