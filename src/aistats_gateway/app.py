@@ -35,7 +35,7 @@ from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.views import render_batch
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.clock import Clock, SystemClock
-from aistats_gateway.config import ProviderConfig, Settings
+from aistats_gateway.config import Settings
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.executor.native import NativeRunner
 from aistats_gateway.executor.service import Executor
@@ -45,10 +45,7 @@ from aistats_gateway.fanout import RedisFanout
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.anthropic import AnthropicProvider
-from aistats_gateway.providers.base import Provider
-from aistats_gateway.providers.mock import MockProvider
-from aistats_gateway.providers.openai_compat import OpenAICompatibleProvider
+from aistats_gateway.providers.kinds import build_provider
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.catalog import UpstreamModels
@@ -56,6 +53,7 @@ from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.lines import LineInspector
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.records import BatchRecord
@@ -91,29 +89,10 @@ class Gateway:
     lines: LineInspector | None = None  # the line inspector (GET /v1/batches/{id}/lines)
 
 
-def build_provider(cfg: ProviderConfig, settings: Settings) -> Provider:
-    if cfg.kind == "mock":
-        return MockProvider(cfg.name, settings.mock.slow_latency_ms)
-    if cfg.kind == "anthropic":
-        return AnthropicProvider(
-            cfg.name, cfg.base_url, cfg.api_key, cfg.models,
-            timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-            connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-            max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-            max_response_bytes=settings.executor.max_response_bytes,
-        )
-    return OpenAICompatibleProvider(
-        cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key, cfg.models,
-        timeout_seconds=cfg.timeout_seconds or settings.executor.request_timeout_seconds,
-        connect_timeout_seconds=settings.executor.connect_timeout_seconds,
-        max_connections=max(cfg.max_concurrency or 0, settings.executor.max_lane_concurrency),
-        max_response_bytes=settings.executor.max_response_bytes,
-    )
-
-
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
     """Open storage and build every service. `serve_api=False` (a worker process): no API keys are set up."""
     clock = clock or SystemClock()
+    check_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.sqlalchemy_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     await upgrade_to_head(engine)
@@ -152,11 +131,10 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
         permits = RedisPermitSource(redis_client, settings.redis.key_prefix, settings.redis.limiter_ttl_seconds)
     router = Router([build_provider(p, settings) for p in settings.providers])
     pricer = Pricer(PriceCatalog.load(settings.prices))
-    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits)
+    native = (NativeRunner(settings, store, blobs, router, clock, pricer.catalog, failpoints)
+              if settings.run_worker and any(p.batch_api for p in settings.providers) else None)
+    executor = (Executor(settings, store, blobs, router, clock, failpoints, pricer, metrics, permits, native)
                 if settings.run_worker else None)
-    if executor is not None and any(p.batch_api for p in settings.providers):
-        executor.native = NativeRunner(settings, store, blobs, router, clock, pricer.catalog,
-                                       executor.finalize_native, failpoints)
     fanout = None
     if redis_client is not None:
 

@@ -335,17 +335,6 @@ class Settings(Section):
         except ValidationError as exc:
             raise ConfigError(_explain(exc, cls, raw.get("config_file"))) from exc
         _check_urls(settings)
-        if settings.prices:
-            from aistats_gateway.pricing.catalog import PriceCatalog
-
-            try:
-                PriceCatalog.load(settings.prices)
-            except ValueError as exc:
-                raise ConfigError(f"invalid [[prices]] entry: {exc}") from exc
-        for provider in settings.providers:
-            if provider.batch_api and provider.kind not in ("openai", "anthropic"):
-                raise ConfigError(f"provider '{provider.name}': batch_api = true needs kind 'openai' or "
-                                  f"'anthropic' (kind '{provider.kind}' has no batch API)")
         names = [p.name for p in settings.providers]
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
@@ -412,7 +401,7 @@ def _add_env_providers(providers: list[Any], env: Mapping[str, str]) -> None:
             {
                 "name": "openai",
                 "kind": "openai",
-                "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                "base_url": env.get("OPENAI_BASE_URL"),  # none: the kind's default (providers/kinds.py)
                 "api_key": env.get("OPENAI_API_KEY"),
                 "models": ["*"],
             }

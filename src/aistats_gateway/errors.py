@@ -19,6 +19,21 @@
 Services raise these; the API layer renders them as the envelope of API.md. Nothing here does I/O.
 A bad input must never surface as a bare 500, so anything a user can get wrong has a subclass
 with a message that says what was wrong, where (`param`), and what to do.
+
+The InternalError tree: what the layers below the services raise to each other. None of these reaches a
+client as such (a service turns the ones a user can cause into a GatewayError above; the executor turns
+upstream failures into result lines), so they carry no status code, only what the catcher needs to decide.
+
+    InternalError
+    ├── StorageError                   (our database or blob store)
+    │   ├── StaleTransition            a compare-and-set matched no row: someone else moved first
+    │   ├── InputFileUnavailable       a batch's input file cannot be read any more
+    │   └── StorageUnavailable         the database is busy or unreachable (also a ServiceUnavailable: 503)
+    └── ProviderError                  (an upstream provider)
+        ├── UpstreamUnavailable        no usable answer to one request (`kind`: timeout, connection, ...)
+        └── NativeError                a provider batch API call failed (`status` when it answered)
+            ├── Rejected               a definitive refusal: nothing was created or changed
+            └── Unavailable            no usable answer: a create may or may not have happened
 """
 
 from __future__ import annotations
@@ -148,16 +163,62 @@ class InsufficientStorage(GatewayError):
     default_code = "insufficient_storage"
 
 
-class StaleTransition(Exception):
-    """A compare-and-set status change matched no row: someone else moved the batch first.
+class InternalError(Exception):
+    """The root of the errors the layers below the services raise to each other (the tree above)."""
 
-    Internal only; callers decide whether that is benign (a concurrent cancel) or a conflict.
+
+class StorageError(InternalError):
+    """Our own storage failed or refused an operation."""
+
+
+class StaleTransition(StorageError):
+    """A compare-and-set status change matched no row: someone else moved the batch (or native job) first.
+
+    Callers decide whether that is benign (a concurrent cancel) or a conflict.
     """
 
 
-class StorageUnavailable(ServiceUnavailable):
+class InputFileUnavailable(StorageError):
+    """The batch's input file cannot be read any more (its row or blob is gone): its lines cannot be sent."""
+
+
+class ProviderError(InternalError):
+    """An upstream provider gave no usable answer, or refused."""
+
+
+class UpstreamUnavailable(ProviderError):
+    """No usable answer: `kind` is timeout | connection | invalid_response | too_large."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class NativeError(ProviderError):
+    """A provider batch API call failed; `status` is the HTTP status when the provider answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Rejected(NativeError):
+    """The provider refused the call (a definitive 4xx): nothing was created or changed."""
+
+
+class Unavailable(NativeError):
+    """No usable answer: timeout, connection failure, 5xx or 429. A create may or may not have happened."""
+
+
+class StorageUnavailable(StorageError, ServiceUnavailable):
     """Our database is busy or unreachable (a driver's operational error, translated by storage.database):
-    nothing was lost, the caller may retry. The API answers it as 503 `storage_unavailable`."""
+    nothing was lost, the caller may retry.
+
+    An internal StorageError like its siblings (the layers below catch it as one), and also the one internal
+    error with a wire form of its own: a request that meets it can only be told to retry, so it is a
+    ServiceUnavailable too and the API answers it as 503 `storage_unavailable` (api.errors logs it as a warning)."""
 
     default_code = "storage_unavailable"
     MESSAGE = ("The gateway's database is busy or unavailable (for example locked by another process); nothing "

@@ -30,6 +30,7 @@ import orjson
 from aistats_gateway.bus import BatchBus
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.storage.records import BatchRecord, batch_record, snapshot_of
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 _RANK = {BatchStatus.VALIDATING: 0, BatchStatus.IN_PROGRESS: 1, BatchStatus.FINALIZING: 2,
@@ -184,12 +185,7 @@ class RedisFanout:
             await asyncio.wait_for(self._subscribed.wait(), 5.0)
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._claims]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._tasks, *self._claims])
         self._tasks.clear()
         with contextlib.suppress(Exception):  # what was committed last still goes out
             await asyncio.wait_for(self._flush(), 2.0)

@@ -15,8 +15,9 @@ import pytest
 
 from aistats_gateway.config import S3Config
 from aistats_gateway.domain.jsonl import LineSplitter
+from aistats_gateway.errors import InputFileUnavailable
 from aistats_gateway.storage.blobs import BlobStore, LocalBlobStore
-from aistats_gateway.storage.bodies import MAX_GAP, InputFileUnavailable, read_bodies, spans
+from aistats_gateway.storage.bodies import MAX_GAP, read_bodies, spans
 from aistats_gateway.storage.s3blobs import S3BlobStore
 from tests.backends import S3Server
 

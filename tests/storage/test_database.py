@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from aistats_gateway.clock import FakeClock
-from aistats_gateway.errors import StorageUnavailable
+from aistats_gateway.errors import StorageError, StorageUnavailable
 from aistats_gateway.storage.migrate import upgrade_to_head
 from aistats_gateway.storage.store import Store, create_engine
 
@@ -44,6 +44,7 @@ def test_a_locked_database_is_storage_unavailable(db_url: str) -> None:
             other.execute("BEGIN EXCLUSIVE")
             with pytest.raises(StorageUnavailable) as caught:
                 await store.workspaces.ensure("ws_a", "a")
+            assert isinstance(caught.value, StorageError)  # internal to the layers below, and a 503 above
             assert caught.value.status_code == 503 and caught.value.code == "storage_unavailable"
             assert "locked" in caught.value.detail
         finally:

@@ -8,11 +8,15 @@ import dataclasses
 from pathlib import Path
 
 import orjson
+import pytest
 from sqlalchemy import update
 
 from aistats_gateway.clock import SystemClock
 from aistats_gateway.config import LimitsConfig
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.native_job import NativeJobState
+from aistats_gateway.domain.transitions import IllegalTransition
+from aistats_gateway.errors import StaleTransition
 from aistats_gateway.executor.ingest import ingest
 from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
@@ -37,7 +41,7 @@ async def _mixed(store: Store) -> None:
 def test_plan_splits_and_holds_items_beyond_every_lease_sweep(db_url: str) -> None:
     async def body(store: Store) -> None:
         await _mixed(store)
-        jobs = NativeJobs(store)
+        jobs = NativeJobs(store.db, store.outbox)
         kinds = {"oa": "openai", "an": "anthropic"}
         planned = await jobs.plan("batch_1", kinds.__getitem__, 10.0)
         assert sorted((j.provider, j.model, j.lines, j.state) for j in planned) == [
@@ -102,10 +106,34 @@ def test_held_items_carry_the_bodies_read_back_from_the_input_file(db_url: str, 
         done = await ingest(batch, store=store, blobs=blobs, router=Router([MockProvider()]), limits=LimitsConfig(),
                             clock=SystemClock(), pricer=Pricer(PriceCatalog.load()))
         assert done is not None and done.status is BatchStatus.IN_PROGRESS and done.total == len(rows)
-        jobs = NativeJobs(store, InputBodies(store.files, blobs))
+        jobs = NativeJobs(store.db, store.outbox, InputBodies(store.files, blobs))
         (job,) = await jobs.plan("batch_n", lambda _p: "openai", 10.0)
         held = [item async for page in jobs.held_items(job, page=3) for item in page]
         assert [(i.custom_id, i.body) for i in held] == [(r["custom_id"], orjson.dumps(r["body"])) for r in rows]
         assert {i.body async for page in jobs.held_items(job, with_body=False) for i in page} == {None}
 
+    run(db_url, body)
+
+
+def test_job_states_move_along_their_table_compare_and_set(db_url: str) -> None:
+    """A native job's state changes only along domain/native_job.py's table, and only from the state it was read
+    in: a second process moving the same job from a stale read gets StaleTransition, not a second `done`."""
+    async def body(store: Store) -> None:
+        await _mixed(store)
+        jobs = NativeJobs(store.db, store.outbox)
+        first, *_ = await jobs.plan("batch_1", {"oa": "openai", "an": "anthropic"}.__getitem__, 10.0)
+        assert first.state is NativeJobState.CREATING
+        with pytest.raises(IllegalTransition):
+            await jobs.transition(first, NativeJobState.CREATING)
+        running = await jobs.attach(first, "nb_1", "in_progress", None)
+        assert running.state is NativeJobState.RUNNING
+        with pytest.raises(StaleTransition):  # a stale read of the job: it is not creating any more
+            await jobs.attach(first, "nb_other", "in_progress", None)
+        collecting = await jobs.transition(running, NativeJobState.COLLECTING, provider_status="completed")
+        assert (collecting.state, collecting.provider_status) == (NativeJobState.COLLECTING, "completed")
+        done = await jobs.transition(collecting, NativeJobState.DONE)
+        with pytest.raises(StaleTransition):
+            await jobs.transition(collecting, NativeJobState.DONE)  # the other process collected it already
+        assert [j.state for j in await jobs.for_batch("batch_1") if j.id == first.id] == [NativeJobState.DONE]
+        assert done.native_batch_id == "nb_1"
     run(db_url, body)

@@ -385,9 +385,9 @@ def test_translated_usage_prices_like_the_catalog_says(endpoint: str) -> None:
 
 
 def test_env_configures_anthropic_before_the_catch_all_openai_provider(tmp_path: Any) -> None:
-    from aistats_gateway.app import build_provider
     from aistats_gateway.config import Settings
     from aistats_gateway.providers.anthropic import AnthropicProvider
+    from aistats_gateway.providers.kinds import build_provider
     from aistats_gateway.providers.routing import Router
 
     settings = Settings.load({"AISTATS_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-o",

@@ -11,36 +11,21 @@ import pytest
 
 from aistats_gateway.config import ConfigError, Settings
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.executor.native import ADOPT, GIVE_UP, RECREATE, WAIT, after_lost_create, choose_execution
+from aistats_gateway.executor.native import ADOPT, GIVE_UP, RECREATE, WAIT, after_lost_create
 from aistats_gateway.executor.native_settle import _as_halted, provider_custom_id
 from aistats_gateway.providers import native_anthropic, native_openai
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
 from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome, RemoteBatch, Search
 from aistats_gateway.providers.native_openai import OpenAIBatches
+from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.native_jobs import JobItem, NativeJob
 
-DAY = 86400
 ANTHROPIC = AnthropicBatches("anthropic", "http://127.0.0.1:1/v1", "k", timeout_seconds=1)
 OPENAI = OpenAIBatches("openai", "http://127.0.0.1:1/v1", "k", timeout_seconds=1)
 
 
 def item(body: dict[str, Any], line: int = 3, custom_id: str = "c") -> JobItem:
     return JobItem(line, custom_id, str(body.get("model", "claude-sonnet-4-5")), orjson.dumps(body))
-
-
-@pytest.mark.parametrize(("requested", "window", "providers", "expected"), [
-    (None, DAY, ["openai"], "managed"),  # rows from before execution existed
-    ("managed", DAY, ["openai"], "managed"),
-    ("auto", DAY, ["openai"], "native"),
-    ("auto", DAY, ["openai", "anthropic"], "native"),
-    ("auto", DAY - 60, ["openai"], "managed"),  # under the providers' 24h window
-    ("auto", 7 * DAY, ["openai", "vllm"], "managed"),  # one provider without a batch API
-    ("auto", DAY, [], "managed"),
-    ("native", 3600, ["openai"], "native"),  # explicit: any window
-    ("native", DAY, ["vllm"], "managed"),  # its provider lost batch_api since create
-])
-def test_execution_rule(requested: str | None, window: int, providers: list[str], expected: str) -> None:
-    assert choose_execution(requested, window, providers, {"openai", "anthropic"}) == expected
 
 
 def test_openai_batch_objects() -> None:
@@ -212,7 +197,7 @@ def test_lines_cancelled_because_our_window_ran_out_are_expired() -> None:
 def test_batch_api_config(tmp_path: Any) -> None:
     env = {"AISTATS_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="batch_api"):
-        Settings.load(env, providers=[{"name": "m2", "kind": "mock", "batch_api": True}])
+        check_settings(Settings.load(env, providers=[{"name": "m2", "kind": "mock", "batch_api": True}]))
     settings = Settings.load(env, providers=[{"name": "oa", "kind": "openai", "batch_api": True}],
                              native={"poll_interval_seconds": 0.5})
     assert settings.providers[0].batch_api and settings.native.poll_interval_seconds == 0.5

@@ -29,9 +29,10 @@ MAX_OFFSET = 2**31 - 1  # far beyond any request log; larger values overflow the
 async def create_batch(request: Request, workspace: Workspace) -> JSONResponse:
     body = parse_json_object(await read_limited(request.stream(), MAX_CREATE_BODY))
     gw = gateway(request)
-    record = await gw.batches.create(workspace, body)
-    if isinstance(record, dict):  # a dry run: validation and cost preview, nothing created
-        return JSONResponse(record)
+    create = gw.batches.parse_create(body)
+    if create.dry_run:  # validation and cost preview, nothing created
+        return JSONResponse(await gw.batches.dry_run(workspace, create))
+    record = await gw.batches.create(workspace, create)
     return JSONResponse(await batch_view(gw, record, base_url(request)))
 
 

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Query, Request
 
 from aistats_gateway.api.deps import Workspace, gateway
 from aistats_gateway.api.responses import JSONResponse
+from aistats_gateway.domain.create_batch import CREATE_FIELDS
 from aistats_gateway.errors import NotFound, excerpt
 from aistats_gateway.services import catalog
-from aistats_gateway.services.batches import CREATE_FIELDS
 
 router = APIRouter(tags=["batches"])
 LITERALS = ("models", "capabilities", "files")

@@ -40,6 +40,7 @@ from aistats_gateway.errors import (
     UpgradeRequired,
     excerpt,
 )
+from aistats_gateway.tasks import cancel_and_wait
 
 router = APIRouter(tags=["stream"])
 KINDS = ("batch",)
@@ -175,9 +176,7 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
         pass
     finally:
         sub.close()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        await cancel_and_wait([reader])
 
 
 async def key_still_valid(auth: Authenticator, token: str | None) -> bool:

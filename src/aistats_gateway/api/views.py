@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aistats_gateway.api import wire
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.native_job import NativeJobState
 from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
@@ -50,9 +51,9 @@ async def render_batch(store: Store, record: BatchRecord, base_url: str,
     native = None
     if record.execution == "native":
         native = [{"provider": j.provider, "model": None if j.model == "*" else j.model, "id": j.native_batch_id,
-                   "status": j.provider_status or ("creating" if j.state == "creating" else None),
-                   "request_counts": j.request_counts, "running": j.state in ("creating", "running")}
-                  for j in await NativeJobs(store).for_batch(record.id)]
+                   "status": j.provider_status or (j.state.value if j.state is NativeJobState.CREATING else None),
+                   "request_counts": j.request_counts, "running": j.state.at_provider}
+                  for j in await NativeJobs(store.db, store.outbox).for_batch(record.id)]
     return wire.batch_object(record, base_url, state, lines, native)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from aistats_gateway.domain.execution import ExecutionMode
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.storage.records import BatchRecord, FileRecord
@@ -135,7 +136,7 @@ def batch_object(
         "websocket_url": f"{ws_base}/v1/async/batch/{b.id}/ws",
         "results_url": f"{base}/v1/batches/{b.id}/results",
         "pricing_lines": pricing_lines or [], "billing": _billing(b),
-        "execution": b.execution if b.execution in ("native", "managed", "auto") else "managed",
+        "execution": ExecutionMode.of(b.execution).value,
         "native_batch_id": b.native_batch_id, "native_batches": native_batches,
     }
 

@@ -35,7 +35,10 @@ app.add_typer(batch_app, name="batch")
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return Settings.load(None, **{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings.load(None, **{k: v for k, v in overrides.items() if v is not None})
+        from aistats_gateway.settings_check import check_settings  # after the quick checks: it imports more
+
+        return check_settings(settings)
     except ConfigError as exc:
         typer.secho(f"configuration error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

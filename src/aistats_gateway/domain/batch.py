@@ -168,10 +168,22 @@ _WINDOW = re.compile(r"^\s*([0-9]{1,12})\s*([hm])\s*$")
 MAX_WINDOW_SECONDS = 7 * 24 * 3600
 
 
-def parse_completion_window(value: Any) -> int:
-    """`24h`, `90m`, … → seconds; at least one minute, at most seven days."""
+@dataclass(frozen=True)
+class CompletionWindow:
+    """A parsed `completion_window`: its length, and its spelling as stored and echoed ('0024 h' → '24h': the
+    column is VARCHAR(16), and spaces or leading zeros mean nothing)."""
+
+    seconds: int
+    text: str
+
+
+DEFAULT_WINDOW = CompletionWindow(24 * 3600, "24h")
+
+
+def parse_completion_window(value: Any) -> CompletionWindow:
+    """`24h`, `90m`, … → the window; at least one minute, at most seven days."""
     if value is None:
-        return 24 * 3600
+        return DEFAULT_WINDOW
     if not isinstance(value, str):
         raise InvalidRequest(
             "'completion_window' must be a string such as '24h' or '90m'.",
@@ -193,14 +205,7 @@ def parse_completion_window(value: Any) -> int:
             code="invalid_completion_window",
             param="completion_window",
         )
-    return seconds
-
-
-def completion_window_text(value: Any) -> str:
-    """The window as stored and echoed, for a value `parse_completion_window` accepted: '0024 h' → '24h'
-    (the column is VARCHAR(16), and spaces or leading zeros mean nothing)."""
-    match = _WINDOW.match(value) if isinstance(value, str) else None
-    return f"{int(match.group(1))}{match.group(2)}" if match else "24h"
+    return CompletionWindow(seconds, f"{amount}{unit}")
 
 
 # OpenAI's bounds for `expires_after` (files) and `output_expires_after` (batches): 1 hour to 30 days.

@@ -13,21 +13,21 @@ length, from the splitter), and the executor reads the bodies back a leased page
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import LimitsConfig
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.execution import ExecutionMode, pricing_plan
 from aistats_gateway.domain.jsonl import LineError, LineSplitter, LineValidator
 from aistats_gateway.errors import StaleTransition
-from aistats_gateway.pricing.catalog import BATCH, STANDARD
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import ItemRef, Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 5000  # rows per insert: large enough that the insert's round trips hide behind the parsing
@@ -35,7 +35,7 @@ CHUNK_ROWS = 5000  # rows per insert: large enough that the insert's round trips
 
 async def ingest(
     batch: BatchRecord, *, store: Store, blobs: BlobStore, router: Router, limits: LimitsConfig, clock: Clock,
-    pricer: Pricer, execution: Callable[[BatchRecord, list[str]], str] | None = None,
+    pricer: Pricer, execution: Callable[[BatchRecord, list[str]], ExecutionMode] | None = None,
 ) -> BatchRecord | None:
     """Validate and store the items; move the batch to in_progress or failed.
 
@@ -50,7 +50,7 @@ async def ingest(
         # ingesting again would delete items that are already leased, sent or settled.
         return None
     await store.items.discard_ingest(batch.id)
-    plan_pricer = pricer.with_plan(BATCH if batch.execution == "native" else STANDARD)
+    plan_pricer = pricer.with_plan(pricing_plan(batch.execution))
     validator = LineValidator(
         endpoint=batch.endpoint,
         route=lambda model: router.route(model, batch.provider_prefs),
@@ -108,9 +108,7 @@ async def ingest(
             await flush([])
         finally:
             if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+                await cancel_and_wait([pending])
     now = clock.now()
     try:
         if errors:
@@ -126,7 +124,7 @@ async def ingest(
         providers = list(validator.providers)
         summary: dict[str, object] = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
                                       "provider": providers[0] if len(providers) == 1 else None}
-        summary["execution"] = execution(batch, providers) if execution is not None else "managed"
+        summary["execution"] = (execution(batch, providers) if execution is not None else ExecutionMode.MANAGED).value
         if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
             summary["estimated_nanos"] = validator.estimated_nanos
         # Stored before the status moves, so a batch cancelled during validation still counts its lines.

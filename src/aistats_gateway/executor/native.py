@@ -25,44 +25,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import Settings
+from aistats_gateway.domain import execution
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.execution import ExecutionMode
+from aistats_gateway.domain.native_job import NativeJobState
+from aistats_gateway.errors import NativeError, Rejected, StaleTransition
 from aistats_gateway.executor.native_settle import Settler, collect, provider_custom_id
+from aistats_gateway.executor.strategy import Finish
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
-from aistats_gateway.pricing.catalog import BATCH, PriceCatalog
+from aistats_gateway.pricing.catalog import PriceCatalog
 from aistats_gateway.pricing.pricer import Pricer
-from aistats_gateway.providers.native_anthropic import AnthropicBatches
-from aistats_gateway.providers.native_base import NativeError, Outcome, Rejected, RemoteBatch, Search
-from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG, OpenAIBatches
+from aistats_gateway.providers.kinds import BatchClient, build_batch_client
+from aistats_gateway.providers.native_base import Outcome, RemoteBatch, Search
+from aistats_gateway.providers.native_openai import BATCH_TAG, JOB_TAG
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.native_jobs import NativeJob, NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-DAY = 24 * 3600
-Finish = Callable[[str, BatchStatus], None]
-
-
-def choose_execution(requested: str | None, window_seconds: int, providers: list[str], batch_api: set[str]) -> str:
-    """The execution mode a validated batch runs in. `auto`: native exactly when every line's provider has a
-    batch API enabled and the completion window is at least the providers' 24h; else managed."""
-    if requested in (None, "managed"):
-        return "managed"
-    usable = bool(providers) and all(p in batch_api for p in providers)
-    if requested == "native":
-        return "native" if usable else "managed"  # a provider lost its batch_api since create: run it ourselves
-    return "native" if usable and window_seconds >= DAY else "managed"
 
 
 ADOPT, WAIT, GIVE_UP, RECREATE = "adopt", "wait", "give_up", "recreate"
+
+
+def _not_started(batch_id: str, target: BatchStatus) -> None:
+    raise RuntimeError("the native runner finished a batch before it was started")
 
 
 def after_lost_create(search: Search, waited: float, grace: float, halted: bool) -> str:
@@ -81,26 +76,21 @@ def after_lost_create(search: Search, waited: float, grace: float, halted: bool)
     return WAIT if search.pending else RECREATE
 
 
-def build_client(cfg: Any, timeout: float) -> OpenAIBatches | AnthropicBatches:
-    if cfg.kind == "anthropic":
-        return AnthropicBatches(cfg.name, cfg.base_url, cfg.api_key, timeout_seconds=timeout)
-    return OpenAIBatches(cfg.name, cfg.base_url or "https://api.openai.com/v1", cfg.api_key,
-                         timeout_seconds=timeout)
-
-
 class NativeRunner:
+    """The NativeExecution strategy (executor/strategy.py) for providers with a batch API."""
+
     def __init__(self, settings: Settings, store: Store, blobs: BlobStore, router: Router, clock: Clock,
-                 catalog: PriceCatalog, finish: Finish, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 catalog: PriceCatalog, failpoints: Failpoints = NO_FAILPOINTS) -> None:
         self.cfg = settings.native
         self.store = store
         self.blobs = blobs
         self.router = router
         self.clock = clock
-        self.finish = finish
+        self.finish: Finish = _not_started
         self.failpoints = failpoints
-        self.jobs = NativeJobs(store, InputBodies(store.files, blobs))
-        self.pricer = Pricer(catalog, BATCH)
-        self.clients = {p.name: build_client(p, self.cfg.request_timeout_seconds)
+        self.jobs = NativeJobs(store.db, store.outbox, InputBodies(store.files, blobs))
+        self.pricer = Pricer(catalog, execution.pricing_plan(ExecutionMode.NATIVE))
+        self.clients = {p.name: build_batch_client(p, self.cfg.request_timeout_seconds)
                         for p in settings.providers if p.batch_api}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -108,21 +98,26 @@ class NativeRunner:
         self._last_round: dict[str, float] = {}
         self._halts: dict[str, BatchStatus] = {}
         self._failures: dict[str, int] = {}  # consecutive failed rounds per batch (for backoff and quieter logs)
-        self._running = True
+        self._running = False
 
     @property
     def batch_api(self) -> set[str]:
         return set(self.clients)
 
-    def resolve(self, batch: BatchRecord, providers: list[str]) -> str:
-        return choose_execution(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
+    def resolve(self, batch: BatchRecord, providers: list[str]) -> ExecutionMode:
+        return execution.resolve(batch.execution, batch.expires_at - batch.created_at, providers, self.batch_api)
 
-    # ------------------------------------------------------------------ executor hooks
+    # ------------------------------------------------------------------ the NativeExecution interface
+    async def start(self, finish: Finish) -> None:
+        """Run native batches from now on; `finish(batch_id, target)` finalizes one whose lines are settled."""
+        self.finish = finish
+        self._running = True
+
     def adopt(self, batch: BatchRecord, *, wake: bool = True) -> bool:
         """Run `batch` here if it is native (True); the executor leaves it alone then — including its
         finalization, whose target (completed, expired, cancelled) only the provider's outcome decides.
         `wake`: poll the provider now if the batch already runs here (the housekeeper's sweep does not)."""
-        if batch.execution != "native" or batch.status is BatchStatus.VALIDATING:
+        if batch.execution != ExecutionMode.NATIVE or batch.status is BatchStatus.VALIDATING:
             return False
         task = self._tasks.get(batch.id)
         if task is None or task.done():
@@ -158,12 +153,7 @@ class NativeRunner:
 
     async def stop(self) -> None:
         self._running = False
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()
         for client in self.clients.values():
             await client.close()
@@ -220,10 +210,13 @@ class NativeRunner:
                                         self.clock.now(), self._limits)
         failed = False
         for job in jobs:
-            if job.state == "done":
+            if job.state is NativeJobState.DONE:
                 continue
             try:
                 await self._advance(batch, job, halt)
+            except StaleTransition:  # another process running this batch moved the job first: re-read next round
+                log.info("native job %s moved meanwhile; looking again next round", job.id,
+                         extra={"batch_id": batch_id})
             except NativeError as exc:
                 failed = True
                 level = logging.WARNING if self._failures.get(batch_id, 0) == 0 else logging.DEBUG
@@ -233,7 +226,7 @@ class NativeRunner:
                     await self.jobs.update(job.id, error=exc.message[:2000])
         self._failures[batch_id] = self._failures.get(batch_id, 0) + 1 if failed else 0
         jobs = await self.jobs.for_batch(batch_id)
-        if any(job.state != "done" for job in jobs):
+        if any(job.state is not NativeJobState.DONE for job in jobs):
             return False
         target = halt or (BatchStatus.EXPIRED if any(j.provider_status == "expired" for j in jobs)
                           else BatchStatus.COMPLETED)
@@ -245,17 +238,17 @@ class NativeRunner:
         client = self.clients.get(job.provider)
         if client is None:  # the provider lost batch_api (or was removed) while its batch ran
             raise NativeError(f"provider '{job.provider}' has no batch_api configured any more")
-        if job.state == "creating":
+        if job.state is NativeJobState.CREATING:
             if halt is not None and job.create_attempts == 0:  # nothing sent yet and nobody wants it any more
-                await self.jobs.update(job.id, state="done", provider_status="not_created")
+                await self.jobs.transition(job, NativeJobState.DONE, provider_status="not_created")
                 return
             if job.input_key is None:
                 job = await self._build(batch, job, client)
-                if job.state == "done":
+                if job.state is NativeJobState.DONE:
                     return
             job = await self._create(batch, job, client, halt)
         native_id = job.native_batch_id
-        if job.state == "running" and native_id is not None:
+        if job.state is NativeJobState.RUNNING and native_id is not None:
             if halt is not None and job.cancel_sent_at is None:
                 with contextlib.suppress(Rejected):  # already ended: nothing to cancel
                     await client.cancel(native_id)
@@ -265,15 +258,15 @@ class NativeRunner:
                 await self.jobs.polled(job, found.status, found.counts, self.clock.now())
                 return
             keys = await client.download(found, self.blobs, f"native/{job.id}")
-            job = await self.jobs.update(job.id, state="collecting", provider_status=found.ended_as,
-                                         request_counts=found.counts, result_keys=keys, error=found.error,
+            job = await self.jobs.transition(job, NativeJobState.COLLECTING, provider_status=found.ended_as,
+                                             request_counts=found.counts, result_keys=keys, error=found.error,
                                          last_polled_at=self.clock.now())
             if self.cfg.delete_provider_files:
                 await self._discard(batch, job, client, found)
-        if job.state == "collecting":
+        if job.state is NativeJobState.COLLECTING:
             settler = Settler(self.store, self.pricer, self.clock, batch, job.provider)
             await collect(self.jobs, job, client, batch, settler, self.blobs, halt)
-            await self.jobs.update(job.id, state="done")
+            await self.jobs.transition(job, NativeJobState.DONE)
             # Every line is settled in our database now: our copies of the provider input and results go too.
             for key in [k for k in (job.input_key, *(job.result_keys or ())) if k]:
                 await self.blobs.delete(key)
@@ -289,7 +282,7 @@ class NativeRunner:
             return self.cfg.anthropic_max_lines, self.cfg.anthropic_max_bytes
         return self.cfg.openai_max_lines, self.cfg.openai_max_bytes
 
-    async def _discard(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+    async def _discard(self, batch: BatchRecord, job: NativeJob, client: BatchClient,
                        found: RemoteBatch) -> None:
         """Best effort: the provider's copies of our requests and results are deleted once ours are stored
         (they hold users' prompts, and providers cap storage). A failure is logged, never retried: the lines
@@ -300,7 +293,7 @@ class NativeRunner:
             log.warning("native job %s (%s): could not delete the provider's copies: %s", job.id, job.provider,
                         exc.message, extra={"batch_id": batch.id})
 
-    async def _build(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches
+    async def _build(self, batch: BatchRecord, job: NativeJob, client: BatchClient
                      ) -> NativeJob:
         """Write the provider input into our blob store (again, over the old one, for a job built with an id
         scheme its client no longer sends); lines the provider cannot take fail here."""
@@ -330,11 +323,11 @@ class NativeRunner:
         await settler.flush(force=True)
         if sent == 0:
             await writer.abort()
-            return await self.jobs.update(job.id, state="done", lines=0, provider_status="nothing_to_send")
+            return await self.jobs.transition(job, NativeJobState.DONE, lines=0, provider_status="nothing_to_send")
         await writer.commit()
         return await self.jobs.update(job.id, input_key=key, lines=sent)
 
-    async def _create(self, batch: BatchRecord, job: NativeJob, client: OpenAIBatches | AnthropicBatches,
+    async def _create(self, batch: BatchRecord, job: NativeJob, client: BatchClient,
                       halt: BatchStatus | None) -> NativeJob:
         now = self.clock.now()
         if job.create_attempts > 0:  # an earlier create's outcome is unknown: look for it before anything else
@@ -349,14 +342,14 @@ class NativeRunner:
             if decision == WAIT:
                 return job  # look again next round
             if decision == GIVE_UP:
-                return await self.jobs.update(job.id, state="done", provider_status="not_created")
+                return await self.jobs.transition(job, NativeJobState.DONE, provider_status="not_created")
         if job.id_scheme != client.id_scheme:  # built before this scheme: a batch of it could not be proven ours
             job = await self._build(batch, job, client)
-            if job.state == "done":
+            if job.state is NativeJobState.DONE:
                 return job
         job = await self.jobs.update(job.id, create_attempts=job.create_attempts + 1, create_attempted_at=now)
         self.failpoints.hit("native_before_create")
-        window = "24h" if batch.expires_at - batch.created_at >= DAY else batch.completion_window
+        window = execution.provider_window(batch.expires_at - batch.created_at, batch.completion_window)
 
         async def on_file(file_id: str) -> None:
             await self.jobs.update(job.id, provider_file_id=file_id)
@@ -368,7 +361,7 @@ class NativeRunner:
             log.warning("native job %s: %s refused the batch: %s", job.id, job.provider, exc.message,
                         extra={"batch_id": batch.id})
             # collecting with no result files: every held line fails with native_batch_rejected
-            return await self.jobs.update(job.id, state="collecting", provider_status="rejected",
-                                          error=exc.message[:2000])
+            return await self.jobs.transition(job, NativeJobState.COLLECTING, provider_status="rejected",
+                                              error=exc.message[:2000])
         self.failpoints.hit("native_after_create")
         return await self.jobs.attach(job, created.id, created.status, created.counts)

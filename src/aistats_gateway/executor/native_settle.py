@@ -17,6 +17,7 @@ from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.domain.batch import BatchStatus, answer_error_code
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
+from aistats_gateway.domain.request_log import RequestLogRow
 from aistats_gateway.pricing.calculator import PricingRow, usage_details
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.native_base import CANCELLED, COMPLETED, EXPIRED, FAILED, Outcome, blob_lines
@@ -58,7 +59,7 @@ class Settler:
         self.batch = batch
         self.provider = provider
         self.settlements: list[Settlement] = []
-        self.logs: list[dict[str, Any]] = []
+        self.logs: list[RequestLogRow] = []
         self.count = 0
 
     def add(self, item: JobItem, outcome: Outcome) -> None:
@@ -79,13 +80,10 @@ class Settler:
         self.settlements.append(Settlement(self.batch.id, item.line, outcome.succeeded, line, 1,
                                            outcome.input_tokens, outcome.output_tokens, tuple(usage_rows),
                                            cached, reasoning, error_code=_line_code(outcome)))
-        self.logs.append({
-            "id": request_id, "workspace_id": self.batch.workspace_id, "batch_id": self.batch.id,
-            "session_id": self.batch.session_id, "custom_id": item.custom_id, "line": item.line, "attempt": 1,
-            "provider": self.provider, "model": item.model, "status_code": outcome.status,
-            "error_code": outcome.error_code, "latency_ms": 0, "input_tokens": outcome.input_tokens,
-            "output_tokens": outcome.output_tokens, "cost_nanos": cost, "created_at": self.clock.now(),
-        })
+        self.logs.append(RequestLogRow(
+            request_id, self.batch.workspace_id, self.batch.id, self.batch.session_id, item.custom_id, item.line, 1,
+            self.provider, item.model, outcome.status, outcome.error_code, 0, outcome.input_tokens,
+            outcome.output_tokens, cost, self.clock.now()))
         self.count += 1
 
     async def flush(self, force: bool = False) -> None:

@@ -1,6 +1,6 @@
 """RetryPolicy: given what happened to an attempt, wait how long — or settle now. Pure.
 
-Retryable: 408, 409, 429 and 5xx answers, timeouts, connection errors and unreadable bodies
+Retryable: the statuses domain/upstream.py names, timeouts, connection errors and unreadable bodies
 (the same set the official OpenAI SDK retries). Everything else (other 4xx) settles at once into
 the error file with the upstream's status and body. A 429 does not burn one of the item's
 `max_attempts` (the upstream was only pacing us) but is bounded separately by `max_throttles`.
@@ -12,11 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-def retryable_status(status: int) -> bool:
-    return status in RETRYABLE_STATUS or status >= 500
+from aistats_gateway.domain.upstream import retryable_status
 
 
 @dataclass(frozen=True)

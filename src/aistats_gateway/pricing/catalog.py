@@ -20,6 +20,9 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any, TypeGuard
 
+from aistats_gateway.domain.execution import BATCH as BATCH  # the plan names are the domain's
+from aistats_gateway.domain.execution import STANDARD as STANDARD
+
 # The meter names and the nanos unit are money values shared by every layer: they live in domain.money.
 from aistats_gateway.domain.money import CACHE_WRITE as CACHE_WRITE
 from aistats_gateway.domain.money import CACHE_WRITE_1H as CACHE_WRITE_1H
@@ -38,8 +41,6 @@ DEFAULT_UNIT_SIZE: dict[str, int] = {meter: (1 if meter == REQUESTS else TOKENS_
 # A sanity bound on one unit's price (per 1M tokens or per request), far above any real list price.
 MAX_UNIT_PRICE_USD = 1_000_000
 
-STANDARD = "standard"
-BATCH = "batch"
 
 # fail(field, problem) -> the ValueError to raise, naming the model being parsed.
 _Fail = Callable[[str, str], ValueError]

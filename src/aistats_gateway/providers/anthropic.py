@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from aistats_gateway.errors import UpstreamUnavailable
 from aistats_gateway.providers.anthropic_answers import (
     AnswerError,
     error_to_openai,
@@ -38,7 +39,6 @@ from aistats_gateway.providers.anthropic_translate import (
 from aistats_gateway.providers.base import (
     ProviderResult,
     RateLimitInfo,
-    UpstreamUnavailable,
     final_429,
     matches,
     parse_retry_after,

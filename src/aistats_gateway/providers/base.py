@@ -47,15 +47,6 @@ class ProviderResult:
     final: bool = False  # the upstream says retrying cannot help (e.g. a 429 for exhausted quota)
 
 
-class UpstreamUnavailable(Exception):
-    """No usable answer: `kind` is timeout | connection | invalid_response | too_large."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
 class Provider(Protocol):
     name: str
     kind: str

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from aistats_gateway.providers.base import UpstreamUnavailable
+from aistats_gateway.errors import UpstreamUnavailable
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 

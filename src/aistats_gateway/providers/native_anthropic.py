@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp.payload import AsyncIterablePayload
 
+from aistats_gateway.errors import Rejected
 from aistats_gateway.providers.anthropic import ANTHROPIC_VERSION, DEFAULT_BASE_URL, TRANSLATED
 from aistats_gateway.providers.anthropic_answers import (
     AnswerError,
@@ -48,7 +49,6 @@ from aistats_gateway.providers.native_base import (
     ExpectedIds,
     HttpClient,
     Outcome,
-    Rejected,
     RemoteBatch,
     Search,
     blob_lines,

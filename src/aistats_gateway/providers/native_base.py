@@ -19,25 +19,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from aistats_gateway.domain.upstream import retryable_status
+from aistats_gateway.errors import NativeError, Rejected, Unavailable
 from aistats_gateway.storage.blobs import BlobStore
 
 # Ended statuses, normalised: what the provider batch ended as.
 COMPLETED, EXPIRED, CANCELLED, FAILED = "completed", "expired", "cancelled", "failed"
-
-
-class NativeError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class Rejected(NativeError):
-    """The provider refused the call (a definitive 4xx): nothing was created or changed."""
-
-
-class Unavailable(NativeError):
-    """No usable answer: timeout, connection failure, 5xx or 429. A create may or may not have happened."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +71,7 @@ class Outcome:
 def classify(status: int, raw: bytes, what: str) -> NativeError:
     snippet = raw[:300].decode("utf-8", "replace")
     message = f"{what} answered HTTP {status}: {snippet}"
-    if status in (408, 409, 429) or status >= 500:
+    if retryable_status(status):
         return Unavailable(message, status)
     return Rejected(message, status)
 

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp.payload import AsyncIterablePayload
 
+from aistats_gateway.errors import Rejected
 from aistats_gateway.providers.base import usage_dict, usage_of
 from aistats_gateway.providers.native_base import (
     CANCELLED,
@@ -26,7 +27,6 @@ from aistats_gateway.providers.native_base import (
     ExpectedIds,
     HttpClient,
     Outcome,
-    Rejected,
     RemoteBatch,
     Search,
 )

@@ -10,9 +10,9 @@ from __future__ import annotations
 import orjson
 from yarl import URL
 
+from aistats_gateway.errors import UpstreamUnavailable
 from aistats_gateway.providers.base import (
     ProviderResult,
-    UpstreamUnavailable,
     final_429,
     matches,
     parse_openai_ratelimit,

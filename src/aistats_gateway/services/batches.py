@@ -13,33 +13,26 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
-from aistats_gateway.domain import batch as rules
+from aistats_gateway.domain import execution
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.create_batch import CreateBatch
+from aistats_gateway.domain.execution import STANDARD, ExecutionMode
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
 from aistats_gateway.executor.service import Executor
 from aistats_gateway.pricing.calculator import PricingLines, usd
-from aistats_gateway.pricing.catalog import BATCH, STANDARD
 from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
 from aistats_gateway.storage.batches import BatchSearch
-from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.store import Store
 
-CREATE_FIELDS = {
-    "input_file_id", "endpoint", "completion_window", "metadata", "session_id", "webhook", "provider",
-    "requests", "output_expires_after", "dry_run", "execution",
-}
-EXECUTION_MODES = ("auto", "managed", "native")
 _HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
-DAY = 24 * 3600
 MAX_SEARCH_CHARS = 512  # longer than any id, session id (256) or metadata value (512) could be
 
 
@@ -72,57 +65,25 @@ class BatchService:
         self.clock = clock
         self.max_lines = max_lines
 
-    async def create(self, workspace_id: str, body: dict[str, Any]) -> BatchRecord | dict[str, Any]:
-        """The new batch; or, for `dry_run`, the validation and cost preview (a dict; nothing is created)."""
-        unknown = sorted(set(body) - CREATE_FIELDS)
-        if unknown:
-            raise InvalidRequest(
-                f"Unknown parameter '{excerpt(unknown[0])}'. Accepted: {', '.join(sorted(CREATE_FIELDS))}.",
-                code="unknown_parameter", param=unknown[0][:100])
-        endpoint_input = body.get("endpoint")
-        endpoint = rules.parse_endpoint(endpoint_input)
-        window = rules.parse_completion_window(body.get("completion_window"))
-        metadata = rules.parse_metadata(body.get("metadata"))
-        session_id = rules.parse_session_id(body.get("session_id"))
-        webhook = rules.parse_webhook(body.get("webhook"), allow_local_http=self.allow_local_webhooks)
-        prefs = rules.parse_provider_preferences(body.get("provider"))
-        input_file_id = body.get("input_file_id")
-        inline = body.get("requests")
-        dry_run = body.get("dry_run", False)
-        if not isinstance(dry_run, bool):
-            raise InvalidRequest("'dry_run' must be true or false.", code="invalid_type", param="dry_run")
-        output_expires_after = rules.parse_expires_after(body.get("output_expires_after"), "output_expires_after")
-        if output_expires_after is None:
-            output_expires_after = self.files.retention.output_files_seconds
-        execution = body.get("execution", "auto")
-        if execution not in EXECUTION_MODES:
-            raise InvalidRequest(f"Invalid 'execution' {excerpt(repr(execution))}: use \"auto\", \"managed\" or "
-                                 "\"native\".",
-                                 code="invalid_value", param="execution")
-        if execution == "auto" and (window < DAY or not self.batch_api):
-            execution = "managed"  # auto needs a 24h window and providers with a batch API
-        # What an explicitly native batch costs is the providers' batch price; `auto` is resolved only at
-        # validation, so its hold and preview stay at the standard price (an upper bound either way).
-        plan = BATCH if execution == "native" else STANDARD
-        if input_file_id is not None and inline is not None:
-            raise InvalidRequest("Give either 'input_file_id' or inline 'requests', not both.",
-                                 code="conflicting_parameters", param="requests")
+    def parse_create(self, body: dict[str, Any]) -> CreateBatch:
+        """The create body checked field by field (400 naming the first bad one)."""
+        return CreateBatch.parse(body, allow_local_webhooks=self.allow_local_webhooks, max_lines=self.max_lines,
+                                 default_output_expiry=self.files.retention.output_files_seconds)
+
+    def _mode(self, request: CreateBatch) -> ExecutionMode:
+        return execution.at_create(request.execution, request.window.seconds, bool(self.batch_api))
+
+    async def create(self, workspace_id: str, request: CreateBatch) -> BatchRecord:
+        """Store the new batch as `validating` (its input file made from inline rows first, if given); the
+        executor validates its lines in the background."""
         inline_file: str | None = None
-        if inline is not None:
-            data = self._inline_bytes(inline)
-            if dry_run:
-                return await self._dry_run(workspace_id, endpoint, prefs, _once(data), plan)
+        input_file_id = request.input_file_id
+        if request.inline is not None:
             inline_file = input_file_id = (await self.files.create_from_bytes(
-                workspace_id, data, filename="inline_requests.jsonl", purpose="batch")).id
-        elif input_file_id is not None and not isinstance(input_file_id, str):
-            raise InvalidRequest(f"'input_file_id' must be a file id string, got {type(input_file_id).__name__}.",
-                                 code="invalid_type", param="input_file_id")
-        elif not input_file_id:
-            raise InvalidRequest("Missing required parameter 'input_file_id' (or give inline 'requests').",
-                                 code="missing_required_parameter", param="input_file_id")
+                workspace_id, request.inline, filename="inline_requests.jsonl", purpose="batch")).id
+        assert input_file_id is not None
         try:
-            record = await self._create_from(workspace_id, body, input_file_id, endpoint, window, metadata,
-                                             session_id, webhook, prefs, dry_run, output_expires_after, execution)
+            record = await self._create_from(workspace_id, request, input_file_id)
         except BaseException:
             # Nothing half-created: whatever refused the batch (a native check, the credit hold, a storage
             # error), the file made from its inline rows goes too.
@@ -130,43 +91,69 @@ class BatchService:
                 with contextlib.suppress(Exception):
                     await self.files.delete(workspace_id, inline_file)
             raise
-        if isinstance(record, BatchRecord) and self.executor is not None:
+        if self.executor is not None:
             self.executor.submitted(record)
         return record
 
-    async def _create_from(
-        self, workspace_id: str, body: dict[str, Any], input_file_id: str, endpoint: str, window: int,
-        metadata: dict[str, str] | None, session_id: str | None, webhook: dict[str, Any] | None,
-        prefs: dict[str, Any] | None, dry_run: bool, output_expires_after: int | None, execution: str,
-    ) -> BatchRecord | dict[str, Any]:
+    async def dry_run(self, workspace_id: str, request: CreateBatch) -> dict[str, Any]:
+        """Validate and price without creating anything (our extension: `"dry_run": true`). What an explicitly
+        native batch costs is the providers' batch price; `auto` is resolved only at validation, so its
+        preview stays at the standard price (an upper bound either way)."""
+        plan = execution.pricing_plan(self._mode(request))
+        if request.inline is not None:
+            chunks = _once(request.inline)
+        else:
+            assert request.input_file_id is not None
+            file = await self._input_file(workspace_id, request.input_file_id)
+            chunks = self.files.blobs.read(file.blob_key)
+        expected = PricingLines()
+        validator = await self._scan(request.endpoint, request.prefs, chunks, expected, plan)
+        balance, held = await self.store.ledger.account(workspace_id)
+        available = None if balance is None else balance - held
+        errors = [e.as_dict() for e in validator.errors]
+        estimate = validator.estimated_nanos
+        return {
+            "object": "batch.dry_run", "endpoint": request.endpoint, "valid": not errors,
+            "errors": {"object": "list", "data": errors} if errors else None,
+            "request_counts": {"total": validator.accepted}, "models": validator.models,
+            "providers": validator.providers, "estimated_nanos": estimate, "estimated_usd": usd(estimate),
+            "pricing_lines": expected.to_wire(), "expected_cost_nanos": expected.total_nanos(),
+            "available_nanos": available, "would_be_refused": available is not None and estimate > available,
+        }
+
+    async def _input_file(self, workspace_id: str, input_file_id: str) -> FileRecord:
         file = await self.files.get(workspace_id, input_file_id, param="input_file_id")
         if file.purpose != "batch":
             raise InvalidRequest(
                 f"File '{input_file_id}' has purpose '{file.purpose}'; batch input files need purpose 'batch'.",
                 code="invalid_file_purpose", param="input_file_id")
-        plan = BATCH if execution == "native" else STANDARD  # as in create()
-        if dry_run:
-            return await self._dry_run(workspace_id, endpoint, prefs, self.files.blobs.read(file.blob_key), plan)
+        return file
+
+    async def _create_from(self, workspace_id: str, request: CreateBatch, input_file_id: str) -> BatchRecord:
+        file = await self._input_file(workspace_id, input_file_id)
+        mode = self._mode(request)
         scanned: LineValidator | None = None
-        if execution == "native":
-            scanned = await self._check_native(endpoint, prefs, self.files.blobs.read(file.blob_key))
+        if mode is ExecutionMode.NATIVE:
+            scanned = await self._check_native(request.endpoint, request.prefs, self.files.blobs.read(file.blob_key))
         hold: int | None = None
         balance, _held = await self.store.ledger.account(workspace_id)
         if balance is not None:  # a limited account: hold an upper bound of the cost now, or refuse
             if scanned is None:
-                scanned = await self._scan(endpoint, prefs, self.files.blobs.read(file.blob_key), plan=plan)
+                scanned = await self._scan(request.endpoint, request.prefs, self.files.blobs.read(file.blob_key),
+                                           plan=execution.pricing_plan(mode))
             hold = scanned.estimated_nanos
         now = self.clock.now()
         values = {
             "id": ids.batch_id(), "workspace_id": workspace_id, "request_id": ids.gateway_request_id(),
-            "endpoint": endpoint, "endpoint_input": str(body.get("endpoint")),
+            "endpoint": request.endpoint, "endpoint_input": request.endpoint_input,
             "status": BatchStatus.VALIDATING.value,
             "input_file_id": input_file_id,
-            "completion_window": rules.completion_window_text(body.get("completion_window")),
-            "created_at": int(now), "expires_at": int(now) + window, "total": 0, "completed": 0, "failed": 0,
-            "input_tokens": 0, "output_tokens": 0, "metadata": metadata, "session_id": session_id,
-            "webhook": webhook, "provider_prefs": prefs, "updated_at": now, "estimated_nanos": hold or 0,
-            "execution": execution, "output_expires_after": output_expires_after,
+            "completion_window": request.window.text,
+            "created_at": int(now), "expires_at": int(now) + request.window.seconds, "total": 0, "completed": 0,
+            "failed": 0, "input_tokens": 0, "output_tokens": 0, "metadata": request.metadata,
+            "session_id": request.session_id, "webhook": request.webhook, "provider_prefs": request.prefs,
+            "updated_at": now, "estimated_nanos": hold or 0, "execution": mode.value,
+            "output_expires_after": request.output_expires_after,
         }
         return await self.store.batches.insert(values, hold_nanos=hold)
 
@@ -180,7 +167,7 @@ class BatchService:
             raise InvalidRequest("'execution' is \"native\" but no provider has a batch API enabled "
                                  "(set batch_api = true on an openai or anthropic [[providers]] entry).",
                                  code="native_unavailable", param="execution")
-        validator = await self._scan(endpoint, prefs, chunks, plan=BATCH)
+        validator = await self._scan(endpoint, prefs, chunks, plan=execution.pricing_plan(ExecutionMode.NATIVE))
         for model in validator.models:
             provider, _reason = self.router.route(model, prefs)
             if provider is not None and provider not in self.batch_api:
@@ -191,22 +178,6 @@ class BatchService:
                     code="native_unavailable", param="execution")
         return validator
 
-    def _inline_bytes(self, inline: Any) -> bytes:
-        if not isinstance(inline, list):
-            raise InvalidRequest("'requests' must be a list of request lines {custom_id, method, url, body}.",
-                                 code="invalid_type", param="requests")
-        if len(inline) > self.max_lines:
-            raise InvalidRequest(f"'requests' has {len(inline)} rows; at most {self.max_lines} per batch.",
-                                 code="too_many_tasks", param="requests")
-        lines = []
-        for index, row in enumerate(inline):
-            try:
-                lines.append(orjson.dumps(row) + b"\n")
-            except TypeError:  # parsed (orjson reads 1024 levels) but cannot be written back (255)
-                raise InvalidRequest(f"'requests[{index}]' nests objects and arrays more than 255 levels deep.",
-                                     code="invalid_value", param=f"requests[{index}]") from None
-        return b"".join(lines)
-
     async def _scan(self, endpoint: str, prefs: dict[str, Any] | None, chunks: AsyncIterator[bytes],
                     expected: PricingLines | None = None, plan: str = STANDARD) -> LineValidator:
         """Validate and price the lines; `plan` "batch" for a batch that runs natively (at the providers'
@@ -215,24 +186,6 @@ class BatchService:
         return await scan(chunks, endpoint=endpoint, router=self.router, prefs=prefs,
                           pricer=self.pricer.with_plan(plan), max_lines=self.max_lines, max_errors=self.max_errors,
                           expected=expected)
-
-    async def _dry_run(self, workspace_id: str, endpoint: str, prefs: dict[str, Any] | None,
-                       chunks: AsyncIterator[bytes], plan: str = STANDARD) -> dict[str, Any]:
-        """Validate and price without creating anything (our extension: `"dry_run": true`)."""
-        expected = PricingLines()
-        validator = await self._scan(endpoint, prefs, chunks, expected, plan)
-        balance, held = await self.store.ledger.account(workspace_id)
-        available = None if balance is None else balance - held
-        errors = [e.as_dict() for e in validator.errors]
-        estimate = validator.estimated_nanos
-        return {
-            "object": "batch.dry_run", "endpoint": endpoint, "valid": not errors,
-            "errors": {"object": "list", "data": errors} if errors else None,
-            "request_counts": {"total": validator.accepted}, "models": validator.models,
-            "providers": validator.providers, "estimated_nanos": estimate, "estimated_usd": usd(estimate),
-            "pricing_lines": expected.to_wire(), "expected_cost_nanos": expected.total_nanos(),
-            "available_nanos": available, "would_be_refused": available is not None and estimate > available,
-        }
 
     async def get(self, workspace_id: str, batch_id: str) -> BatchRecord:
         record = await self.store.batches.get(batch_id, workspace_id)

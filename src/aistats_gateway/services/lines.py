@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 
 from aistats_gateway.domain.jsonl import settled_line
-from aistats_gateway.errors import InvalidRequest, NotFound, excerpt
+from aistats_gateway.errors import InputFileUnavailable, InvalidRequest, NotFound, excerpt
 from aistats_gateway.ids import batch_request_id
 from aistats_gateway.pricing.calculator import usd
 from aistats_gateway.services.batches import ensure_rows_kept
 from aistats_gateway.storage.blobs import BlobStore
-from aistats_gateway.storage.bodies import InputBodies, InputFileUnavailable
+from aistats_gateway.storage.bodies import InputBodies
 from aistats_gateway.storage.lines import LINE_STATES, LineFilter, state_of
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.schema import ITEM_FAILED, ITEM_SUCCEEDED

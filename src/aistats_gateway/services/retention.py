@@ -18,6 +18,7 @@ from aistats_gateway.config import RetentionConfig
 from aistats_gateway.errors import NotFound
 from aistats_gateway.services.files import FileService
 from aistats_gateway.storage.store import Store
+from aistats_gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -35,11 +36,8 @@ class RetentionSweeper:
         self._task = asyncio.create_task(self._run(), name="retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from aistats_gateway.errors import InputFileUnavailable
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.files import Files
 
@@ -26,10 +27,6 @@ KEY_CACHE = 4096  # batches whose input blob key is remembered
 
 # One row's body as stored: (body, body_offset, body_length); body None means "read it from the input file".
 Stored = tuple[bytes | None, int | None, int | None]
-
-
-class InputFileUnavailable(Exception):
-    """The batch's input file cannot be read any more (its row or blob is gone): its lines cannot be sent."""
 
 
 def spans(ranges: Sequence[tuple[int, int]], max_gap: int = MAX_GAP,

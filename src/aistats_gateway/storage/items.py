@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aistats_gateway import ids
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import settled_line
+from aistats_gateway.domain.request_log import RequestLogRow
 from aistats_gateway.storage import dialects
 from aistats_gateway.storage.database import Database
 from aistats_gateway.storage.outbox import Outbox
@@ -234,17 +235,18 @@ class Items:
 
     # ---------------------------------------------------------------- settling
     async def settle(
-        self, settlements: Sequence[Settlement], now: float, logs: Sequence[dict[str, Any]] = ()
+        self, settlements: Sequence[Settlement], now: float, logs: Sequence[RequestLogRow] = ()
     ) -> dict[str, BatchRecord]:
         """Store outcomes and bump their batches' counters in ONE transaction (see settlement.py), with the
         request-log rows `logs`. Returns the updated batch rows."""
+        rows = [log.as_row() for log in logs]
         if not settlements:
-            if logs:
+            if rows:
                 async with self.db.write() as conn:
-                    await append(conn, logs)
+                    await append(conn, rows)
             return {}
         async with self.db.write() as conn:
-            settled = await settle_in(conn, self.outbox, settlements, now, logs)
+            settled = await settle_in(conn, self.outbox, settlements, now, rows)
         for record, queued in settled.values():
             self.db.emit(record, queued)
         return {batch_id: record for batch_id, (record, _queued) in settled.items()}

@@ -7,9 +7,10 @@ part would exceed the provider's per-batch limits (lines, input bytes) — and l
 items to the owner `native:<job id>` with a lease that never expires, in ONE transaction, so the managed
 scheduler and the lease sweeps never touch them. Settling goes through `Items.settle()` like every result.
 
-Reads and writes go through the Store's Database (its write transaction, its listeners, its clock), and a
-progress event through its Outbox; SQLAlchemy Core only, so the same statements run on SQLite and
-PostgreSQL. Nothing here calls a provider.
+A job's state moves only through `transition()` (and `attach()`), compare-and-set on the state it was read in,
+along the table of domain/native_job.py. Reads and writes go through the Store's Database (its write
+transaction, its listeners, its clock), and a progress event through its Outbox; SQLAlchemy Core only, so the
+same statements run on SQLite and PostgreSQL. Nothing here calls a provider.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from sqlalchemy import and_, func, insert, select, update
 
 from aistats_gateway import ids
 from aistats_gateway.domain.events import delivery_key, progress_crossed
+from aistats_gateway.domain.native_job import NativeJobState, check
+from aistats_gateway.errors import StaleTransition
 from aistats_gateway.storage.bodies import InputBodies
+from aistats_gateway.storage.database import Database
+from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import batch_record
 from aistats_gateway.storage.schema import ITEM_LEASED, ITEM_PENDING, batches, items, native_jobs
-from aistats_gateway.storage.store import Store
 
 NEVER = 1e15  # a native job's item leases: far beyond any clock, so no sweep reclaims them
 ANY_MODEL = "*"
@@ -39,7 +43,7 @@ class NativeJob:
     provider: str
     model: str
     kind: str
-    state: str
+    state: NativeJobState
     idempotency_key: str
     id_scheme: str
     lines: int
@@ -99,15 +103,19 @@ def _runs(sizes: list[tuple[int, int]], max_lines: int, max_bytes: int) -> list[
 
 def _job(row: Any) -> NativeJob:
     mapping = row._mapping
-    return NativeJob(**{f.name: mapping[f.name] for f in fields(NativeJob)})
+    values = {f.name: mapping[f.name] for f in fields(NativeJob)}
+    values["state"] = NativeJobState(values["state"])
+    return NativeJob(**values)
 
 
 class NativeJobs:
-    """`bodies` reads the bodies of items that point into their input file (every item ingest makes since 0007)."""
+    """Over the Store's Database and Outbox (`NativeJobs(store.db, store.outbox, …)`): a progress event is queued in
+    the same transaction as the counts that crossed its bucket. `bodies` reads the bodies of items that point into
+    their input file (every item ingest makes since 0007); readers of the jobs alone need no bodies."""
 
-    def __init__(self, store: Store, bodies: InputBodies | None = None) -> None:
-        self.db = store.db
-        self.outbox = store.outbox
+    def __init__(self, db: Database, outbox: Outbox, bodies: InputBodies | None = None) -> None:
+        self.db = db
+        self.outbox = outbox
         self.bodies = bodies
 
     async def for_batch(self, batch_id: str) -> list[NativeJob]:
@@ -155,7 +163,8 @@ class NativeJobs:
                     job_id = "nj_" + ids.ulid()
                     await conn.execute(insert(native_jobs).values(
                         id=job_id, batch_id=batch_id, provider=provider, model=model, kind=kind, part=part,
-                        state="creating", idempotency_key="aistats-" + job_id, id_scheme="verbatim", lines=lines,
+                        state=NativeJobState.CREATING.value, idempotency_key="aistats-" + job_id,
+                        id_scheme="verbatim", lines=lines,
                         create_attempts=0, created_at=now, updated_at=now))
                     where = list(cond)
                     if first is not None and last is not None:
@@ -167,10 +176,25 @@ class NativeJobs:
         return [_job(r) for r in rows]
 
     async def update(self, job_id: str, **values: Any) -> NativeJob:
+        """Change a job's other columns; its state moves only through `transition()`."""
+        assert "state" not in values, "a native job's state changes through transition()"
         values.setdefault("updated_at", self.db.clock.now())
         async with self.db.write() as conn:
             row = (await conn.execute(update(native_jobs).where(native_jobs.c.id == job_id).values(**values)
                                       .returning(*native_jobs.c))).one()
+        return _job(row)
+
+    async def transition(self, job: NativeJob, target: NativeJobState, **values: Any) -> NativeJob:
+        """Move `job` from the state it was read in to `target` (with other columns), compare-and-set: raises
+        StaleTransition when someone else (another process running the same batch) moved it first."""
+        check(job.state, target)
+        values.setdefault("updated_at", self.db.clock.now())
+        async with self.db.write() as conn:
+            row = (await conn.execute(update(native_jobs).where(and_(
+                native_jobs.c.id == job.id, native_jobs.c.state == job.state.value)).values(
+                state=target.value, **values).returning(*native_jobs.c))).first()
+        if row is None:
+            raise StaleTransition(f"native job {job.id} is no longer {job.state.value}")
         return _job(row)
 
     async def polled(self, job: NativeJob, status: str, counts: dict[str, int], now: float) -> None:
@@ -189,9 +213,10 @@ class NativeJobs:
             if row is None:
                 return
             record = batch_record(row)
+            at_provider = [s.value for s in NativeJobState if s.at_provider]
             running = {r[0]: r[1] or {} for r in (await conn.execute(
                 select(native_jobs.c.id, native_jobs.c.request_counts).where(and_(
-                    native_jobs.c.batch_id == job.batch_id, native_jobs.c.state.in_(["creating", "running"]))))).all()}
+                    native_jobs.c.batch_id == job.batch_id, native_jobs.c.state.in_(at_provider))))).all()}
             before = record.counts.with_running({**running, job.id: job.request_counts or {}}.values())
             bucket = progress_crossed(before, record.counts.with_running(running.values()))
             if bucket is not None:
@@ -201,12 +226,17 @@ class NativeJobs:
 
     async def attach(self, job: NativeJob, native_batch_id: str, status: str | None,
                      counts: dict[str, int] | None) -> NativeJob:
-        """Persist the provider's batch id (and the batch's first one on the batch row) in one transaction."""
+        """Persist the provider's batch id (and the batch's first one on the batch row) in one transaction: the
+        job moves from creating to running, compare-and-set (StaleTransition when another process moved it)."""
+        check(job.state, NativeJobState.RUNNING)
         now = self.db.clock.now()
         async with self.db.write() as conn:
-            row = (await conn.execute(update(native_jobs).where(native_jobs.c.id == job.id).values(
-                native_batch_id=native_batch_id, state="running", provider_status=status, request_counts=counts,
-                last_polled_at=now, updated_at=now).returning(*native_jobs.c))).one()
+            row = (await conn.execute(update(native_jobs).where(and_(
+                native_jobs.c.id == job.id, native_jobs.c.state == job.state.value)).values(
+                native_batch_id=native_batch_id, state=NativeJobState.RUNNING.value, provider_status=status,
+                request_counts=counts, last_polled_at=now, updated_at=now).returning(*native_jobs.c))).first()
+            if row is None:
+                raise StaleTransition(f"native job {job.id} is no longer {job.state.value}")
             await conn.execute(update(batches).where(and_(batches.c.id == job.batch_id,
                                                           batches.c.native_batch_id.is_(None)))
                                .values(native_batch_id=native_batch_id))

@@ -33,6 +33,7 @@ from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.storage.outbox import Event, Outbox
 from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.tasks import cancel_and_wait
 from aistats_gateway.webhooks import signer
 from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
 
@@ -107,12 +108,7 @@ class Deliverer:
             self._task.cancel()
         if self._inflight:  # let deliveries on the wire finish (bounded by their own timeout)
             await asyncio.wait(list(self._inflight), timeout=self.cfg.timeout_seconds)
-        tasks = [t for t in (self._task, *self._inflight) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([self._task, *self._inflight])
 
     async def _loop(self) -> None:
         while True:
