@@ -48,7 +48,8 @@ export function paceText(batch, meter) {
 
 function modelName(batch) {
   if (batch.model) return batch.model;
-  return batch.status === "validating" ? "model not known yet" : "several models";
+  if (batch.status === "validating") return "model not known yet";
+  return lineCounts(batch).total ? "several models" : "no valid lines";
 }
 
 export function renderBatches(ctx) {
