@@ -29,7 +29,7 @@ serve: $(VENV)/.installed-serve
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
-	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+	cd src && ../$(BIN)/lint-imports ../pyproject.toml
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

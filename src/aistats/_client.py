@@ -72,6 +72,11 @@ class _Calls(Generic[R]):
     def cancel_batch(self, batch_id: str) -> R:
         return self._send(rq.Request("POST", f"/batches/{rq.require_id(batch_id, 'batch_id')}/cancel", kind="batch"))
 
+    def retry_batch(self, batch_id: str, *, statuses: list[str] | None = None, error_codes: list[str] | None = None,
+                    custom_ids: list[str] | None = None, idempotency_key: str | None = None) -> R:
+        """A new batch re-running the lines of a terminal batch that did not succeed (narrowed by the filters)."""
+        return self._send(rq.retry_batch(batch_id, statuses, error_codes, custom_ids, idempotency_key))
+
     def list_batches(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
                      session_id: str | None = None) -> R:
         return self._send(rq.Request("GET", "/batches", params=rq.clean({
@@ -108,6 +113,11 @@ class Batches(Generic[R]):
     def cancel(self, batch_id: str) -> R:
         return self._c.cancel_batch(batch_id)
 
+    def retry(self, batch_id: str, *, statuses: list[str] | None = None, error_codes: list[str] | None = None,
+              custom_ids: list[str] | None = None, idempotency_key: str | None = None) -> R:
+        return self._c.retry_batch(batch_id, statuses=statuses, error_codes=error_codes, custom_ids=custom_ids,
+                                   idempotency_key=idempotency_key)
+
     def list(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
              session_id: str | None = None) -> R:
         return self._c.list_batches(after=after, limit=limit, status=status, session_id=session_id)
@@ -132,9 +142,10 @@ class Batches(Generic[R]):
         """The terminal batch (awaitable on AsyncAIStats)."""
         return self._c.wait_batch(batch_id, timeout=timeout, poll_interval=poll_interval)  # type: ignore[attr-defined]
 
-    def results(self, batch_id: str, *, follow: bool = False) -> Any:
-        """Parsed result lines, also while the batch runs (async iterator on AsyncAIStats)."""
-        return self._c.batch_results(batch_id, follow=follow)  # type: ignore[attr-defined]
+    def results(self, batch_id: str, *, follow: bool = False, merged: bool = False) -> Any:
+        """Parsed result lines, also while the batch runs (async iterator on AsyncAIStats); `merged`: one line per
+        custom_id of a retry chain's root input, the latest success in the chain else the latest outcome."""
+        return self._c.batch_results(batch_id, follow=follow, merged=merged)  # type: ignore[attr-defined]
 
 
 class Files(Generic[R]):
@@ -187,7 +198,7 @@ class AIStats(_Calls[Any]):
             try:
                 response = self._http.request(request.method, self.base_url + request.path, json=request.json,
                                               params=request.params or None, files=request.files,
-                                              data=request.data, headers=self._headers)
+                                              data=request.data, headers={**self._headers, **request.headers})
             except httpx.TransportError as exc:
                 delay = rq.retry_delay(attempt, None, None, self.max_retries) if rq.idempotent(request) else None
                 if delay is None:
@@ -216,9 +227,9 @@ class AIStats(_Calls[Any]):
         """The terminal batch: from the stream, or by polling if the stream is unavailable."""
         return _stream.wait(self, rq.require_id(batch_id, "batch_id"), timeout, poll_interval)
 
-    def batch_results(self, batch_id: str, *, follow: bool = False) -> Iterator[APIObject]:
-        """Parsed result lines settled so far (with `follow`, until the batch is terminal)."""
-        return _stream.results(self, rq.require_id(batch_id, "batch_id"), follow)
+    def batch_results(self, batch_id: str, *, follow: bool = False, merged: bool = False) -> Iterator[APIObject]:
+        """Parsed result lines settled so far (with `follow`, until the batch is terminal; `merged`: a chain's)."""
+        return _stream.results(self, rq.require_id(batch_id, "batch_id"), follow, merged)
 
     def close(self) -> None:
         self._http.close()
@@ -250,7 +261,8 @@ class AsyncAIStats(_Calls[Awaitable[Any]]):
             try:
                 response = await self._http.request(request.method, self.base_url + request.path,
                                                     json=request.json, params=request.params or None,
-                                                    files=request.files, data=request.data, headers=self._headers)
+                                                    files=request.files, data=request.data,
+                                                    headers={**self._headers, **request.headers})
             except httpx.TransportError as exc:
                 delay = rq.retry_delay(attempt, None, None, self.max_retries) if rq.idempotent(request) else None
                 if delay is None:
@@ -273,8 +285,9 @@ class AsyncAIStats(_Calls[Awaitable[Any]]):
                          ) -> Batch:
         return await _stream.await_batch(self, rq.require_id(batch_id, "batch_id"), timeout, poll_interval)
 
-    def batch_results(self, batch_id: str, *, follow: bool = False) -> AsyncIterator[APIObject]:
-        return _stream.aresults(self, rq.require_id(batch_id, "batch_id"), follow)
+    def batch_results(self, batch_id: str, *, follow: bool = False, merged: bool = False
+                      ) -> AsyncIterator[APIObject]:
+        return _stream.aresults(self, rq.require_id(batch_id, "batch_id"), follow, merged)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -24,6 +24,7 @@ class Request:
     files: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     kind: str = "object"  # object | batch | file | page | raw
+    headers: dict[str, str] = field(default_factory=dict)  # beside the client's own (e.g. Idempotency-Key)
 
 
 def clean(params: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +80,10 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 def idempotent(request: Request) -> bool:
-    """Safe to send twice: reads, deletes and cancels (creating or uploading is not)."""
-    return request.method in ("GET", "DELETE") or (request.method == "POST" and request.path.endswith("/cancel"))
+    """Safe to send twice: reads, deletes and cancels, and a create carrying an Idempotency-Key (the gateway
+    answers a repeat with the object the first one made); a create or upload without one is not."""
+    return request.method in ("GET", "DELETE") or (request.method == "POST" and request.path.endswith("/cancel")) \
+        or "Idempotency-Key" in request.headers
 
 
 def retry_delay(attempt: int, status: int | None, retry_after: str | None, max_retries: int) -> float | None:
@@ -95,5 +98,14 @@ def retry_delay(attempt: int, status: int | None, retry_after: str | None, max_r
     return float(min(8.0, 0.5 * 2.0 ** (attempt - 1)))
 
 
-def results_params(follow: bool, after: str | None) -> dict[str, Any]:
+def results_params(follow: bool, after: str | None, merged: bool = False) -> dict[str, Any]:
+    if merged:  # a chain's merged results take no cursor: a reconnect starts over (the caller skips what it has)
+        return {"merged": "true"}
     return clean({"follow": "true" if follow else None, "after": after})
+
+
+def retry_batch(batch_id: str, statuses: list[str] | None, error_codes: list[str] | None,
+                custom_ids: list[str] | None, idempotency_key: str | None) -> Request:
+    return Request("POST", f"/batches/{require_id(batch_id, 'batch_id')}/retry",
+                   json=clean({"statuses": statuses, "error_codes": error_codes, "custom_ids": custom_ids}),
+                   kind="batch", headers={"Idempotency-Key": idempotency_key} if idempotency_key else {})

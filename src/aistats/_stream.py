@@ -189,21 +189,27 @@ def wait(client: AIStats, batch_id: str, timeout: float | None, poll_interval: f
     return last
 
 
-def results(client: AIStats, batch_id: str, follow: bool) -> Iterator[APIObject]:
+def results(client: AIStats, batch_id: str, follow: bool, merged: bool = False) -> Iterator[APIObject]:
     after: str | None = None
     failures = 0
+    sent = 0  # merged results restart from the top after a reconnect: skip the lines already yielded
     while True:
+        seen = 0
         try:
             with client._http.stream("GET", f"{client.base_url}/batches/{batch_id}/results",
-                                     params=rq.results_params(follow, after), headers=client._headers,
+                                     params=rq.results_params(follow, after, merged), headers=client._headers,
                                      timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise from_response(response.status_code, response.json())
                 for line in response.iter_lines():
                     if line.strip():
+                        seen += 1
+                        if merged and seen <= sent:
+                            continue
                         item = APIObject.wrap(json.loads(line))
                         after = item.get("custom_id", after)
+                        sent += 1
                         yield item
                 return
         except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
@@ -264,21 +270,27 @@ async def await_batch(client: AsyncAIStats, batch_id: str, timeout: float | None
         await asyncio.sleep(poll_interval)
 
 
-async def aresults(client: AsyncAIStats, batch_id: str, follow: bool) -> AsyncIterator[APIObject]:
+async def aresults(client: AsyncAIStats, batch_id: str, follow: bool, merged: bool = False) -> AsyncIterator[APIObject]:
     after: str | None = None
     failures = 0
+    sent = 0  # merged results restart from the top after a reconnect: skip the lines already yielded
     while True:
+        seen = 0
         try:
             async with client._http.stream("GET", f"{client.base_url}/batches/{batch_id}/results",
-                                           params=rq.results_params(follow, after), headers=client._headers,
+                                           params=rq.results_params(follow, after, merged), headers=client._headers,
                                            timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise from_response(response.status_code, response.json())
                 async for line in response.aiter_lines():
                     if line.strip():
+                        seen += 1
+                        if merged and seen <= sent:
+                            continue
                         item = APIObject.wrap(json.loads(line))
                         after = item.get("custom_id", after)
+                        sent += 1
                         yield item
                 return
         except (httpx.TransportError, httpx.RemoteProtocolError) as exc:

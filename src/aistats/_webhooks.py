@@ -1,7 +1,9 @@
 """Verify the gateway's signed webhook deliveries (no dependency on the server package).
 
 The signature is the lowercase hex HMAC-SHA256 of "{timestamp}.{raw body}" keyed by the webhook secret,
-sent as `x-ai-stats-signature` with `x-ai-stats-timestamp` (and the same under `x-phaseo-*`).
+sent as `x-ai-stats-signature` with `x-ai-stats-timestamp` (and the same under `x-phaseo-*`). While a rotated
+endpoint secret overlaps, `x-ai-stats-signatures` lists one signature per secret (comma-separated): any match
+verifies, so a receiver holding either the old or the new secret accepts the delivery.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def verify_webhook(secret: str, body: bytes | str, headers: Mapping[str, str], *
     """True when the delivery is authentic and fresh. Pass the raw body exactly as received."""
     lowered = {k.lower(): v for k, v in headers.items()}
     for prefix in ("x-ai-stats-", "x-phaseo-"):
-        signature = lowered.get(prefix + "signature")
+        signature = lowered.get(prefix + "signatures") or lowered.get(prefix + "signature")
         timestamp = lowered.get(prefix + "timestamp")
         if signature and timestamp:
             break
@@ -34,4 +36,5 @@ def verify_webhook(secret: str, body: bytes | str, headers: Mapping[str, str], *
         return False
     if abs((time.time() if now is None else now) - ts) > tolerance_seconds:
         return False
-    return hmac.compare_digest(compute_signature(secret.strip(), ts, body), signature.strip().lower())
+    expected = compute_signature(secret.strip(), ts, body)
+    return any(hmac.compare_digest(expected, s.strip().lower()) for s in signature.split(","))

@@ -29,6 +29,7 @@ from aistats_gateway.api import lines as line_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
+from aistats_gateway.api import webhook_endpoints as webhook_endpoint_routes
 from aistats_gateway.api.auth import Authenticator
 from aistats_gateway.api.limits import BodyTimeoutMiddleware, UploadSlots
 from aistats_gateway.api.responses import JSONResponse
@@ -52,7 +53,10 @@ from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
 from aistats_gateway.services.lines import LineInspector
+from aistats_gateway.services.request_rows import RequestRowService
 from aistats_gateway.services.retention import RetentionSweeper
+from aistats_gateway.services.retries import RetryService
+from aistats_gateway.services.webhook_endpoints import WebhookEndpointService
 from aistats_gateway.settings_check import check_settings
 from aistats_gateway.storage.blobs import BlobStore, open_blob_store
 from aistats_gateway.storage.migrate import upgrade_to_head
@@ -80,13 +84,16 @@ class Gateway:
     metrics: Metrics
     generated_key: str | None
     uploads: UploadSlots  # uploads streaming at once (limits.max_concurrent_uploads)
+    webhook_endpoints: WebhookEndpointService
+    request_rows: RequestRowService  # GET /v1/batches/{id}/requests
     storage_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # refreshed at each scrape
     redis: Any = None  # redis.asyncio.Redis when redis_url is set
     fanout: RedisFanout | None = None
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
-    lines: LineInspector | None = None  # the line inspector (GET /v1/batches/{id}/lines)
+from aistats_gateway.services.lines import LineInspector
+    retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
@@ -119,7 +126,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
 
         deliverer = Deliverer(settings.webhooks, store.outbox, clock, render, allow_local=settings.webhooks.allow_local,
                               failpoints=failpoints, metrics=metrics, node_prefix=f"{settings.node_id}:",
-                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}")
+                              owner=f"{settings.node_id}:deliverer_{ids.ulid()}", endpoints=store.webhook_endpoints)
         store.listeners.append(deliverer.notify)
     blobs = await open_blob_store(settings)
     redis_client: Any = None
@@ -148,16 +155,20 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                              on_cancel=on_cancel, on_submit=executor.submitted if executor is not None else None,
                              announce_submits=executor is None)
         store.listeners.append(fanout.publish)
-    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention)
+    files = FileService(store.files, blobs, clock, settings.limits.max_file_bytes, settings.retention,
+                        store.idempotency)
     batches = BatchService(store, files, executor, clock, settings.limits.max_batch_lines,
                            allow_local_webhooks=settings.webhooks.allow_local, router=router, pricer=pricer,
                            max_errors=settings.limits.max_validation_errors,
                            batch_api={p.name for p in settings.providers if p.batch_api})
     gw = Gateway(settings, store, blobs, router, executor, files, batches, Authenticator(store.workspaces), bus,
                  deliverer, pricer, metrics, generated, UploadSlots(settings.limits.max_concurrent_uploads),
+                 WebhookEndpointService(store.webhook_endpoints, settings.webhooks, clock),
+                 RequestRowService(store, blobs),
                  redis=redis_client, fanout=fanout, permits=permits,
-                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None)
-    gw.lines = LineInspector(store, blobs)
+from aistats_gateway.services.lines import LineInspector
+                 retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None,
+                 retries=RetryService(store, files, batches, clock))
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 
@@ -228,7 +239,7 @@ def build_app(settings: Settings, clock: Clock | None = None, *, print_key: bool
     for prefix in batch_routes.PREFIXES:
         app.include_router(line_routes.router, prefix=prefix)
         app.include_router(batch_routes.router, prefix=prefix)
-    for module in (stream_routes, usage_routes):
+    for module in (stream_routes, usage_routes, webhook_endpoint_routes):
         app.include_router(module.router)
     app.include_router(meta_routes.metrics_router)
     app.include_router(build_ui_router())  # the dashboard at /ui/

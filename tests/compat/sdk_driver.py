@@ -209,6 +209,22 @@ def generated_operations(client: Any, report: dict[str, Any], text: str, timeout
     if isinstance(slow, dict):
         call("cancelBatchAlias", path={"id": slow["id"]})
         call("cancelBatch", path={"batch_id": slow["id"]})
+    endpoint = call("createWebhookEndpoint", body={"url": "https://hooks.example.com/phaseo", "name": "compat",
+                                                   "events": ["batch.completed", "batch.failed"]})
+    if isinstance(endpoint, dict) and "id" in endpoint:
+        eid = {"id": endpoint["id"]}
+        call("listWebhookEndpoints")
+        call("getWebhookEndpoint", path=eid)
+        call("updateWebhookEndpoint", path=eid, body={"name": "compat renamed", "status": "disabled"})
+        call("rotateWebhookEndpointSecret", path=eid)
+        call("testWebhookEndpoint", path=eid)
+        call("updateWebhookEndpoint", path=eid, body={"status": "active"})
+        named = step(out, "createBatch_webhook_endpoint", lambda: ops.createBatch(raw, body={
+            "endpoint": "/v1/chat/completions", "webhook_endpoint_id": endpoint["id"],
+            "requests": [chat_line("ops-hook", "hi", "mock/echo")]}))
+        if isinstance(named, dict) and "id" in named:
+            poll(client, named["id"], timeout)
+        call("deleteWebhookEndpoint", path=eid)
 
 
 def main() -> int:

@@ -637,7 +637,12 @@ PHASEO_OPERATIONS = (
     "retrieveBatchFileContentAlias", "retrieveFile", "retrieveFileContent", "createBatch", "createBatchAlias",
     "retrieveBatch", "retrieveBatchAlias", "listBatchRequests", "listBatchRequestsAlias", "retrieveBatchResults",
     "retrieveBatchResultsAlias", "createBatchAlias_inline", "cancelBatchAlias", "cancelBatch",
+    "createWebhookEndpoint", "listWebhookEndpoints", "getWebhookEndpoint", "updateWebhookEndpoint",
+    "rotateWebhookEndpointSecret", "testWebhookEndpoint", "createBatch_webhook_endpoint", "deleteWebhookEndpoint",
 )
+ROW_FIELDS = ("id", "custom_id", "request_index", "provider", "native_batch_id", "method", "endpoint", "model",
+              "status", "request_body_hash", "response_status", "response_body", "error_body", "usage", "cost_nanos",
+              "cost_usd", "meta", "created_at", "updated_at", "completed_at")
 
 
 def test_phaseo_generated_batch_and_file_operations(run: dict[str, Any]) -> None:
@@ -668,6 +673,19 @@ def test_phaseo_generated_batch_and_file_operations(run: dict[str, Any]) -> None
         assert Counter(line["custom_id"] for line in lines) == Counter(report["echo_custom_ids"]), name
     for name in ("listBatchRequests", "listBatchRequestsAlias"):
         assert ops[name]["object"] == "list" and ops[name]["data"], name
+        for row in ops[name]["data"]:  # BatchRequestRow (issue 16, item 7)
+            assert set(ROW_FIELDS) <= set(row) and row["status"] == "completed", row
+        assert [r["request_index"] for r in ops[name]["data"]] == list(range(len(ops[name]["data"])))
+    # webhook endpoints (issue 16, item 6): WebhookEndpointSecretResponse, WebhookEndpoint, …TestResponse
+    created, rotated = ops["createWebhookEndpoint"], ops["rotateWebhookEndpointSecret"]
+    assert created["signing_secret"].startswith("whsec_") and created["hasSecret"] is True
+    assert rotated["signing_secret"].startswith("whsec_") and rotated["signing_secret"] != created["signing_secret"]
+    assert [e["id"] for e in ops["listWebhookEndpoints"]["data"]] == [created["id"]]
+    assert ops["getWebhookEndpoint"]["workspaceId"] == created["workspaceId"]
+    assert ops["updateWebhookEndpoint"]["status"] == "active"  # the second update re-enabled it
+    assert set(ops["testWebhookEndpoint"]) >= {"ok", "event_id", "status_code", "response_body_preview", "error"}
+    assert ops["createBatch_webhook_endpoint"]["webhook"]["endpoint_id"] == created["id"]
+    assert ops["deleteWebhookEndpoint"] == {"id": created["id"], "object": "webhook_endpoint", "deleted": True}
     for name in ("cancelBatchAlias", "cancelBatch"):
         assert ops[name]["status"] in ("cancelling", "cancelled"), ops[name]
     paths = {c["path"] for c in report["calls"]}

@@ -294,6 +294,9 @@ AUTH_ROUTES = [
     ("GET", "/files/file-x/content"), ("DELETE", "/files/file-x"), ("GET", "/batches"), ("POST", "/batches"),
     ("GET", "/batches/batch_x"), ("GET", "/batches/batch_x/results"), ("GET", "/batches/batch_x/requests"),
     ("POST", "/batches/batch_x/cancel"), ("GET", "/generations/G-x"), ("GET", "/credits"), ("GET", "/usage"),
+    ("GET", "/webhook-endpoints"), ("POST", "/webhook-endpoints"), ("GET", "/webhook-endpoints/we_x"),
+    ("PATCH", "/webhook-endpoints/we_x"), ("DELETE", "/webhook-endpoints/we_x"),
+    ("POST", "/webhook-endpoints/we_x/rotate-secret"), ("POST", "/webhook-endpoints/we_x/test"),
 ]
 BAD_AUTH: list[bytes | None] = [
     None, b"", b"Bearer", b"bearer", b"Basic dXNlcjpwYXNz", b"Token sk-test-default", b"Bearer sk-nope",
@@ -319,7 +322,9 @@ def test_every_route_refuses_bad_credentials_with_401(gw: Gateway, api: httpx.Cl
 ID_ROUTES = [
     ("GET", "/batches/{}"), ("POST", "/batches/{}/cancel"), ("GET", "/batches/{}/results"),
     ("GET", "/batches/{}/requests"), ("GET", "/files/{}"), ("GET", "/files/{}/content"), ("DELETE", "/files/{}"),
-    ("GET", "/generations/{}"),
+    ("GET", "/generations/{}"), ("GET", "/webhook-endpoints/{}"), ("PATCH", "/webhook-endpoints/{}"),
+    ("DELETE", "/webhook-endpoints/{}"), ("POST", "/webhook-endpoints/{}/rotate-secret"),
+    ("POST", "/webhook-endpoints/{}/test"),
 ]
 BAD_IDS = [
     "nope", "batch_00000000000000000000000000", "file-00000000000000000000000000", "😀", "%F0%9F%98%80",
@@ -336,7 +341,7 @@ def test_bad_ids_answer_404_on_every_route(api: httpx.Client) -> None:
             error = envelope(resp)
             assert resp.status_code in (400, 404), resp.text
             if resp.status_code == 404 and error["code"] != "route_not_found":
-                assert error["param"] in ("batch_id", "file_id", "request_id"), resp.text
+                assert error["param"] in ("batch_id", "file_id", "request_id", "id"), resp.text
             assert "\r" not in resp.headers.get("x-injected", "")
     assert inventory(api) == (set(), set())
 

@@ -187,3 +187,22 @@ def test_keys_revoke_revokes_exactly_the_one_key_named(gw: Gateway) -> None:
     time.sleep(6)  # past the gateway's key cache: a wrongly revoked key would answer 401 by now
     revoked = {key for _, key in targets}
     assert all(gw.client(key).get("/batches").status_code == 200 for _, key in minted if key not in revoked)
+
+
+def test_retry_and_merged_results(gw: Gateway, tmp_path: Path) -> None:
+    """`aistats batch retry ID --codes … --wait` re-runs the failed lines; `results --merged -o` writes the chain."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(jsonl([chat_line(f"x{i}", f"q{i}", model="mock/reject" if i % 2 else "mock/echo")
+                            for i in range(6)]))
+    done = aistats(gw, "batch", "submit", str(path), "-e", "/v1/chat/completions", "--wait", "--json")
+    root = json.loads(done.stdout.strip().splitlines()[-1])
+    assert root["error_summary"][0]["code"] == "mock_rejected"
+    retried = aistats(gw, "batch", "retry", root["id"], "--codes", "mock_rejected", "--wait", "--json")
+    retry = json.loads(retried.stdout.strip().splitlines()[-1])
+    assert retry["parent_batch_id"] == root["id"] and retry["request_counts"]["total"] == 3, retried.stderr
+    out = tmp_path / "merged.jsonl"
+    written = aistats(gw, "batch", "results", retry["id"], "--merged", "-o", str(out))
+    assert written.returncode == 0, written.stderr
+    assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == [f"x{i}" for i in range(6)]
+    nothing = aistats(gw, "batch", "retry", root["id"], "--codes", "server_error")
+    assert nothing.returncode == 2 and "nothing_to_retry" in nothing.stderr + nothing.stdout

@@ -78,11 +78,11 @@ def test_lines_filtered_by_state_error_code_and_custom_id(api: httpx.Client, can
     failed = api.get(base, params={"status": "failed"}).json()
     assert failed["total_matching"] == 1
     bad = failed["data"][0]
-    assert bad["custom_id"] == "bad-0" and bad["error_code"] == "http_400" and bad["status"] == "failed"
+    assert bad["custom_id"] == "bad-0" and bad["error_code"] == "mock_rejected" and bad["status"] == "failed"
     assert bad["request"]["json"]["model"] == "mock/reject" and not bad["request"]["truncated"]
     assert bad["result"]["json"]["response"]["status_code"] == 400
     assert [(a["provider"], a["status_code"]) for a in bad["attempts"]] == [("mock", 400)]
-    assert api.get(base, params={"error_code": "http_400"}).json()["data"][0]["line"] == bad["line"]
+    assert api.get(base, params={"error_code": "mock_rejected"}).json()["data"][0]["line"] == bad["line"]
 
     ok = api.get(base, params={"status": "succeeded", "custom_id": "slow-00"}).json()
     assert ok["total_matching"] >= 3 and all(x["custom_id"].startswith("slow-00") for x in ok["data"])

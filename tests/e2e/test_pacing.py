@@ -136,7 +136,8 @@ def test_a_slow_model_does_not_hold_back_the_fast_one_in_a_mixed_batch(mock: Moc
     try:
         done, _, _ = run_batch(gw, slow + fast)
         with gw.client() as client:
-            log = client.get(f"/batches/{done['id']}/requests", params={"limit": 1000}).json()["data"]
+            log = client.get(f"/batches/{done['id']}/requests",
+                             params={"limit": 1000, "view": "attempts"}).json()["data"]
     finally:
         gw.stop()
     assert done["request_counts"]["completed"] == 160

@@ -1,5 +1,5 @@
-"""The request log: every upstream attempt recorded, findable from an output line's request_id, filterable;
-batches filterable by session_id."""
+"""The request log (`view=attempts`): every upstream attempt recorded, findable from an output line's request_id,
+filterable; batches filterable by session_id."""
 
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ def test_every_attempt_is_logged(tmp_path: Path) -> None:
         batch = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
                                            "session_id": "sess-log"}).json()
         done = wait_for_batch(api, batch["id"])
-        log = api.get(f"/batches/{batch['id']}/requests", params={"limit": 100}).json()
+        log = api.get(f"/batches/{batch['id']}/requests", params={"limit": 100, "view": "attempts"}).json()
         assert len(log["data"]) == 13 and not log["has_more"]  # 10 lines + 3 retried after a 500
         assert {e["session_id"] for e in log["data"]} == {"sess-log"}
         assert sorted(e["status_code"] for e in log["data"]).count(500) == 3
-        errors = api.get(f"/batches/{batch['id']}/requests", params={"status": "error"}).json()["data"]
+        errors = api.get(f"/batches/{batch['id']}/requests",
+                         params={"status": "error", "view": "attempts"}).json()["data"]
         assert sorted(e["status_code"] for e in errors) == [400, 500, 500, 500]
         assert [e["custom_id"] for e in api.get(f"/batches/{batch['id']}/requests",
-                                                 params={"status": "400"}).json()["data"]] == ["r3"]
-        page = api.get(f"/batches/{batch['id']}/requests", params={"limit": 5, "offset": 10}).json()
+                                                 params={"status": "400", "view": "attempts"}).json()["data"]] == ["r3"]
+        page = api.get(f"/batches/{batch['id']}/requests", params={"limit": 5, "offset": 10, "view": "attempts"}).json()
         assert len(page["data"]) == 3
         out = [json.loads(x) for x in api.get(f"/files/{done['output_file_id']}/content").text.splitlines()]
         gen = api.get(f"/generations/{out[0]['response']['request_id']}").json()

@@ -70,7 +70,7 @@ def run(client: httpx.Client, rows: list[dict[str, Any]], **extra: Any) -> tuple
 
 
 def attempts(client: httpx.Client, batch_id: str) -> list[dict[str, Any]]:
-    page = client.get(f"/batches/{batch_id}/requests", params={"limit": 1000})
+    page = client.get(f"/batches/{batch_id}/requests", params={"limit": 1000, "view": "attempts"})
     assert page.status_code == 200, page.text
     assert not page.json()["has_more"]
     return list(page.json()["data"])

@@ -98,7 +98,7 @@ def test_line_inspector(page: Any, ui_gateway: Gateway, seeded: dict[str, Any], 
     page.keyboard.press("Enter")
     page.wait_for_selector("#line-panel:not([hidden])")
     panel = page.inner_text("#line-panel")
-    assert "bad-0" in panel and "http_400" in panel and "mock/reject" in page.inner_text("#line-request")
+    assert "bad-0" in panel and "mock_rejected" in panel and "mock/reject" in page.inner_text("#line-request")
     assert "mock" in page.inner_text(".attempts-table") and "400" in page.inner_text(".attempts-table")
     assert "ms" in page.inner_text(".attempts-table")
     assert_labelled(page)

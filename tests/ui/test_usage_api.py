@@ -39,7 +39,8 @@ def run_batch(api: httpx.Client, lines: list[dict[str, Any]], session: str | Non
 
 
 def logged(api: httpx.Client, batch_id: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = api.get(f"/batches/{batch_id}/requests", params={"limit": 1000}).json()["data"]
+    rows: list[dict[str, Any]] = api.get(f"/batches/{batch_id}/requests",
+                                         params={"limit": 1000, "view": "attempts"}).json()["data"]
     return rows
 
 

@@ -29,13 +29,13 @@ def test_signature_is_hex_hmac_sha256_of_timestamp_dot_body() -> None:
 
 
 def test_headers_are_sent_under_both_prefixes() -> None:
-    headers = signer.headers(secret="s", timestamp=5, body=b"{}", event_id="evt_1", event_type="batch.completed",
+    headers = signer.headers(secrets=["s"], timestamp=5, body=b"{}", event_id="evt_1", event_type="batch.completed",
                              delivery_key="batch.completed", attempt=2, max_attempts=4)
     for prefix in ("x-ai-stats-", "x-phaseo-"):
         assert headers[prefix + "signature"] == signer.sign("s", 5, b"{}")
         assert headers[prefix + "event-id"] == "evt_1" and headers[prefix + "attempt"] == "2"
         assert headers[prefix + "max-attempts"] == "4" and headers[prefix + "timestamp"] == "5"
-    assert "x-ai-stats-signature" not in signer.headers(secret=None, timestamp=5, body=b"{}", event_id="e",
+    assert "x-ai-stats-signature" not in signer.headers(secrets=[], timestamp=5, body=b"{}", event_id="e",
                                                         event_type="t", delivery_key="k", attempt=1, max_attempts=1)
 
 
@@ -188,7 +188,7 @@ def test_sdk_verifier_accepts_the_server_signature_and_the_shared_vector() -> No
     from aistats import compute_signature, verify_webhook
 
     assert compute_signature("whsec_test", 1700000000, VECTOR_BODY) == VECTOR_SIGNATURE
-    headers = signer.headers(secret="whsec_test", timestamp=1700000000, body=VECTOR_BODY, event_id="evt_1",
+    headers = signer.headers(secrets=["whsec_test"], timestamp=1700000000, body=VECTOR_BODY, event_id="evt_1",
                              event_type="batch.completed", delivery_key="batch.completed", attempt=1, max_attempts=4)
     assert verify_webhook("whsec_test", VECTOR_BODY, headers, now=1700000010)
     phaseo_only = {k: v for k, v in headers.items() if k.startswith("x-phaseo-")}

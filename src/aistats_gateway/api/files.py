@@ -18,6 +18,7 @@ from aistats_gateway.api.json_upload import read_json_upload
 from aistats_gateway.api.responses import JSONResponse
 from aistats_gateway.api.uploads import read_multipart
 from aistats_gateway.domain import batch as rules
+from aistats_gateway.domain import idempotency
 from aistats_gateway.errors import InvalidRequest, PayloadTooLarge
 from aistats_gateway.services.files import check_filename, check_purpose
 
@@ -40,6 +41,7 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
         raise InvalidRequest(
             f"Unsupported Content-Type '{content_type}': send multipart/form-data (file, purpose) or "
             "JSON {\"purpose\", \"file\"}.", code="unsupported_content_type")
+    idempotency_key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     with gw.uploads.hold():
         file_id, key, writer = files.new_upload()
         try:  # the file streams into the blob writer as it arrives, in either form
@@ -62,9 +64,17 @@ async def upload(request: Request, workspace: Workspace) -> JSONResponse:
         except BaseException:
             await writer.writer.abort()
             raise
-        record = await files.finish_upload(workspace, file_id, key, writer, filename=filename, purpose=purpose,
-                                           expires_after=expires_after)
-    return JSONResponse(wire.file_object(record))
+        claim = None if idempotency_key is None else idempotency.IdempotencyKey(
+            idempotency_key, idempotency.upload_fingerprint(writer.sha256.digest(), purpose, filename, expires_after),
+            "file")
+        record, replayed = await files.publish_upload(workspace, file_id, key, writer, filename=filename,
+                                                      purpose=purpose, expires_after=expires_after, idempotency=claim)
+    return JSONResponse(wire.file_object(record), headers=replay_headers(replayed))
+
+
+def replay_headers(replayed: bool) -> dict[str, str]:
+    """`Idempotent-Replayed: true` on an answer repeated for a create retried with its Idempotency-Key."""
+    return {idempotency.REPLAYED_HEADER: "true"} if replayed else {}
 
 
 def _bracketed(fields: dict[str, str], name: str) -> dict[str, str] | None:

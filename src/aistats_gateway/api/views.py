@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aistats_gateway.api import wire
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.native_job import NativeJobState
+from aistats_gateway.domain.request_rows import TIMES
 from aistats_gateway.storage.native_jobs import NativeJobs
 from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.storage.store import Store
@@ -33,28 +35,49 @@ async def batch_page(gw: Gateway, records: list[BatchRecord], base_url: str) -> 
             await native.refresh(record.id)
             record = await gw.store.batches.get(record.id) or record
         fresh.append(record)
-    # a page's webhook states and pricing lines in three queries (not three per batch)
+    # a page's webhook states, pricing lines, error summaries and retries in five queries (not five per batch)
     states = await gw.store.outbox.states([r.id for r in fresh if r.webhook])
     lines = await gw.store.ledger.pricing_lines_of([r.id for r in fresh if r.status is not BatchStatus.VALIDATING])
-    return [await render_batch(gw.store, r, base_url, (states.get(r.id), lines.get(r.id, []))) for r in fresh]
+    errors = await gw.store.errors.of([r.id for r in fresh if r.failed])
+    retries = await gw.store.batches.retries_of([r.id for r in fresh if r.status.terminal])
+    return [await render_batch(gw.store, r, base_url, Details(states.get(r.id), lines.get(r.id, []),
+                                                              errors.get(r.id, []), retries.get(r.id, [])))
+            for r in fresh]
 
 
-async def render_batch(store: Store, record: BatchRecord, base_url: str,
-                       details: tuple[dict[str, Any] | None, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """The full batch object: the record, its pricing lines and its webhook delivery state (`details`:
-    those two, when the caller fetched them already)."""
+@dataclass(frozen=True)
+class Details:
+    """What a batch object shows beside its record (read in other tables)."""
+
+    webhook_state: dict[str, Any] | None
+    pricing_lines: list[dict[str, Any]]
+    error_summary: list[dict[str, Any]]
+    retries: list[str]
+
+
+async def render_batch(store: Store, record: BatchRecord, base_url: str, details: Details | None = None
+                       ) -> dict[str, Any]:
+    """The full batch object: the record, its pricing lines, webhook delivery state, error summary and retries
+    (`details`: those, when the caller fetched them already for a page)."""
     if details is None:
         state = await store.outbox.state(record.id) if record.webhook else None
         lines = await store.ledger.pricing_lines(record.id) if record.status is not BatchStatus.VALIDATING else []
-    else:
-        state, lines = details
+        errors = (await store.errors.of([record.id])).get(record.id, []) if record.failed else []
+        retries = (await store.batches.retries_of([record.id])).get(record.id, []) if record.status.terminal else []
+        details = Details(state, lines, errors, retries)
     native = None
     if record.execution == "native":
         native = [{"provider": j.provider, "model": None if j.model == "*" else j.model, "id": j.native_batch_id,
                    "status": j.provider_status or (j.state.value if j.state is NativeJobState.CREATING else None),
                    "request_counts": j.request_counts, "running": j.state.at_provider}
                   for j in await NativeJobs(store.db, store.outbox).for_batch(record.id)]
-    return wire.batch_object(record, base_url, state, lines, native)
+    return wire.batch_object(record, base_url, details.webhook_state, details.pricing_lines, native,
+                             details.error_summary, details.retries)
+
+
+def request_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A request row (domain/request_rows.py) on the wire: its times as ISO 8601, as the SDKs type them."""
+    return {**row, **{name: wire.iso(row[name]) for name in TIMES}}
 
 
 def log_entry(row: dict[str, Any]) -> dict[str, Any]:

@@ -69,9 +69,10 @@ def _webhook(b: BatchRecord, state: dict[str, Any] | None) -> dict[str, Any] | N
     for name in _DELIVERY_TIMES:
         delivery[name] = iso(delivery.get(name))
     attempts = [{**a, **{name: iso(a.get(name)) for name in _ATTEMPT_TIMES}} for a in (state or {}).get("attempts", [])]
-    return {
-        "url": b.webhook.get("url"), "events": b.webhook.get("events", []),
-        "has_secret": bool(b.webhook.get("secret")),
+    return {  # a registered endpoint's batch: `endpoint_id`, no URL (the endpoint's may change), a secret always
+        "endpoint_id": b.webhook.get("endpoint_id"), "url": b.webhook.get("url"),
+        "events": b.webhook.get("events", []),
+        "has_secret": bool(b.webhook.get("secret") or b.webhook.get("endpoint_id")),
         "delivery": delivery,
         "attempts": attempts,
     }
@@ -95,6 +96,7 @@ def _telemetry(webhook: dict[str, Any] | None) -> dict[str, Any]:
 def batch_object(
     b: BatchRecord, base_url: str, webhook_state: dict[str, Any] | None = None,
     pricing_lines: list[dict[str, Any]] | None = None, native_batches: list[dict[str, Any]] | None = None,
+    error_summary: list[dict[str, Any]] | None = None, retries: list[str] | None = None,
 ) -> dict[str, Any]:
     counts = b.counts
     if native_batches and not b.status.terminal:
@@ -138,6 +140,9 @@ def batch_object(
         "pricing_lines": pricing_lines or [], "billing": _billing(b),
         "execution": ExecutionMode.of(b.execution).value,
         "native_batch_id": b.native_batch_id, "native_batches": native_batches,
+        # Recover (issue 17): failed lines by code (most frequent first), the retry chain around this batch
+        "error_summary": error_summary or [], "parent_batch_id": b.parent_batch_id, "retries": retries or [],
+        "retry_url": f"{base}/v1/batches/{b.id}/retry" if b.status.terminal else None,
     }
 
 

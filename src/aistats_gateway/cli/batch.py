@@ -1,4 +1,4 @@
-"""`aistats batch …` — submit, watch, list, show, cancel and fetch results, through the SDK only.
+"""`aistats batch …` — submit, watch, list, show, cancel, retry and fetch results (also a chain's merged), via the SDK.
 
 Talks to any gateway over HTTP (`--base-url`/AISTATS_BASE_URL, `--api-key`/AI_STATS_API_KEY or
 AISTATS_API_KEY; given before or after the subcommand). Every command takes `--json` for scripts.
@@ -300,6 +300,39 @@ def cancel(ctx: typer.Context, batch_id: str, as_json: bool = Json, base_url: st
 
 
 @app.command()
+def retry(
+    ctx: typer.Context,
+    batch_id: str,
+    codes: str = typer.Option(None, "--codes", help="Only lines that failed with these error codes (comma-separated, "
+                                                    "as the batch's error_summary shows them)."),
+    status: list[str] = typer.Option([], "--status", help="failed, expired or cancelled (repeatable; default: "
+                                                          "every line that did not succeed)."),
+    key: str = typer.Option(None, "--idempotency-key", help="Send twice, get one retry batch."),
+    wait: bool = typer.Option(False, "--wait", help="Show live progress until the retry ends."),
+    as_json: bool = Json, base_url: str = BaseUrl, api_key: str = ApiKey,
+) -> None:
+    """Re-run the lines of an ended batch that did not succeed, as a new batch (its parent_batch_id is BATCH_ID)."""
+    client = _client(ctx, base_url, api_key)
+    error_codes = [c.strip() for c in codes.split(",") if c.strip()] if codes else None
+    batch = _call(lambda: client.batches.retry(batch_id, statuses=status or None, error_codes=error_codes,
+                                               idempotency_key=key))
+    if not as_json:
+        console.print(f"created [bold]{escape(batch.id)}[/bold] re-running {batch.request_counts['total'] or 'the'} "
+                      f"line(s) of {escape(batch_id)}")
+    if wait:
+        batch = _follow(client, batch, as_json)
+        if as_json:
+            _print_json(batch)
+        else:
+            _summary(batch)
+        _exit_for(batch)
+    elif as_json:
+        _print_json(batch)
+    else:
+        out.print(batch.id)
+
+
+@app.command()
 def results(
     ctx: typer.Context,
     batch_id: str,
@@ -307,12 +340,14 @@ def results(
                                                                  "only once every line has arrived)."),
     errors: bool = typer.Option(False, "--errors", help="Only failed lines."),
     follow: bool = typer.Option(False, "--follow", help="Keep streaming until the batch ends."),
+    merged: bool = typer.Option(False, "--merged", help="One line per custom_id of the retry chain's first input: "
+                                                        "the latest success anywhere in the chain."),
     as_json: bool = typer.Option(False, "--json", help="(results are always JSON lines)"),
     base_url: str = BaseUrl, api_key: str = ApiKey,
 ) -> None:
     """Result lines (OpenAI output format) settled so far — also while the batch runs."""
     client = _client(ctx, base_url, api_key)
-    lines = _take(client, batch_id, follow, errors)
+    lines = _take(client, batch_id, follow, errors, merged)
     if output is None:
         for line in lines:
             sys.stdout.write(json.dumps(line) + "\n")
@@ -343,9 +378,10 @@ def write_atomically(path: Path, chunks: Iterator[str]) -> int:
     return count
 
 
-def _take(client: AIStats, batch_id: str, follow: bool, errors: bool) -> Iterator[dict[str, Any]]:
+def _take(client: AIStats, batch_id: str, follow: bool, errors: bool, merged: bool = False
+          ) -> Iterator[dict[str, Any]]:
     try:
-        for line in client.batches.results(batch_id, follow=follow):
+        for line in client.batches.results(batch_id, follow=follow, merged=merged):
             failed = line.get("error") is not None or not 200 <= ((line.get("response") or {}).get(
                 "status_code") or 0) < 300
             if not errors or failed:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from aistats_gateway.domain.urlguard import UnsafeTarget, check_url
+from aistats_gateway.domain.webhook_endpoints import batch_events, parse_events
 from aistats_gateway.errors import InvalidRequest, excerpt
 
 
@@ -54,12 +55,6 @@ _LIFECYCLE = {
 # Error codes of lines that settled without ever being sent: the batch stopped first. They are in OpenAI's
 # `failed` count (and the error file), but they are not failures of the requests: "not run".
 NOT_RUN_CODES = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
-
-
-def answer_error_code(status: int) -> str:
-    """A line's error code when the upstream answered with an error status (the line inspector filters on it;
-    lines without an answer keep their own code, such as `upstream_timeout`)."""
-    return f"http_{status}"
 
 
 @dataclass(frozen=True)
@@ -322,6 +317,7 @@ def parse_provider_preferences(value: Any) -> dict[str, Any] | None:
 
 WEBHOOK_EVENTS = (
     "batch.created",
+    "batch.status_changed",
     "batch.progress",
     "batch.completed",
     "batch.failed",
@@ -330,6 +326,39 @@ WEBHOOK_EVENTS = (
 )
 MAX_WEBHOOK_SECRET_CHARS = 1024
 DEFAULT_WEBHOOK_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
+
+
+def parse_webhook_choice(webhook: Any, endpoint_id: Any, *, allow_local_http: bool = False) -> dict[str, Any] | None:
+    """The batch's webhook from `webhook` and `webhook_endpoint_id`: a registered endpoint
+    (`{"endpoint_id", "events"}`, events `[]` meaning the endpoint's own) or an inline one (`parse_webhook`).
+    As on the AI Stats server, `webhook: {endpoint_id | endpointId, events?}` is the same as
+    `webhook_endpoint_id` and wins over it; an inline URL together with an endpoint id is refused."""
+    if endpoint_id is not None and not (isinstance(endpoint_id, str) and endpoint_id.strip()):
+        raise InvalidRequest("'webhook_endpoint_id' must be a webhook endpoint id string (we_…).",
+                             code="invalid_type", param="webhook_endpoint_id")
+    if isinstance(webhook, dict) and ("endpoint_id" in webhook or "endpointId" in webhook):
+        unknown = sorted(set(webhook) - {"endpoint_id", "endpointId", "events"})
+        if unknown:
+            raise InvalidRequest(f"'webhook.{excerpt(unknown[0])}' cannot be given with 'webhook.endpoint_id': the "
+                                 "endpoint has its own URL and secret.", code="invalid_webhook",
+                                 param=f"webhook.{unknown[0][:100]}")
+        endpoint_id = webhook.get("endpoint_id", webhook.get("endpointId"))
+        if not (isinstance(endpoint_id, str) and endpoint_id.strip()):
+            raise InvalidRequest("'webhook.endpoint_id' must be a webhook endpoint id string (we_…).",
+                                 code="invalid_type", param="webhook.endpoint_id")
+        events_in = webhook.get("events")
+        events = [] if events_in is None else batch_events(parse_events(events_in, "webhook.events"))
+        if events_in and not events:
+            raise InvalidRequest("'webhook.events' names no batch event (video.* events are never sent for a "
+                                 "batch); use batch.* or job.* names.", code="invalid_webhook_events",
+                                 param="webhook.events")
+        return {"endpoint_id": endpoint_id, "events": events}
+    if endpoint_id is not None:
+        if webhook is not None:
+            raise InvalidRequest("Give either 'webhook_endpoint_id' or an inline 'webhook' {url, secret}, not both.",
+                                 code="conflicting_parameters", param="webhook_endpoint_id")
+        return {"endpoint_id": endpoint_id, "events": []}
+    return parse_webhook(webhook, allow_local_http=allow_local_http)
 
 
 def parse_webhook(value: Any, *, allow_local_http: bool = False) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from aistats_gateway.errors import InvalidRequest, excerpt
 
 CREATE_FIELDS = frozenset({
     "input_file_id", "endpoint", "completion_window", "metadata", "session_id", "webhook", "provider",
-    "requests", "output_expires_after", "dry_run", "execution",
+    "requests", "output_expires_after", "dry_run", "execution", "webhook_endpoint_id",
 })
 
 
@@ -51,7 +51,8 @@ class CreateBatch:
         window = rules.parse_completion_window(body.get("completion_window"))
         metadata = rules.parse_metadata(body.get("metadata"))
         session_id = rules.parse_session_id(body.get("session_id"))
-        webhook = rules.parse_webhook(body.get("webhook"), allow_local_http=allow_local_webhooks)
+        webhook = rules.parse_webhook_choice(body.get("webhook"), body.get("webhook_endpoint_id"),
+                                             allow_local_http=allow_local_webhooks)
         prefs = rules.parse_provider_preferences(body.get("provider"))
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):

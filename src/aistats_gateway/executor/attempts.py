@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from aistats_gateway import ids
-from aistats_gateway.domain.batch import answer_error_code
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.domain.request_log import RequestLogRow
 from aistats_gateway.errors import UpstreamUnavailable
@@ -151,8 +150,7 @@ class Attempts(ExecutorCore):
             if result is not None:
                 line = upstream_error_line(ids.batch_request_id(), item.custom_id, result.status, request_id,
                                            result.body, provider.name)
-                self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts,
-                                        error_code=answer_error_code(result.status)))
+                self._settle(Settlement(item.batch_id, item.line, False, line, work.attempts))
             else:
                 assert failure is not None
                 self._settle_error(work, f"upstream_{failure.kind}",
@@ -172,7 +170,7 @@ class Attempts(ExecutorCore):
 
     def _settle_error(self, work: Work, code: str, message: str) -> None:
         line = error_line(ids.batch_request_id(), work.item.custom_id, code, message)
-        self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts, error_code=code))
+        self._settle(Settlement(work.item.batch_id, work.item.line, False, line, work.attempts))
 
     def _metric(self, kind: str, *labels: str) -> Any:
         return self.metrics.child(kind, *labels)

@@ -15,7 +15,7 @@ import orjson
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
-from aistats_gateway.domain.batch import BatchStatus, answer_error_code
+from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.jsonl import error_line, success_line, upstream_error_line
 from aistats_gateway.domain.request_log import RequestLogRow
 from aistats_gateway.pricing.calculator import PricingRow, usage_details
@@ -79,7 +79,7 @@ class Settler:
         cached, reasoning = usage_details(self.batch.endpoint, outcome.usage) if outcome.succeeded else (0, 0)
         self.settlements.append(Settlement(self.batch.id, item.line, outcome.succeeded, line, 1,
                                            outcome.input_tokens, outcome.output_tokens, tuple(usage_rows),
-                                           cached, reasoning, error_code=_line_code(outcome)))
+                                           cached, reasoning))
         self.logs.append(RequestLogRow(
             request_id, self.batch.workspace_id, self.batch.id, self.batch.session_id, item.custom_id, item.line, 1,
             self.provider, item.model, outcome.status, outcome.error_code, 0, outcome.input_tokens,
@@ -126,15 +126,6 @@ async def collect(
         settler.add(item, _as_halted(Outcome(None, None, error_code=code, error_message=message), halt))
     await settler.flush(force=True)
     return settler.count
-
-
-def _line_code(outcome: Outcome) -> str | None:
-    """The stored error code of a line the provider settled (None when it succeeded)."""
-    if outcome.succeeded:
-        return None
-    if outcome.status is not None:
-        return answer_error_code(outcome.status)
-    return outcome.error_code or "request_failed"
 
 
 def _as_halted(outcome: Outcome, halt: BatchStatus | None) -> Outcome:

@@ -7,9 +7,7 @@ to `cancelling`; the executor stops sending and finalizes with every finished re
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +17,7 @@ from aistats_gateway.domain import execution
 from aistats_gateway.domain.batch import BatchStatus
 from aistats_gateway.domain.create_batch import CreateBatch
 from aistats_gateway.domain.execution import STANDARD, ExecutionMode
+from aistats_gateway.domain.idempotency import IdempotencyKey, replay_of
 from aistats_gateway.domain.jsonl import LineValidator
 from aistats_gateway.domain.transitions import CANCELLABLE
 from aistats_gateway.errors import Conflict, InvalidRequest, NotFound, StaleTransition, excerpt
@@ -28,11 +27,12 @@ from aistats_gateway.pricing.pricer import Pricer
 from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
+from aistats_gateway.services.webhook_endpoints import check_batch_endpoint
+from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.batches import BatchSearch
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.store import Store
 
-_HTTP_STATUS = re.compile(r"[1-5][0-9]{2}")
 MAX_SEARCH_CHARS = 512  # longer than any id, session id (256) or metadata value (512) could be
 
 
@@ -73,9 +73,30 @@ class BatchService:
     def _mode(self, request: CreateBatch) -> ExecutionMode:
         return execution.at_create(request.execution, request.window.seconds, bool(self.batch_api))
 
-    async def create(self, workspace_id: str, request: CreateBatch) -> BatchRecord:
+    async def create_once(self, workspace_id: str, request: CreateBatch, key: IdempotencyKey | None
+                          ) -> tuple[BatchRecord, bool]:
+        """`create` with an optional Idempotency-Key: (the batch, whether an earlier request with this key and
+        body created it — looked up before any work, and again if a racing request stored the key first)."""
+        if key is None:
+            return await self.create(workspace_id, request), False
+        earlier = replay_of(await self.store.idempotency.get(workspace_id, key.key), key, self.clock.now())
+        if earlier is None:
+            try:
+                return await self.create(workspace_id, request, key=key), False
+            except KeyTaken as taken:
+                earlier = replay_of(taken.stored, key, self.clock.now())
+                if earlier is None:
+                    raise
+        return await self.get(workspace_id, earlier), True
+
+    async def create(self, workspace_id: str, request: CreateBatch, *, key: IdempotencyKey | None = None,
+                     lineage: dict[str, str] | None = None) -> BatchRecord:
         """Store the new batch as `validating` (its input file made from inline rows first, if given); the
-        executor validates its lines in the background."""
+        executor validates its lines in the background. With `key`, the key's row is written with the batch
+        (KeyTaken, and nothing kept, if another request holds it); `lineage`: a retry's parent and root ids."""
+        endpoint_id = (request.webhook or {}).get("endpoint_id")
+        if endpoint_id:  # a registered endpoint: the workspace's own, and active
+            check_batch_endpoint(await self.store.webhook_endpoints.get(workspace_id, endpoint_id), endpoint_id)
         inline_file: str | None = None
         input_file_id = request.input_file_id
         if request.inline is not None:
@@ -83,7 +104,7 @@ class BatchService:
                 workspace_id, request.inline, filename="inline_requests.jsonl", purpose="batch")).id
         assert input_file_id is not None
         try:
-            record = await self._create_from(workspace_id, request, input_file_id)
+            record = await self._create_from(workspace_id, request, input_file_id, key, lineage)
         except BaseException:
             # Nothing half-created: whatever refused the batch (a native check, the credit hold, a storage
             # error), the file made from its inline rows goes too.
@@ -129,7 +150,8 @@ class BatchService:
                 code="invalid_file_purpose", param="input_file_id")
         return file
 
-    async def _create_from(self, workspace_id: str, request: CreateBatch, input_file_id: str) -> BatchRecord:
+    async def _create_from(self, workspace_id: str, request: CreateBatch, input_file_id: str,
+                           key: IdempotencyKey | None, lineage: dict[str, str] | None) -> BatchRecord:
         file = await self._input_file(workspace_id, input_file_id)
         mode = self._mode(request)
         scanned: LineValidator | None = None
@@ -153,9 +175,9 @@ class BatchService:
             "failed": 0, "input_tokens": 0, "output_tokens": 0, "metadata": request.metadata,
             "session_id": request.session_id, "webhook": request.webhook, "provider_prefs": request.prefs,
             "updated_at": now, "estimated_nanos": hold or 0, "execution": mode.value,
-            "output_expires_after": request.output_expires_after,
+            "output_expires_after": request.output_expires_after, **(lineage or {}),
         }
-        return await self.store.batches.insert(values, hold_nanos=hold)
+        return await self.store.batches.insert(values, hold_nanos=hold, key=key)
 
     async def _check_native(self, endpoint: str, prefs: dict[str, Any] | None,
                             chunks: AsyncIterator[bytes]) -> LineValidator:
@@ -208,17 +230,6 @@ class BatchService:
                                      code="invalid_value", param=name)
         return await self.store.batches.page(workspace_id, after=after, limit=limit, status=status,
                                              session_id=session_id, search=search)
-
-    async def requests(
-        self, workspace_id: str, batch_id: str, *, limit: int, offset: int, status: str | None
-    ) -> tuple[builtins.list[dict[str, Any]], bool]:
-        """The request log of a batch: one row per upstream attempt."""
-        ensure_rows_kept(await self.get(workspace_id, batch_id), "request log")
-        if status is not None and status not in ("success", "error") and not _HTTP_STATUS.fullmatch(status):
-            # ASCII only: str.isdigit() also takes "²" (int() refuses it) and 30-digit numbers overflow the column
-            raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use success, error or an HTTP status "
-                                 "code (100-599).", code="invalid_status", param="status")
-        return await self.store.request_log.page(workspace_id, batch_id, limit=limit, offset=offset, status=status)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
         entry = await self.store.request_log.entry(workspace_id, request_id)

@@ -7,14 +7,17 @@ enforced while streaming, so an oversized upload is cut off and answered 413.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 from aistats_gateway import ids
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import RetentionConfig
+from aistats_gateway.domain.idempotency import HEADER, IdempotencyKey, replay_of
 from aistats_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, excerpt
 from aistats_gateway.storage.blobs import BlobStore, BlobWriter
 from aistats_gateway.storage.files import Files
+from aistats_gateway.storage.idempotency import IdempotencyKeys, KeyTaken
 from aistats_gateway.storage.records import FileRecord
 
 UPLOAD_PURPOSES = ("batch", "fine-tune", "assistants", "vision", "user_data", "evals")
@@ -47,12 +50,14 @@ def check_filename(filename: object, default: str = "upload.jsonl") -> str:
 
 
 class LimitedWriter:
-    """A blob writer that refuses to grow past `limit` bytes (413 with the limit in the message)."""
+    """A blob writer that refuses to grow past `limit` bytes (413 with the limit in the message), hashing the
+    content as it streams (an upload's idempotency fingerprint, without reading it twice)."""
 
     def __init__(self, writer: BlobWriter, limit: int) -> None:
         self.writer = writer
         self.limit = limit
         self.size = 0
+        self.sha256 = hashlib.sha256()
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -61,12 +66,14 @@ class LimitedWriter:
                 f"The file is larger than the {self.limit:,}-byte upload limit; split it into smaller files.",
                 code="file_too_large", param="file",
             )
+        self.sha256.update(data)
         await self.writer.write(data)
 
 
 class FileService:
     def __init__(self, rows: Files, blobs: BlobStore, clock: Clock, max_bytes: int,
-                 retention: RetentionConfig | None = None) -> None:
+                 retention: RetentionConfig | None = None, keys: IdempotencyKeys | None = None) -> None:
+        self.keys = keys
         self.retention = retention or RetentionConfig()
         self.rows = rows
         self.blobs = blobs
@@ -84,6 +91,21 @@ class FileService:
     ) -> FileRecord:
         """Publish the upload. `expires_after` (seconds, from the uploader's policy) defaults for batch input
         files to `[retention] input_files_seconds`; the retention sweep removes the file once it has passed."""
+        record, _replayed = await self.publish_upload(workspace_id, file_id, key, writer, filename=filename,
+                                                      purpose=purpose, expires_after=expires_after)
+        return record
+
+    async def publish_upload(
+        self, workspace_id: str, file_id: str, key: str, writer: LimitedWriter, *, filename: str, purpose: str,
+        expires_after: int | None = None, idempotency: IdempotencyKey | None = None,
+    ) -> tuple[FileRecord, bool]:
+        """`finish_upload` with an optional idempotency key: (the file, whether it is one an earlier request
+        with the same key and content created — then this upload's bytes are dropped)."""
+        if idempotency is not None and self.keys is not None:
+            earlier = replay_of(await self.keys.get(workspace_id, idempotency.key), idempotency, self.clock.now())
+            if earlier is not None:
+                await writer.writer.abort()
+                return await self._replayed(workspace_id, earlier, idempotency), True
         size = await writer.writer.commit()
         if expires_after is None and purpose == "batch":
             expires_after = self.retention.input_files_seconds
@@ -94,11 +116,26 @@ class FileService:
             expires_at=created + expires_after if expires_after is not None else None,
         )
         try:
-            await self.rows.insert(record)
+            await self.rows.insert(record, idempotency)
+        except KeyTaken as taken:  # a request with the same key won the race: answer its file
+            await self.blobs.delete(key)
+            assert idempotency is not None
+            earlier = replay_of(taken.stored, idempotency, self.clock.now())
+            if earlier is None:  # cannot be: the key's row was live when the insert met it
+                raise
+            return await self._replayed(workspace_id, earlier, idempotency), True
         except BaseException:
             await self.blobs.delete(key)
             raise
-        return record
+        return record, False
+
+    async def _replayed(self, workspace_id: str, file_id: str, idempotency: IdempotencyKey) -> FileRecord:
+        try:
+            return await self.get(workspace_id, file_id)
+        except NotFound as exc:
+            raise NotFound(f"The {HEADER} '{excerpt(idempotency.key)}' answers file '{file_id}', which is gone "
+                           f"({exc.message}); use a new key to upload again.", code="idempotent_object_gone",
+                           param=HEADER) from None
 
     async def create_from_bytes(
         self, workspace_id: str, data: bytes, *, filename: str, purpose: str, expires_after: int | None = None

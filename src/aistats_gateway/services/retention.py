@@ -4,7 +4,7 @@
 `[retention]` defaults. Worker processes run the sweep (API-only processes do not); several workers
 sweeping at once are harmless because a file is deleted by one statement and the others find nothing.
 Removal goes through `FileService.delete`, so an input file that expires while its batch still needs it
-is treated exactly like one its owner deleted then.
+is treated exactly like one its owner deleted then. Idempotency keys past their TTL are dropped too.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class RetentionSweeper:
         """Remove every file expired by now, then the per-line rows of batches that ended long enough ago;
         the number of files removed."""
         removed = await self._expired_files()
+        await self.store.idempotency.purge_expired(self.clock.now())  # keys past their 24 h answer nothing
         if self.cfg.batch_rows_seconds is not None:
             now = self.clock.now()
             purged = 0

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway.domain import transitions
 from aistats_gateway.domain.batch import BatchStatus
-from aistats_gateway.domain.events import TERMINAL_EVENTS, delivery_key
+from aistats_gateway.domain.events import STATUS_CHANGED, TERMINAL_EVENTS, delivery_key, status_change_key
+from aistats_gateway.domain.idempotency import IdempotencyKey
 from aistats_gateway.errors import NotFound, StaleTransition
 from aistats_gateway.storage import ledger
 from aistats_gateway.storage.database import Database
+from aistats_gateway.storage.idempotency import claim_in
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import BatchRecord, FileRecord, batch_record
 from aistats_gateway.storage.schema import FILE_DELETED, batches, files, items
@@ -54,8 +56,9 @@ async def transition_in(
     if row is None:
         raise StaleTransition(f"{batch_id} is not {current.value}")
     record = batch_record(row)
+    queued = await outbox.queue(conn, record, STATUS_CHANGED, status_change_key(current.value, target.value), now)
     event = TERMINAL_EVENTS.get(target)
-    queued = event is not None and await outbox.queue(conn, record, event, delivery_key(event), now)
+    queued = (event is not None and await outbox.queue(conn, record, event, delivery_key(event), now)) or queued
     return record, queued
 
 
@@ -107,10 +110,14 @@ class Batches:
         self._check_start = _check_ingested if db.is_postgresql else None
         self._metadata_has = _METADATA_HAS_POSTGRESQL if db.is_postgresql else _METADATA_HAS_SQLITE
 
-    async def insert(self, values: dict[str, Any], hold_nanos: int | None = None) -> BatchRecord:
+    async def insert(self, values: dict[str, Any], hold_nanos: int | None = None,
+                     key: IdempotencyKey | None = None) -> BatchRecord:
         """Insert the batch; with `hold_nanos`, reserve that much credit in the same transaction (402 if the
-        workspace cannot cover it — and then nothing is stored)."""
+        workspace cannot cover it — and then nothing is stored). With an idempotency `key`, its row is written
+        first in the same transaction: KeyTaken (and nothing stored) if another request holds it."""
         async with self.db.write() as conn:
+            if key is not None:
+                await claim_in(conn, values["workspace_id"], key, values["id"], values["updated_at"])
             # The input file must still be there (locked against a concurrent delete: see Files.delete).
             found = await conn.scalar(select(files.c.id).where(and_(
                 files.c.id == values["input_file_id"], files.c.workspace_id == values["workspace_id"],
@@ -137,6 +144,26 @@ class Batches:
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
         return batch_record(row) if row else None
+
+    async def retries_of(self, batch_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Per batch id, the ids of the retries made of it (oldest first)."""
+        if not batch_ids:
+            return {}
+        query = (select(batches.c.parent_batch_id, batches.c.id)
+                 .where(batches.c.parent_batch_id.in_(list(batch_ids))).order_by(batches.c.id))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        out: dict[str, list[str]] = {}
+        for parent, child in rows:
+            out.setdefault(parent, []).append(child)
+        return out
+
+    async def chain(self, root_id: str) -> list[BatchRecord]:
+        """A retry chain: its root and every retry made from it (directly or of a retry), oldest first."""
+        query = (select(batches).where((batches.c.id == root_id) | (batches.c.root_batch_id == root_id))
+                 .order_by(batches.c.created_at, batches.c.id))
+        async with self.db.read() as conn:
+            return [batch_record(r) for r in (await conn.execute(query)).all()]
 
     async def page(
         self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None,

@@ -59,6 +59,12 @@ async def read_bodies(blobs: BlobStore, key: str, ranges: Sequence[tuple[int, in
     """The bodies of the lines at `ranges` of blob `key`; None for a range that does not hold a request line
     (the blob changed under us: not something this gateway does). Raises InputFileUnavailable if the blob is gone,
     and whatever the blob store raises for a transient failure."""
+    return [None if raw is None else body_of(raw) for raw in await read_lines(blobs, key, ranges)]
+
+
+async def read_lines(blobs: BlobStore, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes | None]:
+    """The raw lines at `ranges` of blob `key`, byte for byte (a retry's new input file copies them so); None
+    for a range past the blob's end. Raises as `read_bodies` does."""
     found: list[bytes | None] = [None] * len(ranges)
     for start, end, members in spans(ranges):
         try:
@@ -71,7 +77,7 @@ async def read_bodies(blobs: BlobStore, key: str, ranges: Sequence[tuple[int, in
         for i in members:
             offset, length = ranges[i]
             if offset + length - start <= len(view):
-                found[i] = body_of(view[offset - start:offset - start + length])
+                found[i] = bytes(view[offset - start:offset - start + length])
     return found
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, insert, not_, or_, select, update
 
 from aistats_gateway.domain.batch import BatchStatus
+from aistats_gateway.domain.idempotency import IdempotencyKey
 from aistats_gateway.storage.database import Database
+from aistats_gateway.storage.idempotency import claim_in
 from aistats_gateway.storage.records import FileRecord, file_record
 from aistats_gateway.storage.schema import FILE_DELETED, batches, files
 
@@ -21,8 +23,12 @@ class Files:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def insert(self, record: FileRecord) -> None:
+    async def insert(self, record: FileRecord, key: IdempotencyKey | None = None) -> None:
+        """With an idempotency `key`, its row is written first in the same transaction: KeyTaken (and nothing
+        stored) if another request holds it."""
         async with self.db.write() as conn:
+            if key is not None:
+                await claim_in(conn, record.workspace_id, key, record.id, self.db.clock.now())
             await conn.execute(insert(files).values(**record.__dict__))
 
     async def get(self, workspace_id: str, file_id: str, *, include_deleted: bool = False) -> FileRecord | None:

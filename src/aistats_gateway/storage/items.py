@@ -35,6 +35,7 @@ from aistats_gateway.storage.database import Database
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import BatchRecord, ItemRecord, item_record
 from aistats_gateway.storage.schema import (
+    ITEM_FAILED,
     ITEM_LEASED,
     ITEM_PENDING,
     ITEM_SUCCEEDED,
@@ -72,6 +73,19 @@ class ItemResult:
     def rendered(self) -> bytes:
         """Its line in the output or error file (also on the live results stream): one rendering for both."""
         return settled_line(ids.batch_request_id(), self.custom_id, self.result, self.error_code)
+
+
+@dataclass(frozen=True)
+class FailedLine:
+    """A failed item as a retry reads it: its outcome, and where its raw line is (or its body, before 0007)."""
+
+    line: int
+    custom_id: str
+    result: bytes | None
+    error_code: str | None
+    body: bytes | None
+    body_offset: int | None
+    body_length: int | None
 
 
 def _lease_statement(skip_models: bool) -> Any:
@@ -291,6 +305,50 @@ class Items:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [ItemResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def settled_by_line(self, batch_id: str, after_line: int, limit: int) -> list[ItemResult]:
+        """Settled items only, in line order, a page at a time (a chain's merged results walk its root so)."""
+        query = (select(items.c.line, items.c.custom_id, items.c.status, items.c.result, items.c.error_code)
+                 .where(and_(items.c.batch_id == batch_id, items.c.line > after_line,
+                             items.c.status.in_([ITEM_SUCCEEDED, ITEM_FAILED])))
+                 .order_by(items.c.line).limit(limit))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ItemResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def settled_of(self, batch_ids: Sequence[str], custom_ids: Sequence[str]
+                         ) -> list[tuple[str, ItemResult]]:
+        """The settled items of these batches with these custom_ids, as (batch id, item): a page of a chain's
+        merged results finds its lines' outcomes in the retries so."""
+        if not batch_ids or not custom_ids:
+            return []
+        query = (select(items.c.batch_id, items.c.line, items.c.custom_id, items.c.status, items.c.result,
+                        items.c.error_code)
+                 .where(and_(items.c.batch_id.in_(list(batch_ids)), items.c.custom_id.in_(list(custom_ids)),
+                             items.c.status.in_([ITEM_SUCCEEDED, ITEM_FAILED]))))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(r[0], ItemResult(r[1], r[2], r[3], r[4], r[5])) for r in rows]
+
+    async def failed_lines(self, batch_id: str, after_line: int, limit: int) -> list[FailedLine]:
+        """Failed items in line order, a page at a time: what a retry chooses its lines from."""
+        query = (select(items.c.line, items.c.custom_id, items.c.result, items.c.error_code, items.c.body,
+                        items.c.body_offset, items.c.body_length)
+                 .where(and_(items.c.batch_id == batch_id, items.c.line > after_line, items.c.status == ITEM_FAILED))
+                 .order_by(items.c.line).limit(limit))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [FailedLine(*r) for r in rows]
+
+    async def known_custom_ids(self, batch_id: str, custom_ids: Sequence[str], chunk: int = 1000) -> set[str]:
+        """Which of `custom_ids` are lines of the batch (looked up a chunk at a time)."""
+        found: set[str] = set()
+        async with self.db.read() as conn:
+            for start in range(0, len(custom_ids), chunk):
+                part = list(custom_ids[start:start + chunk])
+                found.update((await conn.execute(select(items.c.custom_id).where(and_(
+                    items.c.batch_id == batch_id, items.c.custom_id.in_(part))))).scalars())
+        return found
 
     async def purge_ended_batch_rows(self, ended_before: float, now: int, chunk: int = 5000) -> int:
         """Delete the per-line rows (items, request log) of one batch that ended before `ended_before`, a chunk

@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway import ids
 from aistats_gateway.domain.events import wants
+from aistats_gateway.domain.webhook_endpoints import batch_events
 from aistats_gateway.storage.database import Database
 from aistats_gateway.storage.records import BatchRecord, batch_record, snapshot_of
 from aistats_gateway.storage.schema import webhook_attempts, webhook_events
+from aistats_gateway.storage.webhook_endpoints import subscription
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -42,8 +44,16 @@ class Event:
 async def queue(
     conn: AsyncConnection, record: BatchRecord, event_type: str, key: str, now: float, max_attempts: int
 ) -> bool:
-    """Insert the event if the batch's webhook wants it; True if one was queued."""
-    if not wants(record.webhook, event_type):
+    """Insert the event if the batch's webhook wants it (a registered endpoint: only while it is active, with
+    the batch's events or else the endpoint's); True if one was queued."""
+    endpoint_id = (record.webhook or {}).get("endpoint_id")
+    endpoint_events: list[str] | None = None
+    if endpoint_id:
+        found = await subscription(conn, str(endpoint_id))
+        if found is None or found[0] != "active":
+            return False
+        endpoint_events = batch_events(found[1])
+    if not wants(record.webhook, event_type, endpoint_events):
         return False
     await conn.execute(
         insert(webhook_events).values(
@@ -60,7 +70,9 @@ async def due_candidates(conn: AsyncConnection, now: float, *, per_url: int, per
     """(id, workspace id, webhook URL) of due events, a fair sample rather than simply the oldest: at most
     `per_url` per (workspace, URL) and `per_workspace` per workspace, each workspace's first ones before
     anyone's second ones, so one workspace's backlog for one target cannot hide everyone else's events."""
-    url = webhook_events.c.snapshot[("webhook", "url")].as_string()
+    # a registered endpoint's URL is read at delivery: its events share slots per endpoint meanwhile
+    url = func.coalesce(webhook_events.c.snapshot[("webhook", "url")].as_string(),
+                        webhook_events.c.snapshot[("webhook", "endpoint_id")].as_string())
     is_due = and_(webhook_events.c.status == PENDING, webhook_events.c.next_attempt_at <= now)
     by_url = select(
         webhook_events.c.id, webhook_events.c.workspace_id, url.label("url"), webhook_events.c.next_attempt_at,

@@ -70,7 +70,9 @@ class BatchRecord:
     rows_purged_at: int | None = None  # when retention deleted its per-line rows (results, request log)
     cached_tokens: int = 0  # summed from the lines' usage details as they settle
     reasoning_tokens: int = 0
-    cancelled_lines: int = 0  # of `failed`: settled unsent as batch_cancelled / batch_expired (0011)
+    parent_batch_id: str | None = None  # a retry: the batch whose lines it re-runs
+    root_batch_id: str | None = None  # a retry: the first batch of its chain
+    cancelled_lines: int = 0  # of `failed`: settled unsent as batch_cancelled / batch_expired (0013)
     expired_lines: int = 0
 
     @property

@@ -101,7 +101,7 @@ batches = Table(
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("cached_tokens", BigInteger, nullable=False, default=0, server_default="0"),  # cache reads (0010)
     Column("reasoning_tokens", BigInteger, nullable=False, default=0, server_default="0"),
-    # Of `failed`: lines settled unsent because the batch was cancelled / expired (0011), kept with the counters
+    # Of `failed`: lines settled unsent because the batch was cancelled / expired (0013), kept with the counters
     Column("cancelled_lines", Integer, nullable=False, default=0, server_default="0"),
     Column("expired_lines", Integer, nullable=False, default=0, server_default="0"),
     Column("metadata", JSON, nullable=True),
@@ -131,8 +131,14 @@ batches = Table(
     Column("output_expires_after", Integer, nullable=True),
     # When the retention sweep deleted its per-line rows (items, request log) (0008); NULL: still there.
     Column("rows_purged_at", BigInteger, nullable=True),
+    # Retries (0011, issue 17): the batch this one re-runs lines of, and the first batch of that chain (NULL on
+    # a batch that is no retry): a chain is read by root_batch_id, a batch's `retries` by parent_batch_id.
+    Column("parent_batch_id", String(64), nullable=True),
+    Column("root_batch_id", String(64), nullable=True),
     Index("ix_batches_workspace_id", "workspace_id", "id"),
     Index("ix_batches_status", "status"),
+    Index("ix_batches_parent", "parent_batch_id"),
+    Index("ix_batches_root", "root_batch_id"),
 )
 
 # Item status values (small ints keep the hot index narrow).
@@ -157,8 +163,8 @@ items = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
     Column("result", LargeBinary, nullable=True),
-    # A failed line's code: batch_cancelled / batch_expired (never sent), upstream_<kind> (no answer), http_<status>
-    # (an error answer; set at settle since 0011)
+    # A failed line's code (domain.failures: batch_cancelled / batch_expired never sent, upstream_<kind> without an
+    # answer, the answer's own error code otherwise); set at settle since 0013, by fail_unfinished before
     Column("error_code", String(64), nullable=True),
     Column("input_tokens", Integer, nullable=False, default=0),
     Column("output_tokens", Integer, nullable=False, default=0),
@@ -215,6 +221,28 @@ webhook_attempts = Table(
     Index("ix_webhook_attempts_batch", "batch_id", "id"),
 )
 
+# Registered webhook endpoints (0012): a batch may name one (`webhook_endpoint_id`) instead of an inline URL and
+# secret; deliveries read its URL, status and secrets when they are sent. After a rotation the previous secret
+# still signs deliveries until `previous_secret_until`, so receivers can roll over.
+WEBHOOK_ENDPOINT_DELETED = "deleted"
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("name", String(120), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("status", String(16), nullable=False),  # active | disabled | deleted
+    Column("events", JSON, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    Index("ix_webhook_endpoints_workspace", "workspace_id", "id"),
+)
+
 # One row per upstream attempt (the request log): what was sent where, how it went, what it cost.
 request_log = Table(
     "request_log",
@@ -236,7 +264,7 @@ request_log = Table(
     Column("cost_nanos", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_request_log_batch", "batch_id", "id"),  # lookups by id use the primary key, then check workspace
-    Index("ix_request_log_batch_line", "batch_id", "line"),  # a line's attempts (the line inspector, 0011)
+    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of request rows: their attempts (0012; the line inspector too)
 )
 
 # Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.
@@ -309,4 +337,33 @@ native_jobs = Table(
     Column("part", Integer, nullable=False, server_default="0"),
     UniqueConstraint("batch_id", "provider", "model", "part", name="uq_native_jobs_part"),
     Index("ix_native_jobs_batch", "batch_id"),
+)
+
+# The error summary of a batch (0011): one row per (code, upstream status) among its failed lines, counted in
+# the settle transaction that fails them (storage/error_summary.py), so the batch object shows it without
+# reading the error file. status_code 0: the line failed without an upstream answer (cancelled, expired, …).
+batch_errors = Table(
+    "batch_errors",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("code", String(64), primary_key=True),
+    Column("status_code", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("example_custom_id", String(512), nullable=False),
+    Column("example_message", Text, nullable=False),
+)
+
+# Idempotency keys (0011): the first create with a key inserts this row in the SAME transaction as the object
+# it creates, so racing requests with one key make one object (the loser's insert conflicts, and it answers
+# the winner's object). `fingerprint`: the route and body the key was first used with (domain/idempotency.py).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # batch | file
+    Column("object_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

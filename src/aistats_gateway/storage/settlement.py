@@ -2,9 +2,10 @@
 
 Owns the settle of a group of outcomes (each item still leased gets its result, the next `seq` of its batch
 — the results cursor — and its batch's counters move; its priced usage is added to the batch's pricing
-lines; its request-log rows are appended; a `batch.progress` event is queued when a 10 % bucket is crossed)
-and `fail_unfinished` (every pending or leased item of a batch settled as failed). Functions here take the
-caller's connection; `Items` (items.py) runs them in a write transaction and tells the listeners.
+lines; its failures are counted into the batch's error summary (error_summary.py); its request-log rows are
+appended; a `batch.progress` event is queued when a 10 % bucket is crossed) and `fail_unfinished` (every
+pending or leased item of a batch settled as failed). Functions here take the caller's connection;
+`Items` (items.py) runs them in a write transaction and tells the listeners.
 
 Only items still leased are settled, so an outcome can never be counted twice. Dialect difference kept
 here: PostgreSQL applies a group with one `UPDATE … FROM unnest(…) RETURNING` per batch and so knows
@@ -23,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway.domain.batch import NOT_RUN_CODES, RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
+from aistats_gateway.domain.failures import failure_of
 from aistats_gateway.domain.money import PricingRow
-from aistats_gateway.storage import dialects, ledger, usage
+from aistats_gateway.storage import dialects, error_summary, ledger, usage
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.records import BatchRecord, batch_record
 from aistats_gateway.storage.schema import ITEM_FAILED, ITEM_LEASED, ITEM_PENDING, ITEM_SUCCEEDED, batches, items
@@ -44,9 +46,6 @@ class Settlement:
     usage_rows: tuple[PricingRow, ...] = ()  # this line's priced usage, added to the batch's pricing lines
     cached_tokens: int = 0  # usage details of the answer (calculator.usage_details)
     reasoning_tokens: int = 0
-    # A failed line's code (schema.items.error_code): what the line inspector filters on; `batch_cancelled` /
-    # `batch_expired` (domain.batch.NOT_RUN_CODES) also count the line as never run.
-    error_code: str | None = None
 
 
 # Built once (SQLAlchemy then reuses their compiled form from its cache without re-walking a freshly built
@@ -86,16 +85,22 @@ _COUNT_DETAILS = (
 _NOT_RUN_SLOT = {"cancelled": 4, "expired": 5}
 
 
-def _deltas(settlements: Sequence[Settlement]) -> dict[str, list[int]]:
+def _codes(settlements: Sequence[Settlement]) -> list[str | None]:
+    """Each failed line's code as stored in `items.error_code` (what the line inspector filters on), read from its
+    error line by the one rule (domain.failures); None for a success."""
+    return [None if s.succeeded else failure_of(s.result, None).code for s in settlements]
+
+
+def _deltas(settlements: Sequence[Settlement], codes: Sequence[str | None]) -> dict[str, list[int]]:
     """Per batch (in id order: batch rows are locked in that order): [succeeded, failed, in, out, cancelled,
-    expired] added."""
+    expired] added (a native batch's provider may report lines it never ran: `batch_cancelled`/`batch_expired`)."""
     deltas: dict[str, list[int]] = {b: [0, 0, 0, 0, 0, 0] for b in sorted({s.batch_id for s in settlements})}
-    for s in settlements:
+    for s, code in zip(settlements, codes, strict=True):
         d = deltas[s.batch_id]
         d[0 if s.succeeded else 1] += 1
         d[2] += s.input_tokens
         d[3] += s.output_tokens
-        not_run = None if s.succeeded else NOT_RUN_CODES.get(s.error_code or "")
+        not_run = NOT_RUN_CODES.get(code or "")
         if not_run is not None:
             d[_NOT_RUN_SLOT[not_run]] += 1
     return deltas
@@ -119,15 +124,16 @@ async def _count(conn: AsyncConnection, deltas: dict[str, list[int]], now: float
     return out, previous, next_seq
 
 
-def _params(settlements: Sequence[Settlement], next_seq: dict[str, int], now: float) -> list[dict[str, Any]]:
+def _params(settlements: Sequence[Settlement], codes: Sequence[str | None], next_seq: dict[str, int],
+            now: float) -> list[dict[str, Any]]:
     params = []
-    for s in settlements:
+    for s, code in zip(settlements, codes, strict=True):
         next_seq[s.batch_id] += 1
         params.append({
             "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
             "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
             "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
-            "b_code": None if s.succeeded else s.error_code,
+            "b_code": code,
         })
     return params
 
@@ -162,9 +168,10 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
                     logs: Sequence[dict[str, Any]]) -> dict[str, tuple[BatchRecord, bool]]:
     """Settle a non-empty group in the caller's transaction: per batch touched, (its new record, whether a
     progress event was queued)."""
-    deltas = _deltas(settlements)
+    codes = _codes(settlements)
+    deltas = _deltas(settlements, codes)
     out, previous, next_seq = await _count(conn, deltas, now)
-    params = _params(settlements, next_seq, now)
+    params = _params(settlements, codes, next_seq, now)
     apply = _apply_postgresql if conn.dialect.name == "postgresql" else _apply_sqlite
     applied, complete = await apply(conn, settlements, params, now)
     await usage.append(conn, logs)
@@ -180,6 +187,9 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
         if cached or reasoning:
             out[batch_id] = batch_record((await conn.execute(_COUNT_DETAILS, {
                 "d_id": batch_id, "d_cached": cached, "d_reasoning": reasoning})).one())
+        # The error summary, over the applied failures only (as above): read from the lines just rendered.
+        failures = [failure_of(s.result, None) for s in mine if not s.succeeded]
+        await error_summary.add_in(conn, error_summary.tally(batch_id, ((f.custom_id or "", f) for f in failures)))
     if not complete:
         # Some items were not ours any more (or the driver cannot count an executemany):
         # recount from the item rows, which are the truth.
@@ -228,9 +238,14 @@ async def fail_unfinished_in(conn: AsyncConnection, batch_id: str, code: str, no
     # The batch row first (as settle does): concurrent settles of this batch wait, and `base` is current.
     base = (await conn.execute(select(batches.c.settled_seq).where(batches.c.id == batch_id)
                                .with_for_update())).scalar_one()
+    example = (await conn.execute(select(items.c.custom_id).where(cond).order_by(items.c.line).limit(1))).scalar()
     changed = await conn.execute(
         target.values(status=ITEM_FAILED, error_code=code, result=None, settled_at=now, seq=items.c.line + base,
                       lease_owner=None, lease_expires_at=None))
+    if changed.rowcount and example is not None:
+        rows = error_summary.tally(batch_id, [(example, failure_of(None, code))])
+        rows[0]["count"] = changed.rowcount
+        await error_summary.add_in(conn, rows)
     if changed.rowcount:
         top = await conn.scalar(select(func.max(items.c.line)).where(items.c.batch_id == batch_id))
         await conn.execute(update(batches).where(batches.c.id == batch_id).values(settled_seq=base + int(top or 0)))

@@ -35,7 +35,7 @@ class Receiver:
         verified = None
         if self.secret is not None and "x-ai-stats-signature" in headers:
             verified = verify(self.secret, int(headers.get("x-ai-stats-timestamp", "0")), body,
-                              headers["x-ai-stats-signature"], now=time.time())
+                              headers.get("x-ai-stats-signatures") or headers["x-ai-stats-signature"], now=time.time())
         self.received.append({"path": request.path, "headers": headers, "body": body.decode("utf-8", "replace"),
                               "verified": verified, "at": time.time()})
         if self.hang:

@@ -8,7 +8,9 @@ last one. Every attempt re-resolves and re-checks the target and connects only t
 passed. A local target's attempt (loopback, allowed only by `[webhooks] allow_local`) records only
 whether it was delivered: no status, no body preview, one error message for every failure, so a
 workspace cannot read or port-scan services on the gateway's host; the real error goes to the log.
-After a restart, overdue events are spread over a few seconds instead of sent in one burst.
+An event of a batch that names a registered endpoint is sent to the endpoint's URL as it is now, signed with
+its current secrets (both, during a rotation's overlap); a disabled or deleted endpoint's event fails for good
+without being sent. After a restart, overdue events are spread over a few seconds instead of sent in one burst.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import random
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -27,12 +30,15 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aistats_gateway.clock import Clock
 from aistats_gateway.config import WebhookConfig
+from aistats_gateway.domain.events import status_change
 from aistats_gateway.domain.urlguard import Target, UnsafeTarget, resolve_checked, target_key
+from aistats_gateway.domain.webhook_endpoints import signing_secrets
 from aistats_gateway.failpoints import NONE as NO_FAILPOINTS
 from aistats_gateway.failpoints import Failpoints
 from aistats_gateway.metrics import Metrics
 from aistats_gateway.storage.outbox import Event, Outbox
 from aistats_gateway.storage.records import BatchRecord
+from aistats_gateway.storage.webhook_endpoints import WebhookEndpoints
 from aistats_gateway.tasks import cancel_and_wait
 from aistats_gateway.webhooks import signer
 from aistats_gateway.webhooks.fairness import Candidate, Load, Rests, pick
@@ -72,7 +78,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
 class Deliverer:
     def __init__(self, cfg: WebhookConfig, outbox: Outbox, clock: Clock, render: Any, *, allow_local: bool,
                  resolve: Any = system_resolve, failpoints: Failpoints = NO_FAILPOINTS,
-                 metrics: Metrics | None = None, node_prefix: str = "local:", owner: str = "local:deliverer") -> None:
+                 metrics: Metrics | None = None, node_prefix: str = "local:", owner: str = "local:deliverer",
+                 endpoints: WebhookEndpoints | None = None) -> None:
+        self.endpoints = endpoints  # registered endpoints, read at each attempt of an event naming one
         self.node_prefix = node_prefix
         self.owner = owner
         self.failpoints = failpoints
@@ -164,66 +172,103 @@ class Deliverer:
     async def _attempt(self, event: Event) -> bool:
         """One attempt, recorded; True if it timed out (the target then rests)."""
         webhook = event.snapshot.webhook or {}
-        url = str(webhook.get("url", ""))
-        payload = {
+        url, secrets, refused = str(webhook.get("url", "")), [webhook["secret"]] if webhook.get("secret") else [], None
+        now = self.clock.now()
+        if webhook.get("endpoint_id"):  # a registered endpoint: its URL and secrets as they are now
+            endpoint = await self.endpoints.for_delivery(str(webhook["endpoint_id"])) if self.endpoints else None
+            if endpoint is None or endpoint["status"] != "active":
+                refused = (f"the webhook endpoint {webhook['endpoint_id']} is "
+                           f"{endpoint['status'] if endpoint else 'gone'}: nothing more is sent to it")
+            else:
+                url = endpoint["url"]
+                secrets = signing_secrets(endpoint["secret"], endpoint["previous_secret"],
+                                          endpoint["previous_secret_until"], now)
+        payload: dict[str, Any] = {
             "id": event.id, "type": event.type, "created_at": event.created_at,
             "delivery": {"key": event.delivery_key, "attempt": event.attempts, "max_attempts": event.max_attempts},
             "data": await self.render(event.snapshot),
         }
-        body = orjson.dumps(payload)
+        change = status_change(event.type, event.delivery_key)
+        if change is not None:
+            payload["status_change"] = change
         started = time.monotonic()
-        target: Target | None = None
-        status: int | None = None
-        preview: str | None = None
-        error: str | None = None
-        timed_out = False
-        try:
-            target = await resolve_checked(url, self.resolve, allow_local=self.allow_local)
+        if refused is not None:
+            sent = Sent(None, None, refused, False, False)
+        else:
+            body = orjson.dumps(payload)
             headers = signer.headers(
-                secret=webhook.get("secret"), timestamp=int(self.clock.now()), body=body, event_id=event.id,
-                event_type=event.type, delivery_key=event.delivery_key, attempt=event.attempts,
-                max_attempts=event.max_attempts)
-            connector = aiohttp.TCPConnector(resolver=_PinnedResolver(target.host, target.addresses),
-                                             use_dns_cache=False, force_close=True)
-            timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_seconds)
-            async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                        session.post(target.request_url(url), data=body, headers=headers,
-                                     allow_redirects=False) as resp):
-                status = resp.status
-                if not target.local:  # a local service's answer is never shown to the workspace
-                    raw = await resp.content.read(PREVIEW_CHARS)
-                    preview = raw.decode("utf-8", "replace")
-            if not 200 <= status < 300:
-                error = f"receiver answered HTTP {status}"
-        except UnsafeTarget as exc:
-            error = f"refused target: {exc}"
-            if exc.__cause__ is not None:
-                log.info("webhook %s refused: %s", event.id, exc.__cause__, extra={"batch_id": event.batch_id})
-        except TimeoutError:
-            error = f"no answer within {self.cfg.timeout_seconds:g}s"
-            timed_out = True
-        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: e.g. a host IDNA cannot encode
-            error = f"delivery failed: {exc.__class__.__name__}: {exc}"
-        except Exception as exc:  # a bug must not leave the event claimed with no attempt recorded, forever
-            log.exception("webhook %s delivery hit an unexpected error", event.id, extra={"batch_id": event.batch_id})
-            error = f"delivery failed: {exc.__class__.__name__}: {exc}"
-        if target is not None and target.local:
-            if error is not None:
-                log.info("webhook %s to a local target: %s", event.id, error, extra={"batch_id": event.batch_id})
-                error = LOCAL_FAILURE
-            status = None
-        delivered = error is None
+                secrets=secrets, timestamp=int(now), body=body, event_id=event.id, event_type=event.type,
+                delivery_key=event.delivery_key, attempt=event.attempts, max_attempts=event.max_attempts)
+            sent = await post(url, body, headers, resolve=self.resolve, allow_local=self.allow_local,
+                              timeout_seconds=self.cfg.timeout_seconds, log_id=event.id,
+                              log_extra={"batch_id": event.batch_id})
+        delivered = sent.error is None
         now = self.clock.now()
         next_at: float | None = None
-        if not delivered and event.attempts < event.max_attempts:
+        if not delivered and refused is None and event.attempts < event.max_attempts:
             base = self.cfg.retry_schedule_seconds[event.attempts - 1]
             next_at = now + base * (1 + self.cfg.jitter_fraction * (2 * self._rng.random() - 1))
         outcome = await self.outbox.record_attempt(
-            event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=status,
-            body_preview=preview, error=error, duration_ms=int((time.monotonic() - started) * 1000))
+            event, now=now, delivered=delivered, next_attempt_at=next_at, response_status=sent.status,
+            body_preview=sent.preview, error=sent.error, duration_ms=int((time.monotonic() - started) * 1000))
         if self.metrics is not None:
             self.metrics.webhooks.labels(outcome).inc()
         if not delivered:
-            log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, error, outcome,
-                     extra={"batch_id": event.batch_id})
-        return timed_out
+            log.info("webhook %s (%s) attempt %d: %s -> %s", event.id, event.type, event.attempts, sent.error,
+                     outcome, extra={"batch_id": event.batch_id})
+        return sent.timed_out
+
+
+@dataclass(frozen=True)
+class Sent:
+    """How one POST went: `error` None when delivered (2xx). A local target's shows no status nor preview."""
+
+    status: int | None
+    preview: str | None
+    error: str | None
+    timed_out: bool
+    local: bool
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], *, resolve: Any, allow_local: bool,
+               timeout_seconds: float, log_id: str, log_extra: dict[str, Any] | None = None) -> Sent:
+    """One signed POST to an SSRF-checked address, no redirects, bounded in time; never raises. Used for every
+    outbox attempt and for an endpoint's test delivery (services/webhook_endpoints.py), so both obey one rule."""
+    target: Target | None = None
+    status: int | None = None
+    preview: str | None = None
+    error: str | None = None
+    timed_out = False
+    try:
+        target = await resolve_checked(url, resolve, allow_local=allow_local)
+        connector = aiohttp.TCPConnector(resolver=_PinnedResolver(target.host, target.addresses),
+                                         use_dns_cache=False, force_close=True)
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                    session.post(target.request_url(url), data=body, headers=headers,
+                                 allow_redirects=False) as resp):
+            status = resp.status
+            if not target.local:  # a local service's answer is never shown to the workspace
+                raw = await resp.content.read(PREVIEW_CHARS)
+                preview = raw.decode("utf-8", "replace")
+        if not 200 <= status < 300:
+            error = f"receiver answered HTTP {status}"
+    except UnsafeTarget as exc:
+        error = f"refused target: {exc}"
+        if exc.__cause__ is not None:
+            log.info("webhook %s refused: %s", log_id, exc.__cause__, extra=log_extra)
+    except TimeoutError:
+        error = f"no answer within {timeout_seconds:g}s"
+        timed_out = True
+    except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: e.g. a host IDNA cannot encode
+        error = f"delivery failed: {exc.__class__.__name__}: {exc}"
+    except Exception as exc:  # a bug must not leave the event claimed with no attempt recorded, forever
+        log.exception("webhook %s delivery hit an unexpected error", log_id, extra=log_extra)
+        error = f"delivery failed: {exc.__class__.__name__}: {exc}"
+    local = target is not None and target.local
+    if local:
+        if error is not None:
+            log.info("webhook %s to a local target: %s", log_id, error, extra=log_extra)
+            error = LOCAL_FAILURE
+        status = None
+    return Sent(status, preview, error, timed_out, local)

@@ -50,7 +50,7 @@ export function renderLines(ctx, batchId) {
   const search = h("input", { id: "lines-search", type: "search", autocomplete: "off", spellcheck: "false",
     placeholder: "custom_id or its start" });
   const state = h("select", { id: "lines-status" }, STATES.map(([v, label]) => h("option", { value: v }, label)));
-  const code = h("input", { id: "lines-error", type: "search", autocomplete: "off", placeholder: "e.g. http_429" });
+  const code = h("input", { id: "lines-error", type: "search", autocomplete: "off", placeholder: "e.g. rate_limit_exceeded" });
   const form = h("form", { class: "filters", role: "search", "aria-label": "Search the lines" },
     h("div", { class: "field grow" }, h("label", { for: "lines-search" }, "Custom id"), search),
     h("div", { class: "field" }, h("label", { for: "lines-status" }, "Status"), state),

@@ -1,4 +1,4 @@
-// A batch's request log (GET /v1/batches/{id}/requests): every upstream attempt, filtered by outcome or
+// A batch's request log (GET /v1/batches/{id}/requests?view=attempts): every upstream attempt, filtered by outcome or
 // HTTP status, paged 25 at a time; page one refreshes itself while the batch runs. Collapsed on phones.
 
 import { h, replace, table } from "../dom.js";
@@ -52,7 +52,7 @@ export function renderRequestLog(api, batchId) {
     lastLoad = Date.now();
     try {
       const page = await api.get(`batches/${encodeURIComponent(batchId)}/requests`,
-        { limit: PAGE, offset, status: statusFilter() });
+        { view: "attempts", limit: PAGE, offset, status: statusFilter() });
       if (disposed) return;
       replace(slot, table({
         caption: "Upstream attempts", className: "responsive log-table", columns: COLUMNS,
