@@ -92,8 +92,8 @@ class Gateway:
     permits: RedisPermitSource | None = None  # shared rate limits (PermitSource) when redis_url is set
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
-from aistats_gateway.services.lines import LineInspector
     retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
+    lines: LineInspector | None = None  # the line inspector (GET /v1/batches/{id}/lines)
 
 
 async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_api: bool = True) -> Gateway:
@@ -166,9 +166,8 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                  WebhookEndpointService(store.webhook_endpoints, settings.webhooks, clock),
                  RequestRowService(store, blobs),
                  redis=redis_client, fanout=fanout, permits=permits,
-from aistats_gateway.services.lines import LineInspector
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None,
-                 retries=RetryService(store, files, batches, clock))
+                 retries=RetryService(store, files, batches, clock), lines=LineInspector(store, blobs))
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 

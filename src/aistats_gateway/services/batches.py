@@ -28,8 +28,8 @@ from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.webhook_endpoints import check_batch_endpoint
-from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.batches import BatchSearch
+from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.store import Store
 

@@ -264,7 +264,7 @@ request_log = Table(
     Column("cost_nanos", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_request_log_batch", "batch_id", "id"),  # lookups by id use the primary key, then check workspace
-    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of request rows: their attempts (0012; the line inspector too)
+    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of rows: their attempts (0012)
 )
 
 # Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.
