@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -26,6 +26,8 @@ from aistats._errors import APIConnectionError, APIError, from_response
 from aistats._types import APIObject, Batch
 
 if TYPE_CHECKING:
+    from websockets.exceptions import InvalidStatus
+
     from aistats._client import AIStats, AsyncAIStats
 
 PING_EVERY = 20.0
@@ -50,16 +52,76 @@ def _terminal(event: APIObject) -> bool:
     return isinstance(data, dict) and data.get("status") in rq.TERMINAL
 
 
+def _ends_stream(event: APIObject) -> bool:
+    """Whether `stream()` stops after this event: the batch was deleted or is terminal."""
+    return event.get("type") == "job.deleted" or _terminal(event)
+
+
+def _ws_target(client: AIStats | AsyncAIStats, batch_id: str, interval_ms: int | None) -> tuple[str, dict[str, str]]:
+    """(URL, headers) of a batch's lifecycle WebSocket, which closes itself once the batch is terminal."""
+    url = client.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms, close_on_terminal=True)
+    return url, {"Authorization": f"Bearer {client.api_key}"}
+
+
+def _refused(exc: InvalidStatus) -> APIError:
+    """The API error a refused WebSocket handshake carries (401, 404 ...)."""
+    return from_response(exc.response.status_code, json.loads(exc.response.body or b"{}"))
+
+
+def _reconnect_delay(failures: int, what: str, exc: BaseException) -> float:
+    """Seconds to wait before reconnecting a stream that dropped `failures` times in a row; APIConnectionError
+    once it has dropped more than MAX_RECONNECTS times."""
+    if failures > MAX_RECONNECTS:
+        raise APIConnectionError(f"{what} kept dropping: {exc}") from exc
+    return _backoff(failures)
+
+
+# What a dropped results stream raises (it is then resumed after the last custom_id seen).
+_RESULTS_DROPS = (httpx.TransportError, httpx.RemoteProtocolError)
+
+
+class _ResultsCursor:
+    """Where a dropped results stream (`results()`/`aresults()`) resumes: after the last custom_id yielded, or,
+    for merged results (they take no cursor and restart from the top), by skipping the lines already yielded."""
+
+    def __init__(self, client: AIStats | AsyncAIStats, batch_id: str, follow: bool, merged: bool) -> None:
+        self.url = f"{client.base_url}/batches/{batch_id}/results"
+        self.headers = client._headers
+        self.follow, self.merged = follow, merged
+        self.after: str | None = None
+        self.sent = 0  # lines yielded so far
+        self.seen = 0  # lines read on the current connection
+
+    def reconnected(self) -> None:
+        self.seen = 0
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of the streamed GET (no read timeout: a followed stream idles between lines)."""
+        return {"method": "GET", "url": self.url, "params": rq.results_params(self.follow, self.after, self.merged),
+                "headers": self.headers, "timeout": httpx.Timeout(30.0, read=None)}
+
+    def take(self, line: str) -> APIObject | None:
+        """The item a line holds, or None for a blank line or one yielded before the reconnect."""
+        if not line.strip():
+            return None
+        self.seen += 1
+        if self.merged and self.seen <= self.sent:
+            return None
+        item: APIObject = APIObject.wrap(json.loads(line))
+        self.after = item.get("custom_id", self.after)
+        self.sent += 1
+        return item
+
+
 def stream(client: AIStats, batch_id: str, interval_ms: int | None = None) -> Iterator[APIObject]:
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
-    url = client.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms, close_on_terminal=True)
+    url, headers = _ws_target(client, batch_id, interval_ms)
     failures = 0
     while True:
         try:
-            with connect(url, additional_headers={"Authorization": f"Bearer {client.api_key}"},
-                         open_timeout=15) as ws:
+            with connect(url, additional_headers=headers, open_timeout=15) as ws:
                 failures = 0
                 while True:
                     try:
@@ -71,16 +133,13 @@ def stream(client: AIStats, batch_id: str, interval_ms: int | None = None) -> It
                     if event.get("type") == "pong":
                         continue
                     yield event
-                    if event.get("type") == "job.deleted" or _terminal(event):
+                    if _ends_stream(event):
                         return
         except InvalidStatus as exc:
-            body = exc.response.body or b"{}"
-            raise from_response(exc.response.status_code, json.loads(body or b"{}")) from exc
+            raise _refused(exc) from exc
         except (ConnectionClosed, OSError, TimeoutError) as exc:
             failures += 1
-            if failures > MAX_RECONNECTS:
-                raise APIConnectionError(f"lifecycle stream for {batch_id} kept dropping: {exc}") from exc
-            time.sleep(_backoff(failures))
+            time.sleep(_reconnect_delay(failures, f"lifecycle stream for {batch_id}", exc))
 
 
 @dataclass(frozen=True)
@@ -112,10 +171,9 @@ def _one_stream(client: AIStats, batch_id: str, interval_ms: int | None) -> Iter
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    url = client.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms, close_on_terminal=True)
+    url, headers = _ws_target(client, batch_id, interval_ms)
     try:
-        with connect(url, additional_headers={"Authorization": f"Bearer {client.api_key}"},
-                     open_timeout=FOLLOW_OPEN_TIMEOUT) as ws:
+        with connect(url, additional_headers=headers, open_timeout=FOLLOW_OPEN_TIMEOUT) as ws:
             while True:
                 try:
                     raw = ws.recv(timeout=PING_EVERY)
@@ -127,7 +185,7 @@ def _one_stream(client: AIStats, batch_id: str, interval_ms: int | None) -> Iter
                     yield event
     except InvalidStatus as exc:
         if exc.response.status_code < 500:  # refused (401, 404 ...): polling would be refused the same way
-            raise from_response(exc.response.status_code, json.loads(exc.response.body or b"{}")) from exc
+            raise _refused(exc) from exc
         raise
 
 
@@ -147,7 +205,7 @@ def follow(client: AIStats, batch_id: str, interval_ms: int | None = 1000, poll_
                     if isinstance(event.get("data"), Batch):
                         last, failures, down_since = event["data"], 0, None
                         yield Update(last, "live", str(event.get("type")))
-                    if event.get("type") == "job.deleted" or _terminal(event):
+                    if _ends_stream(event):
                         return
             except _stream_drops():
                 pass
@@ -190,45 +248,33 @@ def wait(client: AIStats, batch_id: str, timeout: float | None, poll_interval: f
 
 
 def results(client: AIStats, batch_id: str, follow: bool, merged: bool = False) -> Iterator[APIObject]:
-    after: str | None = None
+    cursor = _ResultsCursor(client, batch_id, follow, merged)
     failures = 0
-    sent = 0  # merged results restart from the top after a reconnect: skip the lines already yielded
     while True:
-        seen = 0
+        cursor.reconnected()
         try:
-            with client._http.stream("GET", f"{client.base_url}/batches/{batch_id}/results",
-                                     params=rq.results_params(follow, after, merged), headers=client._headers,
-                                     timeout=httpx.Timeout(30.0, read=None)) as response:
+            with client._http.stream(**cursor.request()) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise from_response(response.status_code, response.json())
                 for line in response.iter_lines():
-                    if line.strip():
-                        seen += 1
-                        if merged and seen <= sent:
-                            continue
-                        item = APIObject.wrap(json.loads(line))
-                        after = item.get("custom_id", after)
-                        sent += 1
+                    if (item := cursor.take(line)) is not None:
                         yield item
                 return
-        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+        except _RESULTS_DROPS as exc:
             failures += 1
-            if failures > MAX_RECONNECTS:
-                raise APIConnectionError(f"results stream for {batch_id} kept dropping: {exc}") from exc
-            time.sleep(_backoff(failures))
+            time.sleep(_reconnect_delay(failures, f"results stream for {batch_id}", exc))
 
 
 async def astream(client: AsyncAIStats, batch_id: str, interval_ms: int | None = None) -> AsyncIterator[APIObject]:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-    url = client.get_async_job_websocket_url("batch", batch_id, interval_ms=interval_ms, close_on_terminal=True)
+    url, headers = _ws_target(client, batch_id, interval_ms)
     failures = 0
     while True:
         try:
-            async with connect(url, additional_headers={"Authorization": f"Bearer {client.api_key}"},
-                               open_timeout=15) as ws:
+            async with connect(url, additional_headers=headers, open_timeout=15) as ws:
                 failures = 0
                 while True:
                     try:
@@ -240,15 +286,13 @@ async def astream(client: AsyncAIStats, batch_id: str, interval_ms: int | None =
                     if event.get("type") == "pong":
                         continue
                     yield event
-                    if event.get("type") == "job.deleted" or _terminal(event):
+                    if _ends_stream(event):
                         return
         except InvalidStatus as exc:
-            raise from_response(exc.response.status_code, json.loads(exc.response.body or b"{}")) from exc
+            raise _refused(exc) from exc
         except (ConnectionClosed, OSError, TimeoutError) as exc:
             failures += 1
-            if failures > MAX_RECONNECTS:
-                raise APIConnectionError(f"lifecycle stream for {batch_id} kept dropping: {exc}") from exc
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(_reconnect_delay(failures, f"lifecycle stream for {batch_id}", exc))
 
 
 async def await_batch(client: AsyncAIStats, batch_id: str, timeout: float | None, poll_interval: float) -> Batch:
@@ -271,30 +315,19 @@ async def await_batch(client: AsyncAIStats, batch_id: str, timeout: float | None
 
 
 async def aresults(client: AsyncAIStats, batch_id: str, follow: bool, merged: bool = False) -> AsyncIterator[APIObject]:
-    after: str | None = None
+    cursor = _ResultsCursor(client, batch_id, follow, merged)
     failures = 0
-    sent = 0  # merged results restart from the top after a reconnect: skip the lines already yielded
     while True:
-        seen = 0
+        cursor.reconnected()
         try:
-            async with client._http.stream("GET", f"{client.base_url}/batches/{batch_id}/results",
-                                           params=rq.results_params(follow, after, merged), headers=client._headers,
-                                           timeout=httpx.Timeout(30.0, read=None)) as response:
+            async with client._http.stream(**cursor.request()) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise from_response(response.status_code, response.json())
                 async for line in response.aiter_lines():
-                    if line.strip():
-                        seen += 1
-                        if merged and seen <= sent:
-                            continue
-                        item = APIObject.wrap(json.loads(line))
-                        after = item.get("custom_id", after)
-                        sent += 1
+                    if (item := cursor.take(line)) is not None:
                         yield item
                 return
-        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+        except _RESULTS_DROPS as exc:
             failures += 1
-            if failures > MAX_RECONNECTS:
-                raise APIConnectionError(f"results stream for {batch_id} kept dropping: {exc}") from exc
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(_reconnect_delay(failures, f"results stream for {batch_id}", exc))

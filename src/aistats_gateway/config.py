@@ -275,61 +275,21 @@ class Settings(Section):
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from `environ` (default: the process environment) and the TOML file."""
+        """Build settings from `environ` (default: the process environment) and the TOML file.
+
+        Precedence, lowest first: the file, the environment, `overrides`; then the providers every gateway
+        gets (mock, and those the provider variables imply) and the keys named by `api_key_env`.
+        """
         env = dict(os.environ if environ is None else environ)
         raw: dict[str, Any] = {}
         config_path = env.get("AISTATS_CONFIG")
         if config_path:
             path = Path(config_path).expanduser()
-            try:
-                with path.open("rb") as fh:
-                    toml = tomllib.load(fh)
-            except FileNotFoundError as exc:
-                raise ConfigError(f"AISTATS_CONFIG points at {path}, which does not exist") from exc
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-            try:
-                raw.update(config_file.from_toml(toml, cls, str(path)))
-            except config_file.UnknownSetting as exc:
-                raise ConfigError(str(exc)) from exc
+            raw.update(_read_config_file(path, cls))
             raw["config_file"] = path
-        for var, key in (
-            ("AISTATS_DATA_DIR", "data_dir"),
-            ("AISTATS_HOST", "host"),
-            ("AISTATS_PORT", "port"),
-            ("AISTATS_API_KEY", "api_key"),
-            ("AISTATS_DATABASE_URL", "database_url"),
-            ("AISTATS_PUBLIC_URL", "public_url"),
-            ("AISTATS_NODE_ID", "node_id"),
-            ("AISTATS_FAILPOINTS", "failpoints"),
-            ("AISTATS_BLOB_URL", "blob_url"),
-            ("AISTATS_REDIS_URL", "redis_url"),
-        ):
-            if env.get(var):
-                raw[key] = env[var]
-        for var, section, key in (
-            ("AISTATS_CONCURRENCY", "executor", "concurrency"),
-            ("AISTATS_LEASE_SECONDS", "executor", "lease_seconds"),
-            ("AISTATS_S3_ENDPOINT_URL", "s3", "endpoint_url"),
-            ("AISTATS_S3_REGION", "s3", "region"),
-            ("AISTATS_S3_ACCESS_KEY_ID", "s3", "access_key_id"),
-            ("AISTATS_S3_SECRET_ACCESS_KEY", "s3", "secret_access_key"),
-            ("AISTATS_REDIS_PREFIX", "redis", "key_prefix"),
-            ("AISTATS_METRICS_TOKEN", "metrics", "token"),
-        ):
-            if env.get(var):
-                raw.setdefault(section, {})[key] = env[var]
-        if "data_dir" not in raw:
-            xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
-            raw["data_dir"] = str(Path(xdg) / "aistats")
+        _apply_env(raw, env)
         raw.update(overrides)
-        providers = [p.model_dump(exclude_unset=True) if isinstance(p, BaseModel) else dict(p)
-                     for p in raw.get("providers", [])]
-        _add_env_providers(providers, env)
-        for entry in providers:  # a key named by its variable is read here, once, before validation
-            if entry.get("api_key") is None and entry.get("api_key_env"):
-                entry["api_key"] = env.get(str(entry["api_key_env"]))
-        raw["providers"] = providers
+        raw["providers"] = _providers_with_env(raw.get("providers", []), env)
         try:
             settings = cls.model_validate(raw)
         except ValidationError as exc:
@@ -339,6 +299,71 @@ class Settings(Section):
         if len(names) != len(set(names)):
             raise ConfigError(f"provider names must be unique, got {names}")
         return settings
+
+
+# Environment variables that set a top-level setting, and those that set a key of a section.
+_ENV_SETTINGS = (
+    ("AISTATS_DATA_DIR", "data_dir"),
+    ("AISTATS_HOST", "host"),
+    ("AISTATS_PORT", "port"),
+    ("AISTATS_API_KEY", "api_key"),
+    ("AISTATS_DATABASE_URL", "database_url"),
+    ("AISTATS_PUBLIC_URL", "public_url"),
+    ("AISTATS_NODE_ID", "node_id"),
+    ("AISTATS_FAILPOINTS", "failpoints"),
+    ("AISTATS_BLOB_URL", "blob_url"),
+    ("AISTATS_REDIS_URL", "redis_url"),
+)
+_ENV_SECTION_SETTINGS = (
+    ("AISTATS_CONCURRENCY", "executor", "concurrency"),
+    ("AISTATS_LEASE_SECONDS", "executor", "lease_seconds"),
+    ("AISTATS_S3_ENDPOINT_URL", "s3", "endpoint_url"),
+    ("AISTATS_S3_REGION", "s3", "region"),
+    ("AISTATS_S3_ACCESS_KEY_ID", "s3", "access_key_id"),
+    ("AISTATS_S3_SECRET_ACCESS_KEY", "s3", "secret_access_key"),
+    ("AISTATS_REDIS_PREFIX", "redis", "key_prefix"),
+    ("AISTATS_METRICS_TOKEN", "metrics", "token"),
+)
+
+
+def _read_config_file(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """The raw settings of the TOML file at `path`, every way it can be wrong told as a ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            toml = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"AISTATS_CONFIG points at {path}, which does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return config_file.from_toml(toml, model, str(path))
+    except config_file.UnknownSetting as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Lay the AISTATS_* variables (set and non-empty) over the file's settings, and default data_dir to
+    $XDG_DATA_HOME/aistats (~/.local/share/aistats) when neither names one."""
+    for var, key in _ENV_SETTINGS:
+        if env.get(var):
+            raw[key] = env[var]
+    for var, section, key in _ENV_SECTION_SETTINGS:
+        if env.get(var):
+            raw.setdefault(section, {})[key] = env[var]
+    if "data_dir" not in raw:
+        xdg = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+        raw["data_dir"] = str(Path(xdg) / "aistats")
+
+
+def _providers_with_env(configured: list[Any], env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The configured providers as plain dicts, plus the ones the environment implies, each key named by its
+    variable (`api_key_env`) read here, once, before validation."""
+    providers = [p.model_dump(exclude_unset=True) if isinstance(p, BaseModel) else dict(p) for p in configured]
+    _add_env_providers(providers, env)
+    for entry in providers:
+        if entry.get("api_key") is None and entry.get("api_key_env"):
+            entry["api_key"] = env.get(str(entry["api_key_env"]))
+    return providers
 
 
 def _explain(exc: ValidationError, model: type[BaseModel], path: Path | None) -> str:

@@ -166,102 +166,43 @@ class LineValidator:
         return self._check(line_no, obj, raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH)
 
     def _check(self, line_no: int, obj: dict[str, Any], maybe_deep: bool = True) -> ValidLine | None:
+        """Every field rule for one parsed line; the valid line's bookkeeping.
+
+        Hot path of an upload (once per line): each field is tested inline by a cheap "is it the usual valid
+        value" expression, and only a value that fails it goes to its `_bad_*` helper, which names the rule it
+        breaks. All fields are checked, so one line reports all its errors at once.
+        """
         ok = True
         custom_id = obj.get("custom_id")
-        if custom_id is None or custom_id == "":
-            self._error("missing_required_parameter",
-                        "Missing required parameter 'custom_id': every line needs a unique string id.",
-                        line_no, "custom_id")
-            ok = False
-        elif not isinstance(custom_id, str):
-            self._error("invalid_type", f"'custom_id' must be a string, got {type(custom_id).__name__}.",
-                        line_no, "custom_id")
-            ok = False
-        elif len(custom_id) > MAX_CUSTOM_ID_CHARS:
-            self._error("invalid_value",
-                        f"'custom_id' is {len(custom_id)} characters long; at most {MAX_CUSTOM_ID_CHARS}.",
-                        line_no, "custom_id")
-            ok = False
-        elif "\x00" in custom_id:  # PostgreSQL text cannot hold NUL: the ingest would fail on every retry
-            self._error("invalid_value", "'custom_id' must not contain NUL characters (\\u0000).", line_no,
-                        "custom_id")
-            ok = False
+        if (isinstance(custom_id, str) and 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS and "\x00" not in custom_id
+                and custom_id not in self._custom_ids):
+            self._custom_ids[custom_id] = line_no
         else:
-            first = self._custom_ids.get(custom_id)
-            if first is not None:
-                self._error("duplicate_custom_id",
-                            f"The custom_id '{custom_id}' on line {line_no} duplicates line {first}; "
-                            "custom_id values must be unique within a batch.", line_no, "custom_id")
-                ok = False
-            else:
-                self._custom_ids[custom_id] = line_no
-
+            self._reject_custom_id(line_no, custom_id)
+            ok = False
         method = obj.get("method")
-        if method is None:
-            self._error("missing_required_parameter", "Missing required parameter 'method' (must be \"POST\").",
-                        line_no, "method")
+        if method != "POST" and not self._method_accepted(line_no, method):
             ok = False
-        elif not isinstance(method, str) or method.upper() != "POST":
-            self._error("invalid_method", f"Invalid method {excerpt(repr(method))}: batch requests must use \"POST\".",
-                        line_no, "method")
-            ok = False
-
         url = obj.get("url")
-        if not isinstance(url, str) or not url:
-            self._error("missing_required_parameter",
-                        f"Missing required parameter 'url' (must be \"{self.endpoint}\").", line_no, "url")
+        if not (isinstance(url, str) and url and self._url_matches(url)):
+            self._reject_url(line_no, url)
             ok = False
-        elif not self._url_matches(url):
-            self._error("url_mismatch",
-                        f"The url '{excerpt(url)}' does not match the batch endpoint '{self.endpoint}'; "
-                        "every line must target the batch's endpoint.", line_no, "url")
-            ok = False
-
         body = obj.get("body")
         if not isinstance(body, dict):
-            if body is None:
-                self._error("missing_required_parameter", "Missing required parameter 'body'.",
-                            line_no, "body")
-            else:
-                self._error("invalid_type", f"'body' must be a JSON object, got {type(body).__name__}.",
-                            line_no, "body")
+            self._reject_body(line_no, body)
             return None
-        if maybe_deep:
-            try:
-                orjson.dumps(body)
-            except TypeError:  # "Recursion limit reached": parsed fine (up to 1024 levels), cannot be sent on
-                self._error("invalid_value",
-                            f"'body' nests objects and arrays more than {MAX_BODY_DEPTH} levels deep.", line_no, "body")
-                return None
+        if maybe_deep and not self._body_serializable(line_no, body):
+            return None
         if body.get("stream") is True:
             self._error("invalid_value", "Streaming is not supported in batches: remove 'stream' or set it "
                         "to false.", line_no, "body.stream")
             ok = False
         model = body.get("model")
-        provider: str | None = None
-        if not isinstance(model, str) or not model.strip():
-            self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
-                        line_no, "body.model")
-            ok = False
-        elif len(model) > MAX_MODEL_CHARS:  # items.model and the request log are VARCHAR(256)
-            self._error("invalid_value", f"'body.model' is {len(model):,} characters long; at most {MAX_MODEL_CHARS}.",
-                        line_no, "body.model")
-            ok = False
-        elif "\x00" in model:
-            self._error("invalid_value", "'body.model' must not contain NUL characters (\\u0000).", line_no,
-                        "body.model")
-            ok = False
-        else:
-            routed = self._routes.get(model)
-            if routed is None:
-                routed = self.route(model)
-                if len(self._routes) < MEMO_SIZE:
-                    self._routes[model] = routed
-            provider, reason = routed
-            if provider is None:
-                self._error("model_not_found", reason or f"No configured provider serves model '{model}'.",
-                            line_no, "body.model")
-                ok = False
+        # The memo holds only models that passed every rule: a hit with a provider is the whole check.
+        routed = self._routes.get(model) if isinstance(model, str) else None
+        provider = routed[0] if routed is not None else None
+        if provider is None:
+            provider = self._route_model(line_no, model)
         if not ok or provider is None or not isinstance(model, str) or not isinstance(custom_id, str):
             return None
         self.accepted += 1
@@ -270,6 +211,97 @@ class LineValidator:
         self.models[model] = self.models.get(model, 0) + 1
         self.providers[provider] = self.providers.get(provider, 0) + 1
         return ValidLine(line_no, custom_id, model, provider)
+
+    def _reject_custom_id(self, line_no: int, custom_id: object) -> None:
+        """Reports the rule a `custom_id` breaks (rare path of `_check`)."""
+        if custom_id is None or custom_id == "":
+            self._error("missing_required_parameter",
+                        "Missing required parameter 'custom_id': every line needs a unique string id.",
+                        line_no, "custom_id")
+        elif not isinstance(custom_id, str):
+            self._error("invalid_type", f"'custom_id' must be a string, got {type(custom_id).__name__}.",
+                        line_no, "custom_id")
+        elif len(custom_id) > MAX_CUSTOM_ID_CHARS:
+            self._error("invalid_value",
+                        f"'custom_id' is {len(custom_id)} characters long; at most {MAX_CUSTOM_ID_CHARS}.",
+                        line_no, "custom_id")
+        elif "\x00" in custom_id:  # PostgreSQL text cannot hold NUL: the ingest would fail on every retry
+            self._error("invalid_value", "'custom_id' must not contain NUL characters (\\u0000).", line_no,
+                        "custom_id")
+        else:
+            self._error("duplicate_custom_id",
+                        f"The custom_id '{custom_id}' on line {line_no} duplicates line {self._custom_ids[custom_id]}; "
+                        "custom_id values must be unique within a batch.", line_no, "custom_id")
+
+    def _method_accepted(self, line_no: int, method: object) -> bool:
+        """Whether a `method` other than exactly "POST" is still accepted (any case of "post" is), reporting
+        it when it is not (rare path of `_check`)."""
+        if method is None:
+            self._error("missing_required_parameter", "Missing required parameter 'method' (must be \"POST\").",
+                        line_no, "method")
+            return False
+        if not isinstance(method, str) or method.upper() != "POST":
+            self._error("invalid_method", f"Invalid method {excerpt(repr(method))}: batch requests must use \"POST\".",
+                        line_no, "method")
+            return False
+        return True
+
+    def _reject_url(self, line_no: int, url: object) -> None:
+        """Reports a missing `url` or one that is not the batch's endpoint (rare path of `_check`)."""
+        if not isinstance(url, str) or not url:
+            self._error("missing_required_parameter",
+                        f"Missing required parameter 'url' (must be \"{self.endpoint}\").", line_no, "url")
+        else:
+            self._error("url_mismatch",
+                        f"The url '{excerpt(url)}' does not match the batch endpoint '{self.endpoint}'; "
+                        "every line must target the batch's endpoint.", line_no, "url")
+
+    def _reject_body(self, line_no: int, body: object) -> None:
+        """Reports a missing `body` or one that is not an object (rare path of `_check`)."""
+        if body is None:
+            self._error("missing_required_parameter", "Missing required parameter 'body'.", line_no, "body")
+        else:
+            self._error("invalid_type", f"'body' must be a JSON object, got {type(body).__name__}.", line_no, "body")
+
+    def _body_serializable(self, line_no: int, body: dict[str, Any]) -> bool:
+        """Whether `body` can be written back (sent on), reporting it when not. Called only for lines with
+        enough brackets to nest too deep: orjson parses 1024 levels but serializes at most MAX_BODY_DEPTH."""
+        try:
+            orjson.dumps(body)
+        except TypeError:  # "Recursion limit reached"
+            self._error("invalid_value",
+                        f"'body' nests objects and arrays more than {MAX_BODY_DEPTH} levels deep.", line_no, "body")
+            return False
+        return True
+
+    def _route_model(self, line_no: int, model: object) -> str | None:
+        """The provider for a `body.model` not yet in the route memo, or None after reporting why there is none.
+
+        The rare path of `_check`: a file names a few distinct models, so this runs about once per model (and
+        for every line whose model is invalid or unroutable, which the memo does not keep as hits).
+        """
+        if not isinstance(model, str) or not model.strip():
+            self._error("missing_required_parameter", "Missing required parameter 'body.model'.",
+                        line_no, "body.model")
+            return None
+        if len(model) > MAX_MODEL_CHARS:  # items.model and the request log are VARCHAR(256)
+            self._error("invalid_value", f"'body.model' is {len(model):,} characters long; at most {MAX_MODEL_CHARS}.",
+                        line_no, "body.model")
+            return None
+        if "\x00" in model:
+            self._error("invalid_value", "'body.model' must not contain NUL characters (\\u0000).", line_no,
+                        "body.model")
+            return None
+        routed = self._routes.get(model)
+        if routed is None:
+            routed = self.route(model)
+            if len(self._routes) < MEMO_SIZE:
+                self._routes[model] = routed
+        provider, reason = routed
+        if provider is None:
+            self._error("model_not_found", reason or f"No configured provider serves model '{model}'.",
+                        line_no, "body.model")
+        return provider
 
     def _url_matches(self, url: str) -> bool:
         found = self._urls.get(url)

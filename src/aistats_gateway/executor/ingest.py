@@ -50,8 +50,30 @@ async def ingest(
         # ingesting again would delete items that are already leased, sent or settled.
         return None
     await store.items.discard_ingest(batch.id)
+    validator = _validator(batch, router, limits, pricer)
+    # Its owner may have deleted it since create: the row and blob stay while this batch is unfinished.
+    file = await store.files.get(batch.workspace_id, batch.input_file_id, include_deleted=True)
+    errors: list[LineError]
+    if file is None or not await blobs.exists(file.blob_key):
+        errors = [LineError("input_file_missing",
+                            f"The input file {batch.input_file_id} was deleted before the batch could read it.",
+                            None, "input_file_id")]
+    else:
+        errors = await _store_items(batch.id, file.blob_key, validator, store, blobs)
+    now = clock.now()
+    try:
+        if errors:
+            return await _fail(batch, store, validator, errors, now)
+        return await _start(batch, store, validator, now, execution)
+    except StaleTransition:
+        log.info("batch %s changed status during validation", batch.id)
+        return None
+
+
+def _validator(batch: BatchRecord, router: Router, limits: LimitsConfig, pricer: Pricer) -> LineValidator:
+    """The batch's line rules: its endpoint, its provider preferences, its limits, and its pricing plan."""
     plan_pricer = pricer.with_plan(pricing_plan(batch.execution))
-    validator = LineValidator(
+    return LineValidator(
         endpoint=batch.endpoint,
         route=lambda model: router.route(model, batch.provider_prefs),
         # A held batch keeps the estimate its hold was taken for (at create): pricing its lines again is wasted.
@@ -61,75 +83,82 @@ async def ingest(
         max_lines=limits.max_batch_lines,
         max_errors=limits.max_validation_errors,
     )
-    # Its owner may have deleted it since create: the row and blob stay while this batch is unfinished.
-    file = await store.files.get(batch.workspace_id, batch.input_file_id, include_deleted=True)
-    errors: list[LineError]
-    if file is None or not await blobs.exists(file.blob_key):
-        errors = [LineError("input_file_missing",
-                            f"The input file {batch.input_file_id} was deleted before the batch could read it.",
-                            None, "input_file_id")]
-    else:
-        rows: list[ItemRef] = []
-        splitter = LineSplitter()
-        batch_id = batch.id
-        # One chunk is inserted (on the database thread) while the next is parsed (on the event loop).
-        pending: asyncio.Task[None] | None = None
 
-        async def flush(chunk: list[ItemRef]) -> None:
-            nonlocal pending
-            if pending is not None:
-                await pending
-                pending = None
-            if chunk:
-                pending = asyncio.create_task(store.items.insert_refs(batch_id, chunk))
 
-        async def take(lines: Iterable[tuple[int, int, bytes]]) -> None:
-            nonlocal rows
-            feed, append = validator.feed, rows.append
-            for line_no, offset, raw in lines:
-                valid = feed(line_no, raw)
-                if valid is not None and not validator.error_count:
-                    append((line_no, valid.custom_id, valid.model, valid.provider, offset, len(raw)))
-            if validator.error_count:
-                rows.clear()
-            elif len(rows) >= CHUNK_ROWS:
-                chunk, rows = rows, []
-                await flush(chunk)
+async def _store_items(
+    batch_id: str, blob_key: str, validator: LineValidator, store: Store, blobs: BlobStore,
+) -> list[LineError]:
+    """Stream the input file through `validator`, inserting the item rows in chunks while no line has failed;
+    the validation errors (none: every item is stored)."""
+    rows: list[ItemRef] = []
+    splitter = LineSplitter()
+    # One chunk is inserted (on the database thread) while the next is parsed (on the event loop).
+    pending: asyncio.Task[None] | None = None
 
-        try:
-            async for chunk in blobs.read(file.blob_key):
-                await take(splitter.feed_at(chunk))
-                # Let the loop run between chunks (a local read never waits): the insert task moves on meanwhile
-                # (SQLite inserts on its own thread while we parse), and so do the API and the executor.
-                await asyncio.sleep(0)
-            await take(splitter.finish_at())
-            errors = validator.finish()
-            await flush(rows if not errors else [])
-            await flush([])
-        finally:
-            if pending is not None and not pending.done():
-                await cancel_and_wait([pending])
-    now = clock.now()
+    async def flush(chunk: list[ItemRef]) -> None:
+        nonlocal pending
+        if pending is not None:
+            await pending
+            pending = None
+        if chunk:
+            pending = asyncio.create_task(store.items.insert_refs(batch_id, chunk))
+
+    async def take(lines: Iterable[tuple[int, int, bytes]]) -> None:
+        nonlocal rows
+        feed, append = validator.feed, rows.append
+        for line_no, offset, raw in lines:
+            valid = feed(line_no, raw)
+            if valid is not None and not validator.error_count:
+                append((line_no, valid.custom_id, valid.model, valid.provider, offset, len(raw)))
+        if validator.error_count:
+            rows.clear()
+        elif len(rows) >= CHUNK_ROWS:
+            chunk, rows = rows, []
+            await flush(chunk)
+
     try:
-        if errors:
-            await store.items.discard_ingest(batch.id)
-            message = f"{validator.error_count} line(s) failed validation"
-            if validator.error_count > len(errors):
-                message += f"; the first {len(errors)} are listed"
-            return await store.batches.transition(
-                batch.id, BatchStatus.VALIDATING, BatchStatus.FAILED, now,
-                errors=[e.as_dict() for e in errors], status_reason=message,
-            )
-        models = list(validator.models)
-        providers = list(validator.providers)
-        summary: dict[str, object] = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
-                                      "provider": providers[0] if len(providers) == 1 else None}
-        summary["execution"] = (execution(batch, providers) if execution is not None else ExecutionMode.MANAGED).value
-        if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
-            summary["estimated_nanos"] = validator.estimated_nanos
-        # Stored before the status moves, so a batch cancelled during validation still counts its lines.
-        await store.batches.update_fields(batch.id, **summary)
-        return await store.batches.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)
-    except StaleTransition:
-        log.info("batch %s changed status during validation", batch.id)
-        return None
+        async for chunk in blobs.read(blob_key):
+            await take(splitter.feed_at(chunk))
+            # Let the loop run between chunks (a local read never waits): the insert task moves on meanwhile
+            # (SQLite inserts on its own thread while we parse), and so do the API and the executor.
+            await asyncio.sleep(0)
+        await take(splitter.finish_at())
+        errors = validator.finish()
+        await flush(rows if not errors else [])
+        await flush([])
+    finally:
+        if pending is not None and not pending.done():
+            await cancel_and_wait([pending])
+    return errors
+
+
+async def _fail(
+    batch: BatchRecord, store: Store, validator: LineValidator, errors: list[LineError], now: float,
+) -> BatchRecord | None:
+    """Drop whatever items were stored and fail the batch with the (capped) list of line errors."""
+    await store.items.discard_ingest(batch.id)
+    message = f"{validator.error_count} line(s) failed validation"
+    if validator.error_count > len(errors):
+        message += f"; the first {len(errors)} are listed"
+    return await store.batches.transition(
+        batch.id, BatchStatus.VALIDATING, BatchStatus.FAILED, now,
+        errors=[e.as_dict() for e in errors], status_reason=message,
+    )
+
+
+async def _start(
+    batch: BatchRecord, store: Store, validator: LineValidator, now: float,
+    execution: Callable[[BatchRecord, list[str]], ExecutionMode] | None,
+) -> BatchRecord | None:
+    """Record what validation learnt (line count, the one model/provider, execution mode, estimate) and move
+    the batch to in_progress."""
+    models = list(validator.models)
+    providers = list(validator.providers)
+    summary: dict[str, object] = {"total": validator.accepted, "model": models[0] if len(models) == 1 else None,
+                                  "provider": providers[0] if len(providers) == 1 else None}
+    summary["execution"] = (execution(batch, providers) if execution is not None else ExecutionMode.MANAGED).value
+    if not batch.reservation_id:  # a held batch keeps the estimate its hold was taken for
+        summary["estimated_nanos"] = validator.estimated_nanos
+    # Stored before the status moves, so a batch cancelled during validation still counts its lines.
+    await store.batches.update_fields(batch.id, **summary)
+    return await store.batches.transition(batch.id, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, now)

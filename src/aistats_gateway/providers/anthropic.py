@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
@@ -40,23 +40,15 @@ from aistats_gateway.providers.base import (
     ProviderResult,
     RateLimitInfo,
     final_429,
-    matches,
+    int_header,
     parse_retry_after,
 )
-from aistats_gateway.providers.http import MAX_RESPONSE_BYTES, UpstreamHTTP
+from aistats_gateway.providers.http import HttpOptions, HttpProvider
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 MESSAGES = "/v1/messages"
 TRANSLATED = {"/v1/chat/completions": chat_to_messages, "/v1/responses": responses_to_messages}
-
-
-def _int(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def parse_reset(value: str | None, now: float | None = None) -> float | None:
@@ -76,10 +68,11 @@ def parse_anthropic_ratelimit(headers: Mapping[str, str], now: float | None = No
     """`anthropic-ratelimit-requests-*` and the tightest of the `tokens`/`input-tokens`/`output-tokens`
     budgets (the one with the fewest tokens remaining); None when the answer carried none of them."""
     prefix = "anthropic-ratelimit-"
-    requests = (_int(headers, prefix + "requests-limit"), _int(headers, prefix + "requests-remaining"))
+    requests = (int_header(headers, prefix + "requests-limit"), int_header(headers, prefix + "requests-remaining"))
     tightest: tuple[int | None, int | None, float | None] | None = None
     for family in ("tokens", "input-tokens", "output-tokens"):
-        limit, remaining = _int(headers, f"{prefix}{family}-limit"), _int(headers, f"{prefix}{family}-remaining")
+        limit = int_header(headers, f"{prefix}{family}-limit")
+        remaining = int_header(headers, f"{prefix}{family}-remaining")
         if limit is None and remaining is None:
             continue
         candidate = (limit, remaining, parse_reset(headers.get(f"{prefix}{family}-reset"), now))
@@ -95,39 +88,19 @@ def parse_anthropic_ratelimit(headers: Mapping[str, str], now: float | None = No
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     kind = "anthropic"
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str | None,
-        api_key: str | None,
-        models: list[str],
-        *,
-        timeout_seconds: float,
-        connect_timeout_seconds: float,
-        max_connections: int,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-    ) -> None:
-        self.name = name
-        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.base_url = root[:-3] if root.endswith("/v1") else root
-        self.url = self.base_url + MESSAGES
-        self.patterns = models
+    def __init__(self, name: str, base_url: str | None, api_key: str | None, models: list[str],
+                 **http: Unpack[HttpOptions]) -> None:
         headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
                    "user-agent": "aistats-gateway/0.1"}
         if api_key:
             headers["x-api-key"] = api_key
-        self.http = UpstreamHTTP(name, headers, timeout_seconds=timeout_seconds,
-                                 connect_timeout_seconds=connect_timeout_seconds, max_connections=max_connections,
-                                 max_response_bytes=max_response_bytes)
-
-    def serves(self, model: str) -> bool:
-        return matches(self.patterns, model)
-
-    def listed_models(self) -> list[str]:
-        return [p for p in self.patterns if "*" not in p]
+        super().__init__(name, models, headers, **http)
+        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self.url = self.base_url + MESSAGES
 
     async def send(self, endpoint: str, model: str, body: bytes) -> ProviderResult:
         request: dict[str, Any] | None = None
@@ -171,6 +144,3 @@ class AnthropicProvider:
                                       ) from exc
         return ProviderResult(status, out, retry_after, upstream_id, prompt_tokens(usage), usage["output_tokens"],
                               usage, limits)
-
-    async def close(self) -> None:
-        await self.http.close()

@@ -117,7 +117,8 @@ def parse_duration(value: str | None) -> float | None:
     return total if pos == len(value) and pos > 0 else None
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+def int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A numeric rate-limit header as an int (some send `59.0`); None when absent or not a number."""
     value = headers.get(name)
     if value is None:
         return None
@@ -133,11 +134,11 @@ def parse_openai_ratelimit(headers: Mapping[str, str]) -> RateLimitInfo | None:
             and "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
         return None
     return RateLimitInfo(
-        limit_requests=_int_header(headers, "x-ratelimit-limit-requests"),
-        remaining_requests=_int_header(headers, "x-ratelimit-remaining-requests"),
+        limit_requests=int_header(headers, "x-ratelimit-limit-requests"),
+        remaining_requests=int_header(headers, "x-ratelimit-remaining-requests"),
         reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
-        limit_tokens=_int_header(headers, "x-ratelimit-limit-tokens"),
-        remaining_tokens=_int_header(headers, "x-ratelimit-remaining-tokens"),
+        limit_tokens=int_header(headers, "x-ratelimit-limit-tokens"),
+        remaining_tokens=int_header(headers, "x-ratelimit-remaining-tokens"),
         reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
 

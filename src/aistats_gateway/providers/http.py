@@ -1,4 +1,5 @@
-"""The upstream HTTP client every sending provider shares: one aiohttp session per provider, bounded reads.
+"""The upstream HTTP client every sending provider shares: one aiohttp session per provider, bounded reads;
+and `HttpProvider`, what the sending providers (openai_compat.py, anthropic.py) have in common around it.
 
 Owns the connection pool (aiohttp's pool costs far less CPU per request than httpx's under concurrency,
 and this is the executor's hot path), the size bound on answers (one huge answer cannot exhaust memory),
@@ -10,14 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import NotRequired, TypedDict, Unpack
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from aistats_gateway.errors import UpstreamUnavailable
+from aistats_gateway.providers.base import matches
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class HttpOptions(TypedDict):
+    """How a sending provider's session is bounded (kinds.py reads them from [executor] and [[providers]])."""
+
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    max_connections: int
+    max_response_bytes: NotRequired[int]
 
 
 class UpstreamHTTP:
@@ -62,6 +74,26 @@ class UpstreamHTTP:
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)
+
+
+class HttpProvider:
+    """The part every provider that sends over `UpstreamHTTP` shares: its name, the model patterns it serves
+    (those without a wildcard are the models /v1/models lists), and its pooled session."""
+
+    def __init__(self, name: str, models: list[str], headers: Mapping[str, str],
+                 **http: Unpack[HttpOptions]) -> None:
+        self.name = name
+        self.patterns = models
+        self.http = UpstreamHTTP(name, headers, **http)
+
+    def serves(self, model: str) -> bool:
+        return matches(self.patterns, model)
+
+    def listed_models(self) -> list[str]:
+        return [p for p in self.patterns if "*" not in p]
+
+    async def close(self) -> None:
+        await self.http.close()
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:

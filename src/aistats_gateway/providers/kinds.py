@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aistats_gateway.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_DEFAULT_URL
 from aistats_gateway.providers.anthropic import AnthropicProvider
 from aistats_gateway.providers.base import Provider
+from aistats_gateway.providers.http import HttpOptions
 from aistats_gateway.providers.mock import MockProvider
 from aistats_gateway.providers.native_anthropic import AnthropicBatches
 from aistats_gateway.providers.native_openai import OpenAIBatches
@@ -36,22 +37,23 @@ class Kind:
     batches: Callable[[ProviderConfig, str | None, float], BatchClient] | None = None  # None: no batch API
 
 
-def _openai(cfg: ProviderConfig, settings: Settings, url: str | None) -> Provider:
+def _http_options(cfg: ProviderConfig, settings: Settings) -> HttpOptions:
+    """A sending provider's session bounds: its own timeout or the executor's, and a pool as wide as the wider
+    of its own concurrency and a lane's."""
     ex = settings.executor
+    return HttpOptions(timeout_seconds=cfg.timeout_seconds or ex.request_timeout_seconds,
+                       connect_timeout_seconds=ex.connect_timeout_seconds,
+                       max_connections=max(cfg.max_concurrency or 0, ex.max_lane_concurrency),
+                       max_response_bytes=ex.max_response_bytes)
+
+
+def _openai(cfg: ProviderConfig, settings: Settings, url: str | None) -> Provider:
     return OpenAICompatibleProvider(cfg.name, url or OPENAI_DEFAULT_URL, cfg.api_key, cfg.models,
-                                    timeout_seconds=cfg.timeout_seconds or ex.request_timeout_seconds,
-                                    connect_timeout_seconds=ex.connect_timeout_seconds,
-                                    max_connections=max(cfg.max_concurrency or 0, ex.max_lane_concurrency),
-                                    max_response_bytes=ex.max_response_bytes)
+                                    **_http_options(cfg, settings))
 
 
 def _anthropic(cfg: ProviderConfig, settings: Settings, url: str | None) -> Provider:
-    ex = settings.executor
-    return AnthropicProvider(cfg.name, url, cfg.api_key, cfg.models,
-                             timeout_seconds=cfg.timeout_seconds or ex.request_timeout_seconds,
-                             connect_timeout_seconds=ex.connect_timeout_seconds,
-                             max_connections=max(cfg.max_concurrency or 0, ex.max_lane_concurrency),
-                             max_response_bytes=ex.max_response_bytes)
+    return AnthropicProvider(cfg.name, url, cfg.api_key, cfg.models, **_http_options(cfg, settings))
 
 
 def _mock(cfg: ProviderConfig, settings: Settings, _url: str | None) -> Provider:

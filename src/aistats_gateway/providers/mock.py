@@ -167,18 +167,28 @@ def respond(endpoint: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
                       "total_tokens": prompt_tokens + out_tokens},
         }
     if endpoint == "/v1/embeddings":
-        inputs = body.get("input")
-        values = inputs if isinstance(inputs, list) else [inputs]
-        requested = body.get("dimensions")
-        dims = requested if isinstance(requested, int) and 0 < requested <= 4096 else 8
-        data = []
-        for i, value in enumerate(values):
-            seed = hashlib.sha256(orjson.dumps(value)).digest()
-            vector = [round((seed[j % len(seed)] - 127.5) / 127.5, 6) for j in range(dims)]
-            data.append({"object": "embedding", "index": i, "embedding": vector})
-        return {"object": "list", "data": data, "model": model,
-                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
-    # /v1/moderations
+        return _embeddings(model, body, prompt_tokens)
+    return _moderations(model, body, digest)  # /v1/moderations
+
+
+def _embeddings(model: str, body: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
+    """One vector per input, derived from the input's hash (so equal inputs embed equally), of the requested
+    `dimensions` (default 8)."""
+    inputs = body.get("input")
+    values = inputs if isinstance(inputs, list) else [inputs]
+    requested = body.get("dimensions")
+    dims = requested if isinstance(requested, int) and 0 < requested <= 4096 else 8
+    data = []
+    for i, value in enumerate(values):
+        seed = hashlib.sha256(orjson.dumps(value)).digest()
+        vector = [round((seed[j % len(seed)] - 127.5) / 127.5, 6) for j in range(dims)]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def _moderations(model: str, body: dict[str, Any], digest: str) -> dict[str, Any]:
+    """Nothing flagged, one result per input."""
     inputs = body.get("input")
     values = inputs if isinstance(inputs, list) else [inputs]
     return {

@@ -52,6 +52,7 @@ from aistats_gateway.providers.native_base import (
     RemoteBatch,
     Search,
     blob_lines,
+    result_custom_id,
     split_lines,
 )
 from aistats_gateway.storage.blobs import BlobStore
@@ -241,15 +242,9 @@ class AnthropicBatches:
 
     async def discard(self, found: RemoteBatch, provider_file_id: str | None) -> None:
         """Delete the ended Message Batch (and its results) once our copy of the results is stored."""
-        try:
-            await self.http.call("DELETE", f"{self.base_url}/{found.id}", what="message batch delete")
-        except Rejected as exc:
-            if exc.status != 404:  # 404: already gone
-                raise
+        await self.http.delete(f"{self.base_url}/{found.id}", what="message batch delete")
 
-    def result_custom_id(self, record: dict[str, Any]) -> str | None:
-        value = record.get("custom_id")
-        return value if isinstance(value, str) else None
+    result_custom_id = staticmethod(result_custom_id)
 
     def outcome(self, endpoint: str, item: JobItem, record: dict[str, Any]) -> Outcome:
         raw_result = record.get("result")

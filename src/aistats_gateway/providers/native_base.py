@@ -124,6 +124,14 @@ class HttpClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"{what}: cannot reach {self.name}: {exc}") from exc
 
+    async def delete(self, url: str, *, what: str) -> None:
+        """DELETE `url`; a 404 counts as done (already gone: deleting is how we clean up, and may be repeated)."""
+        try:
+            await self.call("DELETE", url, what=what)
+        except Rejected as exc:
+            if exc.status != 404:
+                raise
+
     async def download(self, url: str, blobs: BlobStore, key: str, *, what: str) -> int:
         """Stream `url` into the blob `key` (published atomically); returns its size."""
         writer = blobs.writer(key)
@@ -140,6 +148,13 @@ class HttpClient:
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)
+
+
+def result_custom_id(record: dict[str, Any]) -> str | None:
+    """The custom_id a provider's result line names (both OpenAI's output lines and Anthropic's results carry
+    it at the top level); None when it has none usable."""
+    value = record.get("custom_id")
+    return value if isinstance(value, str) else None
 
 
 async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

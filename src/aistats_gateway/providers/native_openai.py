@@ -17,7 +17,6 @@ import aiohttp
 import orjson
 from aiohttp.payload import AsyncIterablePayload
 
-from aistats_gateway.errors import Rejected
 from aistats_gateway.providers.base import usage_dict, usage_of
 from aistats_gateway.providers.native_base import (
     CANCELLED,
@@ -29,6 +28,7 @@ from aistats_gateway.providers.native_base import (
     Outcome,
     RemoteBatch,
     Search,
+    result_custom_id,
 )
 from aistats_gateway.storage.blobs import BlobStore
 from aistats_gateway.storage.native_jobs import JobItem, NativeJob
@@ -136,15 +136,9 @@ class OpenAIBatches:
         """Delete what we left on the provider once our copies are stored: the input file we uploaded and the
         batch's output and error files (OpenAI keeps batches themselves; they cannot be deleted)."""
         for file_id in [f for f in (provider_file_id, *found.result_refs) if f]:
-            try:
-                await self.http.call("DELETE", f"{self.base_url}/files/{file_id}", what="file delete")
-            except Rejected as exc:
-                if exc.status != 404:  # 404: already gone
-                    raise
+            await self.http.delete(f"{self.base_url}/files/{file_id}", what="file delete")
 
-    def result_custom_id(self, record: dict[str, Any]) -> str | None:
-        value = record.get("custom_id")
-        return value if isinstance(value, str) else None
+    result_custom_id = staticmethod(result_custom_id)
 
     def outcome(self, endpoint: str, item: JobItem, record: dict[str, Any]) -> Outcome:
         response = record.get("response")

@@ -7,6 +7,8 @@ here unless its model name must be rewritten.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import orjson
 from yarl import URL
 
@@ -14,47 +16,26 @@ from aistats_gateway.errors import UpstreamUnavailable
 from aistats_gateway.providers.base import (
     ProviderResult,
     final_429,
-    matches,
     parse_openai_ratelimit,
     parse_retry_after,
     usage_dict,
     usage_of,
 )
-from aistats_gateway.providers.http import MAX_RESPONSE_BYTES, UpstreamHTTP
+from aistats_gateway.providers.http import HttpOptions, HttpProvider
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HttpProvider):
     kind = "openai"
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        api_key: str | None,
-        models: list[str],
-        *,
-        timeout_seconds: float,
-        connect_timeout_seconds: float,
-        max_connections: int,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.patterns = models
-        self._urls: dict[str, URL] = {}
+    def __init__(self, name: str, base_url: str, api_key: str | None, models: list[str],
+                 **http: Unpack[HttpOptions]) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "aistats-gateway/0.1"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self.http = UpstreamHTTP(name, headers, timeout_seconds=timeout_seconds,
-                                 connect_timeout_seconds=connect_timeout_seconds, max_connections=max_connections,
-                                 max_response_bytes=max_response_bytes)
-
-    def serves(self, model: str) -> bool:
-        return matches(self.patterns, model)
-
-    def listed_models(self) -> list[str]:
-        return [p for p in self.patterns if "*" not in p]
+        super().__init__(name, models, headers, **http)
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self._urls: dict[str, URL] = {}
 
     def url_for(self, endpoint: str) -> str:
         """`base_url` includes the version (as OPENAI_BASE_URL does): .../v1 + /chat/completions."""
@@ -84,6 +65,3 @@ class OpenAICompatibleProvider:
             usage = usage_dict(parsed)
         return ProviderResult(status, raw, retry_after, upstream_id, tin, tout, usage, limits,
                               final=final_429(status, raw))
-
-    async def close(self) -> None:
-        await self.http.close()

@@ -21,7 +21,7 @@ POST /v1/messages answers like Anthropic does:
   * headers: `request-id` and `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
     remaining,reset}` (resets as RFC 3339 times).
 `--rpm N` answers requests beyond N a minute (a rolling one-second window of N/60) with 429
-`rate_limit_error` and `retry-after: 1`. Fault plans work as in testing/upstream.py: a body field
+`rate_limit_error` and `retry-after: 1`. Fault plans work as in testing/upstream.py (testing/faults.py): a body field
     "x_fault": {"key": "line-7", "plan": [529, 429, "ok"], "retry_after": 0.2}
 gives the n-th attempt with that key `plan[n-1]`: an HTTP status (answered with Anthropic's error body for
 that status: 429 rate_limit_error, 529 overloaded_error, 500 api_error, ...), "ok", "reset", "hang",
@@ -48,6 +48,7 @@ import orjson
 from aiohttp import web
 
 from aistats_gateway.testing.anthropic_batches import MessageBatches
+from aistats_gateway.testing.faults import RpmWindow, connection_fault, count_attempt, planned
 
 FIELDS = frozenset({"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
                     "stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"})
@@ -146,24 +147,12 @@ class AnthropicUpstream:
         self.batches = MessageBatches(self, validate, error, request_ms=batch_request_ms, state_file=state_file,
                                       create_faults=create_faults)
         self.latency = latency_ms / 1000.0
-        self.rpm = rpm
+        self.window = RpmWindow(rpm)
         self.api_key = api_key
         self.ledger: dict[str, int] = defaultdict(int)
         self.stats: dict[str, int] = defaultdict(int)
         self.requests: deque[dict[str, Any]] = deque(maxlen=200)
         self.cache: set[str] = set()
-        self._window: deque[float] = deque()
-
-    def _throttled(self) -> bool:
-        if self.rpm <= 0:
-            return False
-        now = asyncio.get_running_loop().time()
-        while self._window and now - self._window[0] > 1.0:
-            self._window.popleft()
-        if len(self._window) >= max(1, self.rpm // 60):
-            return True
-        self._window.append(now)
-        return False
 
     def _usage(self, body: dict[str, Any], out_tokens: int) -> dict[str, Any]:
         pieces: list[tuple[str, bool]] = []  # (text, marked with cache_control)
@@ -255,17 +244,14 @@ class AnthropicUpstream:
             return error(400, "The request body must be a JSON object.")
         fault = body.pop("x_fault", None) or {}
         self.requests.append(body)
-        key = str(fault.get("key") or hashlib.sha256(raw).hexdigest()[:16])
-        self.ledger[key] += 1
-        attempt = self.ledger[key]
+        key, attempt = count_attempt(self.ledger, fault, raw)
         if self.latency:
             await asyncio.sleep(self.latency)
-        if self._throttled():
+        if self.window.throttled():
             self.stats["throttled"] += 1
             return error(429, "Number of requests has exceeded your per-minute rate limit (fake --rpm)",
                          {"retry-after": "1"})
-        plan = fault.get("plan") or []
-        action = plan[attempt - 1] if attempt <= len(plan) else "ok"
+        action = planned(fault, attempt)
         self.stats[f"action:{action}"] += 1
         request_id = f"req_fake_{key}_{attempt}"
         if action == "ok":
@@ -277,21 +263,8 @@ class AnthropicUpstream:
             answer = self.answer(body, f"msg_{hashlib.sha256(f'{key}:{attempt}'.encode()).hexdigest()[:24]}")
             return web.Response(body=orjson.dumps(answer), content_type="application/json",
                                 headers=self._headers(request_id))
-        if action == "hang":
-            await asyncio.sleep(3600)
-        if action == "reset" and request.transport is not None:
-            request.transport.abort()
-            raise web.HTTPInternalServerError()
-        if action == "badjson":
-            return web.Response(body=b"{not json", content_type="application/json")
-        if action == "truncated":
-            resp = web.StreamResponse(status=200, headers={"content-type": "application/json",
-                                                           "content-length": "1000"})
-            await resp.prepare(request)
-            await resp.write(b'{"id": "msg_cut')
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+        if (broken := await connection_fault(request, action)) is not None:
+            return broken
         status = int(action)
         headers = {"request-id": request_id}
         if fault.get("retry_after") is not None:

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from aistats_gateway.providers.mock import respond
+from aistats_gateway.testing.faults import RpmWindow, connection_fault, count_attempt, planned
 
 ENDPOINTS = ("chat/completions", "responses", "embeddings", "completions", "moderations", "messages")
 DEFAULT_MODELS = ("gpt-4o-mini", "local-llama-3.1-8b")
@@ -46,24 +46,12 @@ class Upstream:
     def __init__(self, latency_ms: float = 0.0, rpm: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) -> None:
         self.models = models
         self.latency = latency_ms / 1000.0
-        self.rpm = rpm
+        self.window = RpmWindow(rpm)
         self.ledger: dict[str, int] = defaultdict(int)
         self.stats: dict[str, int] = defaultdict(int)
-        self._window: deque[float] = deque()
         self.accepted: dict[str, int] = defaultdict(int)
         self.per_second: dict[int, int] = defaultdict(int)
         self.bodies: dict[str, str] = {}
-
-    def _throttled(self) -> bool:
-        if self.rpm <= 0:
-            return False
-        now = time.monotonic()
-        while self._window and now - self._window[0] > 1.0:
-            self._window.popleft()
-        if len(self._window) >= max(1, self.rpm // 60):
-            return True
-        self._window.append(now)
-        return False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         endpoint = "/v1/" + request.match_info["endpoint"]
@@ -75,17 +63,14 @@ class Upstream:
             return _error(400, "invalid JSON body")
         fault = body.pop("x_fault", None) or {}
         details = body.pop("x_usage", None)
-        key = str(fault.get("key") or hashlib.sha256(raw).hexdigest()[:16])
-        self.ledger[key] += 1
+        key, attempt = count_attempt(self.ledger, fault, raw)
         self.bodies[key] = raw.decode("utf-8", "replace")
-        attempt = self.ledger[key]
         if self.latency:
             await asyncio.sleep(self.latency)
-        if self._throttled():
+        if self.window.throttled():
             self.stats["throttled"] += 1
             return _error(429, "rate limit reached (test upstream --rpm)", headers={"retry-after-ms": "200"})
-        plan = fault.get("plan") or []
-        action = plan[attempt - 1] if attempt <= len(plan) else "ok"
+        action = planned(fault, attempt)
         self.stats[f"action:{action}"] += 1
         if action == "ok":
             self.accepted[key] += 1
@@ -95,32 +80,16 @@ class Upstream:
                 _add_details(answer["usage"], details)
             return web.Response(body=orjson.dumps(answer), content_type="application/json",
                                 headers={"x-request-id": f"req_up_{key}_{attempt}"})
-        if action == "hang":
-            await asyncio.sleep(3600)
-        if action == "reset":
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-            raise web.HTTPInternalServerError()
+        if (broken := await connection_fault(request, action)) is not None:
+            return broken
         if isinstance(action, str) and action.startswith("big:"):
             answer = respond(endpoint, str(body.get("model", "unknown")), body)
             answer["padding"] = "x" * int(action[4:])
             return web.Response(body=orjson.dumps(answer), content_type="application/json")
-        if action == "badjson":
-            return web.Response(body=b"{this is not json", content_type="application/json")
         if action == "quota":  # OpenAI's answer when the account has no credit left: a 429 retries cannot fix
             return web.json_response({"error": {
                 "message": "You exceeded your current quota, please check your plan and billing details.",
                 "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}, status=429)
-        if action == "truncated":
-            resp = web.StreamResponse(status=200, headers={"content-type": "application/json",
-                                                           "content-length": "1000"})
-            await resp.prepare(request)
-            await resp.write(b'{"id": "cut')
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-            return resp
         status = int(action)
         headers = {}
         if status == 429 and fault.get("retry_after") is not None:
