@@ -25,6 +25,7 @@ from aistats_gateway.api import batches as batch_routes
 from aistats_gateway.api import catalog as catalog_routes
 from aistats_gateway.api import errors as api_errors
 from aistats_gateway.api import files as file_routes
+from aistats_gateway.api import lines as line_routes
 from aistats_gateway.api import meta as meta_routes
 from aistats_gateway.api import stream as stream_routes
 from aistats_gateway.api import usage as usage_routes
@@ -51,6 +52,7 @@ from aistats_gateway.services.batches import BatchService
 from aistats_gateway.services.catalog import UpstreamModels
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.keys import ensure_default_keys
+from aistats_gateway.services.lines import LineInspector
 from aistats_gateway.services.request_rows import RequestRowService
 from aistats_gateway.services.retention import RetentionSweeper
 from aistats_gateway.services.retries import RetryService
@@ -91,6 +93,7 @@ class Gateway:
     retention: RetentionSweeper | None = None  # removes expired files (worker processes only)
     upstream_models: UpstreamModels = field(default_factory=UpstreamModels)  # GET /v1/models of upstreams, cached
     retries: RetryService | None = None  # POST /v1/batches/{id}/retry and the chains it makes
+    lines: LineInspector | None = None  # the line inspector (GET /v1/batches/{id}/lines)
 
 
 async def _open_store(settings: Settings, clock: Clock, metrics: Metrics) -> Store:
@@ -183,7 +186,7 @@ async def open_gateway(settings: Settings, clock: Clock | None = None, *, serve_
                  RequestRowService(store, blobs),
                  redis=redis_client, fanout=fanout, permits=permits,
                  retention=RetentionSweeper(store, files, clock, settings.retention) if settings.run_worker else None,
-                 retries=RetryService(store, files, batches, clock))
+                 retries=RetryService(store, files, batches, clock), lines=LineInspector(store, blobs))
     metrics.watch_storage(lambda: gw.storage_counts)
     return gw
 
@@ -252,6 +255,7 @@ def build_app(settings: Settings, clock: Clock | None = None, *, print_key: bool
     for prefix in batch_routes.PREFIXES:
         app.include_router(catalog_routes.router, prefix=prefix)
     for prefix in batch_routes.PREFIXES:
+        app.include_router(line_routes.router, prefix=prefix)
         app.include_router(batch_routes.router, prefix=prefix)
     for module in (stream_routes, usage_routes, webhook_endpoint_routes):
         app.include_router(module.router)

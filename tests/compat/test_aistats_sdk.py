@@ -444,7 +444,7 @@ def test_create_and_poll_batch(report: dict[str, Any]) -> None:
     batch = polled["batch"]
     assert batch["id"] == created["id"]
     assert polled["statuses_seen"][-1] == "completed", polled["statuses_seen"]
-    assert batch["request_counts"] == {"total": ECHO_LINES, "completed": ECHO_LINES, "failed": 0}
+    assert batch["request_counts"].items() >= {"total": ECHO_LINES, "completed": ECHO_LINES, "failed": 0}.items()
     assert batch["output_file_id"].startswith("file-") and batch["error_file_id"] is None
     assert batch["created_at"] <= batch["in_progress_at"] <= batch["completed_at"]
     assert batch["lifecycle_status"] == "completed" and batch["progress"] == 100

@@ -51,7 +51,8 @@ def test_database_locked_by_another_process(tmp_path: Path) -> None:
             locker.execute("ROLLBACK")
             locker.close()
         done = wait_for_batch(api, batch["id"], timeout=60)
-        assert done["status"] == "completed" and done["request_counts"] == {"total": 600, "completed": 600, "failed": 0}
+        assert done["status"] == "completed" and (
+            done["request_counts"].items() >= {"total": 600, "completed": 600, "failed": 0}.items())
         check_exactly_once(api, done, [r["custom_id"] for r in rows])
         with sqlite3.connect(tmp_path / "data" / "gateway.db") as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

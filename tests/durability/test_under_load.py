@@ -28,7 +28,7 @@ def check(api: httpx.Client, batch: dict[str, Any], rows: list[dict[str, Any]], 
     err = [json.loads(x) for x in api.get(f"/files/{batch['error_file_id']}/content").text.splitlines()]
     ids = [x["custom_id"] for x in out + err]
     assert sorted(ids) == sorted(r["custom_id"] for r in rows) and len(set(ids)) == LINES
-    assert batch["request_counts"] == {"total": LINES, "completed": len(out), "failed": len(err)}
+    assert batch["request_counts"].items() >= {"total": LINES, "completed": len(out), "failed": len(err)}.items()
     assert {x["error"]["code"] for x in err} == {halt_code}
     assert all(ledger.get(x["custom_id"], 0) == 1 for x in out), "each finished line was sent exactly once"
     assert all(ledger.get(x["custom_id"], 0) == 0 for x in err), f"a {halt_code} line was sent upstream"

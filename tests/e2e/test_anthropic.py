@@ -100,7 +100,7 @@ def test_chat_completions_batch_is_translated(stack: Any) -> None:
         ("overloaded", chat({"role": "user", "content": "busy"}, x_fault={"key": "overloaded", "plan": [529]})),
     ]
     done, out, err = run(api, "/v1/chat/completions", rows)
-    assert done["request_counts"] == {"total": 8, "completed": 6, "failed": 2}
+    assert done["request_counts"].items() >= {"total": 8, "completed": 6, "failed": 2}.items()
     assert set(out) == {"plain", "system", "tools", "tool-result", "throttled", "overloaded"}
     for cid, line in out.items():
         body = line["response"]["body"]

@@ -884,7 +884,7 @@ def test_a_10_mb_line_runs_and_10_mb_of_garbage_fails_on_line_1(api: httpx.Clien
     garbage = api.post("/batches", json={"endpoint": "chat/completions",
                                          "input_file_id": upload(api, b"x" * 10_000_000)})
     done = wait_terminal(api, [ok.json()["id"], garbage.json()["id"]], timeout=60)
-    assert done[ok.json()["id"]]["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    assert done[ok.json()["id"]]["request_counts"].items() >= {"total": 2, "completed": 2, "failed": 0}.items()
     failed = done[garbage.json()["id"]]
     assert failed["status"] == "failed" and failed["errors"]["data"][0]["line"] == 1
     assert len(failed["errors"]["data"][0]["message"]) < 500  # says what is wrong without echoing the line

@@ -63,7 +63,8 @@ def test_json_output_exit_codes_and_results(gw: Gateway, tmp_path: Path) -> None
     done = aistats(gw, "batch", "submit", str(good), "-e", "chat/completions", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     batch = json.loads(done.stdout.strip().splitlines()[-1])
-    assert batch["status"] == "completed" and batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert batch["status"] == "completed" and (
+        batch["request_counts"].items() >= {"total": 2, "completed": 1, "failed": 1}.items())
 
     out = tmp_path / "errors.jsonl"
     res = aistats(gw, "batch", "results", batch["id"], "--errors", "-o", str(out))

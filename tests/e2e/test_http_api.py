@@ -79,7 +79,8 @@ def test_json_upload_with_text_and_data_url(api: httpx.Client) -> None:
 def test_inline_requests_mixed_models_and_endpoint_spellings(api: httpx.Client) -> None:
     rows = [chat_line("e1", "hi"), chat_line("r1", "no", model="mock/reject")]
     done = wait_for_batch(api, create(api, endpoint="chat/completions", requests=rows)["id"])
-    assert done["status"] == "completed" and done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert done["status"] == "completed" and (
+        done["request_counts"].items() >= {"total": 2, "completed": 1, "failed": 1}.items())
     assert done["model"] is None  # mixed models
     errors = [json.loads(x) for x in api.get(f"/files/{done['error_file_id']}/content").text.splitlines()]
     assert errors[0]["custom_id"] == "r1" and errors[0]["response"]["status_code"] == 400

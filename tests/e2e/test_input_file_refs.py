@@ -111,8 +111,8 @@ def test_deleting_the_input_file_mid_batch_loses_no_line_and_frees_the_blob_afte
         assert mid["status"] == "in_progress" and mid["request_counts"]["completed"] < len(running), mid
 
         done = wait_for_batch(api, first["id"], timeout=60)
-        assert done["status"] == "completed" and done["request_counts"] == {
-            "total": len(running), "completed": len(running), "failed": 0}, done
+        assert done["status"] == "completed" and done["request_counts"].items() >= {
+            "total": len(running), "completed": len(running), "failed": 0}.items(), done
         sent = upstream.bodies()
         assert all(sent[r["custom_id"]] == orjson.dumps(r["body"]).decode() for r in running)
         assert sorted(x["custom_id"] for x in lines_of(api, done["output_file_id"])) == sorted(

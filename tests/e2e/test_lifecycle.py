@@ -69,7 +69,7 @@ def test_a_killed_gateway_resumes_and_loses_nothing(tmp_path: Path) -> None:
         api = gw.client()
         done = wait_for_batch(api, batch["id"], timeout=60)
         assert done["status"] == "completed"
-        assert done["request_counts"] == {"total": 400, "completed": 400, "failed": 0}
+        assert done["request_counts"].items() >= {"total": 400, "completed": 400, "failed": 0}.items()
         out = [json.loads(x) for x in api.get(f"/files/{done['output_file_id']}/content").text.splitlines()]
         assert sorted(x["custom_id"] for x in out) == sorted(r["custom_id"] for r in rows)
     finally:

@@ -85,7 +85,7 @@ def _run(clients: list[httpx.Client], late: httpx.Client, batch_ids: dict[int, l
     done = wait_for_batch(late, late_id, timeout=60)
     late_seconds = time.monotonic() - started
     assert done["status"] == "completed", done
-    assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}, done
+    assert done["request_counts"].items() >= {"total": 1, "completed": 1, "failed": 0}.items(), done
     assert late_seconds < 10, f"the late one-line batch took {late_seconds:.1f}s"
     for w, client in enumerate(clients):
         ended = _wait_all(client, batch_ids[w], timeout=240)

@@ -31,7 +31,7 @@ def test_thousands_of_model_names_are_served_then_their_lanes_retire_and_metrics
         assert created.status_code == 200, created.text
         batch = wait_for_batch(api, created.json()["id"], timeout=600, every=1.0)  # a poll prices every model
         assert batch["status"] == "completed", batch
-        assert batch["request_counts"] == {"total": MODELS, "completed": MODELS, "failed": 0}
+        assert batch["request_counts"].items() >= {"total": MODELS, "completed": MODELS, "failed": 0}.items()
         output = api.get(f"/files/{batch['output_file_id']}/content").content
         served = {}
         for raw in output.splitlines():

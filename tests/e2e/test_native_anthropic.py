@@ -122,11 +122,11 @@ def test_completion_with_translation_id_mapping_failures_and_an_ambiguous_create
     batch = create(api, rows)
     done = wait_for_batch(api, batch["id"], timeout=30)
     assert done["status"] == "completed" and done["execution"] == "native", done
-    assert done["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    assert done["request_counts"].items() >= {"total": 5, "completed": 3, "failed": 2}.items()
     # the first create was answered 500 but stored: found again by listing, never sent twice
     assert [b["id"] for b in stack.fake.batches()] == [done["native_batch_id"]]
     assert stack.fake.batches()[0]["deleted"]  # deleted at Anthropic once its results were stored here
-    assert done["native_batches"][0]["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+    assert done["native_batches"][0]["request_counts"].items() >= {"total": 4, "completed": 3, "failed": 1}.items()
     out, err = files(api, done)
     assert set(out) == {"plain", "not/an id ü", "x" * 80}  # the user's own ids, restored from <job id>-<n>
     body = out["not/an id ü"]["response"]["body"]
@@ -254,7 +254,7 @@ def test_a_lost_create_never_adopts_another_clients_batch(tmp_path: Path) -> Non
         b_done = wait_for_batch(b_api, b_batch["id"], timeout=40)
         for api, done, who in ((a.client(), a_done, "from-a"), (b_api, b_done, "from-b")):
             assert done["status"] == "completed", done
-            assert done["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+            assert done["request_counts"].items() >= {"total": 30, "completed": 30, "failed": 0}.items()
             out, _err = files(api, done)
             assert {cid: x["response"]["body"]["choices"][0]["message"]["content"] for cid, x in out.items()} == \
                 {f"q{i}": f"echo: {who} {i}" for i in range(30)}

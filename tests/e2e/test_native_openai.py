@@ -150,14 +150,14 @@ def test_completion_and_partial_failure_run_as_provider_batches_at_batch_prices(
     done = wait_for_batch(api, batch["id"], timeout=30)
     assert done["status"] == "completed", done
     assert done["execution"] == "native"
-    assert done["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+    assert done["request_counts"].items() >= {"total": 4, "completed": 3, "failed": 1}.items()
     new = [x for x in b_batches(up) if x["id"] not in before]
     # OpenAI batches take one model each: one provider batch per model on B, each carrying our ids
     assert len(new) == 2 and {x["metadata"]["aistats_batch_id"] for x in new} == {batch["id"]}
     by_model = {n["model"]: n for n in done["native_batches"]}
     assert set(by_model) == {"mock/echo", "mock/reject"}
-    assert by_model["mock/echo"]["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
-    assert by_model["mock/reject"]["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+    assert by_model["mock/echo"]["request_counts"].items() >= {"total": 3, "completed": 3, "failed": 0}.items()
+    assert by_model["mock/reject"]["request_counts"].items() >= {"total": 1, "completed": 0, "failed": 1}.items()
     assert {n["status"] for n in done["native_batches"]} == {"completed"}
     assert {n["id"] for n in done["native_batches"]} == {x["id"] for x in new}
     assert done["native_batch_id"] == done["native_batches"][0]["id"]
@@ -199,7 +199,8 @@ def test_a_part_over_the_providers_limits_runs_as_several_provider_batches(stack
         rows = [chat_line(f"s{i}", f"split {i}") for i in range(7)]
         before = {x["id"] for x in b_batches(up)}
         done = wait_for_batch(api, create(api, rows, execution="native")["id"], timeout=30)
-        assert done["status"] == "completed" and done["request_counts"] == {"total": 7, "completed": 7, "failed": 0}
+        assert done["status"] == "completed" and (
+            done["request_counts"].items() >= {"total": 7, "completed": 7, "failed": 0}.items())
         new = [x for x in b_batches(up) if x["id"] not in before]
         assert sorted(x["request_counts"]["total"] for x in new) == [1, 3, 3]
         assert {x["metadata"]["aistats_batch_id"] for x in new} == {done["id"]}
@@ -310,7 +311,7 @@ def test_cancel_cancels_the_provider_batch_and_keeps_what_it_finished(stack: Sta
     assert 2 <= len(out) < 40
     assert {x["error"]["code"] for x in err} == {"batch_cancelled"}
     assert sorted(x["custom_id"] for x in out + err) == sorted(r["custom_id"] for r in rows)
-    assert done["request_counts"] == {"total": 40, "completed": len(out), "failed": len(err)}
+    assert done["request_counts"].items() >= {"total": 40, "completed": len(out), "failed": len(err)}.items()
 
 
 def test_provider_side_expiry_keeps_finished_lines(stack: Stack) -> None:
@@ -384,7 +385,7 @@ def test_restarts_and_crashes_never_lose_or_duplicate_a_provider_batch(tmp_path:
         b = Gateway(tmp_path / "b", api_key=B_KEY, config=config, port=b_port)
         done = wait_for_batch(api, batch["id"], timeout=40)
         assert done["status"] == "completed", done
-        assert done["request_counts"] == {"total": 17, "completed": 17, "failed": 0}
+        assert done["request_counts"].items() >= {"total": 17, "completed": 17, "failed": 0}.items()
         on_b_after = [x for x in b_batches(b.client()) if (x["metadata"] or {}).get("aistats_batch_id") == batch["id"]]
         assert sorted(x["id"] for x in on_b_after) == sorted(x["id"] for x in on_b)  # never re-created
         assert sorted(n["id"] for n in done["native_batches"]) == sorted(x["id"] for x in on_b)

@@ -84,7 +84,7 @@ def test_configured_rpm_paces_the_batch(mock: Mock, tmp_path: Path) -> None:
     finally:
         gw.stop()
     stats = mock.stats()
-    assert done["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+    assert done["request_counts"].items() >= {"total": 200, "completed": 200, "failed": 0}.items()
     assert len(out) == 200
     # Sent all at once, 150 of these 200 would be refused; paced, (almost) none is.
     assert stats["throttled"] <= 2, stats

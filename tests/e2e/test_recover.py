@@ -62,7 +62,7 @@ def test_retry_reruns_only_the_failed_lines_and_chains(gw: Gateway) -> None:
     file_id = upload(api, data).json()["id"]
     root = create(api, file_id, metadata={"team": "a"}, session_id="s-1").json()
     done = wait_for_batch(api, root["id"])
-    assert done["request_counts"] == {"total": 8, "completed": 4, "failed": 4}
+    assert done["request_counts"].items() >= {"total": 8, "completed": 4, "failed": 4}.items()
     assert done["error_summary"] == [{"code": "mock_rejected", "status_code": 400, "count": 4, "example": {
         "custom_id": "r1", "message": "mock/reject rejects every request (use mock/echo for answers)."}}]
     assert done["retries"] == [] and done["parent_batch_id"] is None

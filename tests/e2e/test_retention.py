@@ -169,7 +169,7 @@ def test_ended_batches_lose_their_per_line_rows_after_batch_rows_seconds(
     batch = api.post("/batches", json={"endpoint": "/v1/chat/completions", "requests": rows,
                                        "output_expires_after": {"anchor": "created_at", "seconds": 30 * 24 * HOUR}})
     done = wait_for_batch(api, batch.json()["id"])
-    assert done["request_counts"] == {"total": 31, "completed": 30, "failed": 1}
+    assert done["request_counts"].items() >= {"total": 31, "completed": 30, "failed": 1}.items()
     assert len(api.get(f"/batches/{done['id']}/results").text.splitlines()) == 31
     assert api.get(f"/batches/{done['id']}/requests").json()["data"]
     assert rows_of(data, "items", done["id"]) == 31 and rows_of(data, "request_log", done["id"]) >= 31

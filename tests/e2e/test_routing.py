@@ -81,7 +81,7 @@ def test_lines_fall_back_to_the_working_provider_and_say_so(stack: Any, tmp_path
     with gw.client() as client:
         batch, out, err = run(client, lines("fb", 40))
         assert batch["status"] == "completed", batch
-        assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
+        assert batch["request_counts"].items() >= {"total": 40, "completed": 40, "failed": 0}.items()
         assert err == []
         assert sorted(line["custom_id"] for line in out) == sorted(f"fb-{i}" for i in range(40))
         assert {line["provider"] for line in out} == {"backup"}
@@ -109,7 +109,7 @@ def test_no_fallback_when_the_batch_forbids_it(stack: Any) -> None:
     gw, _ = stack
     with gw.client() as client:
         batch, out, err = run(client, lines("nofb", 6), provider={"allow_fallbacks": False})
-        assert batch["request_counts"] == {"total": 6, "completed": 0, "failed": 6}
+        assert batch["request_counts"].items() >= {"total": 6, "completed": 0, "failed": 6}.items()
         assert out == []
         assert {line["error"]["code"] for line in err} == {"upstream_connection"}
         assert {row["provider"] for row in attempts(client, batch["id"])} == {"down"}

@@ -158,7 +158,7 @@ def test_two_hundred_subscribers_on_one_batch(gw: Gateway) -> None:
     assert len(results) == 200
     assert results == [("completed", 1000)] * 200
     final = api.get(f"/batches/{batch['id']}").json()
-    assert final["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+    assert final["request_counts"].items() >= {"total": 200, "completed": 200, "failed": 0}.items()
 
 
 def test_stream_url_in_batch_object_is_live(gw: Gateway, tmp_path: Path) -> None:

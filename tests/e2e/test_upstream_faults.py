@@ -73,7 +73,7 @@ def test_faulty_upstream_batch(stack: Any) -> None:
     err = [json.loads(x) for x in api.get(f"/files/{done['error_file_id']}/content").text.splitlines()]
     total = sum(c for c, _, _ in PLANS.values())
     assert sorted(x["custom_id"] for x in out + err) == sorted(line["custom_id"] for line in lines())
-    assert done["request_counts"] == {"total": total, "completed": len(out), "failed": len(err)}
+    assert done["request_counts"].items() >= {"total": total, "completed": len(out), "failed": len(err)}.items()
 
     groups = {x["custom_id"].rsplit("-", 1)[0] for x in err}
     assert groups == {"rejected", "exhausted", "huge", "quota"}

@@ -118,7 +118,7 @@ def test_three_workers_share_one_batch_and_survive_a_sigkill(cluster: Cluster) -
     accepts = cluster.accepts()
     tracked = Tracked(batch_id, [line["custom_id"] for line in lines], in_flight_kills=dict.fromkeys(held, 1))
     check_batch(api, tracked, accepts["by_key"])  # every line once; accepted upstream once (twice if held)
-    assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+    assert final["request_counts"].items() >= {"total": LINES, "completed": LINES, "failed": 0}.items()
 
     # the upstream never accepted more than its limit in any second
     per_second = {int(k): v for k, v in accepts["per_second"].items()}

@@ -22,6 +22,7 @@ from aistats_gateway.errors import InvalidRequest
 from aistats_gateway.services.batches import ensure_rows_kept
 from aistats_gateway.services.request_rows import parse_view
 from aistats_gateway.services.results import cursor_of, stream_merged, stream_results
+from aistats_gateway.storage.batches import BatchSearch
 
 router = APIRouter(tags=["batches"])
 PREFIXES = ("/v1/batches", "/v1/batch")  # the canonical path first; the alias answers identically
@@ -51,10 +52,15 @@ async def list_batches(
     limit: int = Query(20, ge=1, le=100),
     status: str | None = None,
     session_id: str | None = None,
+    id_prefix: str | None = None,
+    metadata_value: str | None = None,
+    session_prefix: str | None = None,
 ) -> JSONResponse:
+    """Newest first; `id_prefix`, `metadata_value` (any key's value, exactly) and `session_prefix` search."""
     gw = gateway(request)
+    search = BatchSearch(id_prefix or None, metadata_value or None, session_prefix or None)
     records, has_more = await gw.batches.list(workspace, after=after, limit=limit, status=status,
-                                              session_id=session_id)
+                                              session_id=session_id, search=search)
     base = base_url(request)
     return JSONResponse(wire.page(await batch_page(gw, records, base), has_more))
 

@@ -116,7 +116,9 @@ def batch_object(
         "expires_at": b.expires_at, "finalizing_at": b.finalizing_at, "completed_at": b.completed_at,
         "failed_at": b.failed_at, "expired_at": b.expired_at, "cancelling_at": b.cancelling_at,
         "cancelled_at": b.cancelled_at,
-        "request_counts": {"total": counts.total, "completed": counts.completed, "failed": counts.failed},
+        # OpenAI's three as they are (`failed` includes lines never run), then the gateway's split of them
+        "request_counts": {"total": counts.total, "completed": counts.completed, "failed": counts.failed,
+                           **counts.extensions()},
         "metadata": b.metadata,
         "usage": {
             "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,

@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from aistats import AIStats, APIConnectionError, APIError, Batch
-from aistats_gateway.cli.live import progress_view
+from aistats_gateway.cli.live import LineCounts, progress_view
 
 app = typer.Typer(help="Work with batches on a gateway (through the SDK).", no_args_is_help=True)
 console = Console(stderr=True, highlight=False)
@@ -139,10 +139,10 @@ def error_lines(errors: list[Any], shown: int = ERRORS_SHOWN) -> list[str]:
 
 def _summary(batch: Batch) -> None:
     """What a batch is, on standard output: status, counts, timings, tokens, cost, files, errors."""
-    counts = batch.request_counts
+    counts = LineCounts.of(batch)
     color = {"completed": "green", "failed": "red", "expired": "yellow", "cancelled": "yellow"}.get(batch.status)
     out.print(f"[bold {color or 'white'}]{escape(batch.id)} {escape(batch.status)}[/] — {counts.completed} "
-              f"completed, {counts.failed} failed of {counts.total}")
+              f"completed, {counts.failed} failed{counts.not_run_text()} of {counts.total}")
     facts = [f"endpoint {batch.get('endpoint')}", f"model {batch.get('model') or '-'}"]
     if batch.get("session_id"):
         facts.append(f"session {batch.session_id}")
@@ -264,8 +264,9 @@ def list_batches(
     table = Table("status", "progress", "done/failed/total", "model", "session", "created")
     table.columns.insert(0, Column("id", no_wrap=True))
     for b in page.data:
-        c = b.request_counts
-        table.add_row(escape(b.id), escape(b.status), f"{b.get('progress', 0)}%", f"{c.completed}/{c.failed}/{c.total}",
+        c = LineCounts.of(b)
+        table.add_row(escape(b.id), escape(b.status), f"{c.percent}%",
+                      f"{c.completed}/{c.failed}/{c.total}" + (f" ({c.not_run:,} not run)" if c.not_run else ""),
                       escape(b.get("model") or "-"), escape(b.get("session_id") or "-"),
                       time.strftime("%m-%d %H:%M", time.localtime(b.created_at)))
     out.print(table)

@@ -55,6 +55,42 @@ def settled(batch: Batch) -> int:
     return int(counts.completed) + int(counts.failed)
 
 
+@dataclass(frozen=True)
+class LineCounts:
+    """A batch's lines as the CLI reports them: `failed` are lines that ran and failed; lines the batch never
+    ran (cancelled or expired first: the gateway's `request_counts` extensions) are `not_run`, not failures.
+    An older gateway without the extensions reports every failure as `failed`."""
+
+    total: int
+    completed: int
+    failed: int
+    not_run: int
+    why: str  # "cancelled", "expired", or both
+
+    @classmethod
+    def of(cls, batch: Batch) -> LineCounts:
+        c = dict(batch.request_counts or {})
+        cancelled, expired = int(c.get("cancelled") or 0), int(c.get("expired") or 0)
+        failed = int(c.get("errored", int(c.get("failed") or 0) - cancelled - expired))
+        why = " and ".join(name for name, n in (("cancelled", cancelled), ("expired", expired)) if n)
+        return cls(int(c.get("total") or 0), int(c.get("completed") or 0), max(0, failed), cancelled + expired, why)
+
+    @property
+    def ran(self) -> int:
+        """Lines that ran to the end (answered or failed): what the bar shows."""
+        return self.completed + self.failed
+
+    @property
+    def percent(self) -> int:
+        """Whole percent of the lines that ran (100 only when all did)."""
+        if self.total <= 0:
+            return 0
+        return 100 if self.ran >= self.total else min(99, self.ran * 100 // self.total)
+
+    def not_run_text(self) -> str:
+        return f" · {self.not_run:,} not run ({self.why})" if self.not_run else ""
+
+
 def eta(remaining: int, rate: float | None) -> str:
     """`H:MM:SS` left at `rate`, or `-:--:--` when there is no rate to go by."""
     if remaining <= 0:
@@ -76,12 +112,14 @@ def progress_view(console: Console, batch: Batch,
                   clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[Batch | None, str], None]]:
     """A live bar on `console`; yields `update(batch, state)` to call for every `follow()` step."""
     columns = [TextColumn("[bold]{task.fields[status]:<11}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[done]}/{task.fields[lines]} done, {task.fields[failed]} failed"),
+               TextColumn("{task.fields[done]}/{task.fields[lines]} done, {task.fields[failed]} failed"
+                          "{task.fields[not_run]}"),
                TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"),
                TextColumn("{task.fields[note]}")]
     meter = RateMeter()
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("batch", total=1, status="", done=0, failed=0, lines=0, rate="", eta="", note="")
+        task = progress.add_task("batch", total=1, status="", done=0, failed=0, lines=0, rate="", eta="", note="",
+                                 not_run="")
         shown = batch
 
         def update(current: Batch | None, state: str) -> None:
@@ -89,13 +127,14 @@ def progress_view(console: Console, batch: Batch,
             if current is not None:
                 shown = current
                 meter.observe(clock(), settled(current))
-            counts = shown.request_counts
+            counts = LineCounts.of(shown)
             rate = meter.rate()
             note = "[yellow]reconnecting…[/yellow]" if state == "reconnecting" else ""
-            progress.update(task, total=max(1, counts.total), completed=settled(shown),
+            # the bar shows what ran: a batch cancelled at 15 % ends at 15 %, its other lines "not run"
+            progress.update(task, total=max(1, counts.total), completed=counts.ran,
                             status=escape(str(shown.status)), done=counts.completed, failed=counts.failed,
                             lines=counts.total, rate=rate_text(rate), eta=eta(counts.total - settled(shown), rate),
-                            note=note)
+                            note=note, not_run=counts.not_run_text())
 
         update(batch, "live")
         yield update

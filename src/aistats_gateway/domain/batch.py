@@ -52,15 +52,44 @@ _LIFECYCLE = {
 }
 
 
+# Error codes of lines that settled without ever being sent: the batch stopped first. They are in OpenAI's
+# `failed` count (and the error file), but they are not failures of the requests: "not run".
+NOT_RUN_CODES = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
+
+
 @dataclass(frozen=True)
 class RequestCounts:
+    """OpenAI's counts (`failed` includes lines never run) and the split of `failed` the gateway keeps:
+    `cancelled` / `expired`, lines settled unsent because the batch was cancelled or expired."""
+
     total: int
     completed: int
     failed: int
+    cancelled: int = 0
+    expired: int = 0
 
     @property
     def settled(self) -> int:
         return self.completed + self.failed
+
+    @property
+    def not_run(self) -> int:
+        return self.cancelled + self.expired
+
+    @property
+    def errored(self) -> int:
+        """Lines that ran and failed (an error answer, or no answer after every attempt)."""
+        return max(0, self.failed - self.not_run)
+
+    @property
+    def ran(self) -> int:
+        """Lines actually tried to the end: succeeded or errored."""
+        return self.completed + self.errored
+
+    def extensions(self) -> dict[str, int]:
+        """The gateway's additions to `request_counts` (OpenAI's three stay as they are)."""
+        return {"succeeded": self.completed, "errored": self.errored, "cancelled": self.cancelled,
+                "expired": self.expired}
 
     @property
     def progress(self) -> int:
@@ -77,7 +106,7 @@ class RequestCounts:
         running = list(running)
         completed = min(self.total, self.completed + sum(c.get("completed", 0) for c in running))
         failed = min(self.total - completed, self.failed + sum(c.get("failed", 0) for c in running))
-        return RequestCounts(self.total, completed, failed)
+        return RequestCounts(self.total, completed, failed, self.cancelled, self.expired)
 
 
 # Endpoints the gateway accepts, normalized to their `/v1/...` form.

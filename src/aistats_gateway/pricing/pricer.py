@@ -31,6 +31,9 @@ from aistats_gateway.pricing.catalog import (
 )
 
 UNPRICED = "unpriced"
+# The length of a typical chat answer, in tokens, for the expected cost of a dry run: short answers are the
+# common case in batch work (classification, extraction, short replies); the upper bound covers long ones.
+TYPICAL_OUTPUT_TOKENS = 256
 _MISSING: ModelPrice | None = None
 
 
@@ -98,14 +101,19 @@ class Pricer:
         return found
 
     def expected_rows(self, provider: str, model: str, endpoint: str, body: Mapping[str, Any]) -> list[PricingRow]:
-        """The pricing rows a request would produce at its estimated input and its full output cap."""
+        """The pricing rows a request would likely produce: its prompt's estimated size and a typical answer
+        (TYPICAL_OUTPUT_TOKENS per completion, or less under its output cap). `estimate` stays the upper bound
+        (the full cap), which is what a credit hold needs; the two differ wherever answers are capped high."""
         price = self.price_of(provider, model)
         default_cap = price.default_max_output_tokens if price is not None else 0
         tokens = estimate_input_tokens(body)
         if endpoint.endswith("/embeddings"):
             meters = {EMBEDDING: tokens, REQUESTS: 1}
         else:
-            meters = {INPUT: tokens, OUTPUT: output_cap(body, default_cap), REQUESTS: 1}
+            cap = output_cap(body, default_cap)
+            typical = output_cap({"max_tokens": TYPICAL_OUTPUT_TOKENS, "n": body.get("n"),
+                                  "best_of": body.get("best_of")}, TYPICAL_OUTPUT_TOKENS)
+            meters = {INPUT: tokens, OUTPUT: min(cap, typical) if cap else typical, REQUESTS: 1}
         return self.rows(provider, model, meters)
 
 

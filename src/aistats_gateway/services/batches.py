@@ -28,9 +28,12 @@ from aistats_gateway.providers.routing import Router
 from aistats_gateway.services.estimates import scan
 from aistats_gateway.services.files import FileService
 from aistats_gateway.services.webhook_endpoints import check_batch_endpoint
+from aistats_gateway.storage.batches import BatchSearch
 from aistats_gateway.storage.idempotency import KeyTaken
 from aistats_gateway.storage.records import BatchRecord, FileRecord
 from aistats_gateway.storage.store import Store
+
+MAX_SEARCH_CHARS = 512  # longer than any id, session id (256) or metadata value (512) could be
 
 
 def ensure_rows_kept(batch: BatchRecord, what: str) -> None:
@@ -214,14 +217,19 @@ class BatchService:
         return record
 
     async def list(
-        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None,
+        search: BatchSearch | None = None,
     ) -> tuple[list[BatchRecord], bool]:
         if status is not None and status not in {s.value for s in BatchStatus}:
             raise InvalidRequest(f"Unknown status filter '{excerpt(status)}'; use one of "
                                  + ", ".join(s.value for s in BatchStatus) + ".",
                                  code="invalid_status", param="status")
+        for name, value in vars(search or BatchSearch()).items():
+            if value is not None and len(value) > MAX_SEARCH_CHARS:
+                raise InvalidRequest(f"'{name}' is {len(value):,} characters long; at most {MAX_SEARCH_CHARS}.",
+                                     code="invalid_value", param=name)
         return await self.store.batches.page(workspace_id, after=after, limit=limit, status=status,
-                                             session_id=session_id)
+                                             session_id=session_id, search=search)
 
     async def generation(self, workspace_id: str, request_id: str) -> dict[str, Any]:
         entry = await self.store.request_log.entry(workspace_id, request_id)

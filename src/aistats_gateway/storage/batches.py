@@ -6,16 +6,18 @@ batch's credit and queues its terminal webhook event in the same transaction, so
 once), publishing the result files with the terminal status, and the reads of batches. Every committed
 change is told to the Database's listeners after the commit.
 
-Dialect difference kept here: on PostgreSQL workers may validate one batch side by side, so the start of
+Dialect differences kept here: the list's search by a metadata value (json_each on SQLite, json_each_text on
+PostgreSQL); on PostgreSQL workers may validate one batch side by side, so the start of
 a batch (validating → in_progress) first checks, under the batch row's lock, that every item is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aistats_gateway.domain import transitions
@@ -71,11 +73,42 @@ async def _check_ingested(conn: AsyncConnection, batch_id: str) -> None:
                               "batch is rewriting them; the last one to finish starts it)")
 
 
+def _prefix(column: Any, prefix: str) -> Any:
+    # substr, not LIKE: exact on both dialects (SQLite's LIKE ignores ASCII case; `_` in ids is a LIKE wildcard)
+    return func.substr(column, 1, len(prefix)) == prefix
+
+
+# A metadata value of a batch, on each dialect (metadata is a JSON object of strings, or NULL / JSON null).
+_METADATA_HAS_SQLITE = "EXISTS (SELECT 1 FROM json_each(batches.metadata) AS m WHERE m.value = :metadata_value)"
+_METADATA_HAS_POSTGRESQL = ("EXISTS (SELECT 1 FROM json_each_text(CASE WHEN json_typeof(batches.metadata) = 'object' "
+                            "THEN batches.metadata ELSE '{}'::json END) AS m WHERE m.value = :metadata_value)")
+
+
+@dataclass(frozen=True)
+class BatchSearch:
+    """The list's search: an id prefix, any metadata value (exactly), a session id prefix."""
+
+    id_prefix: str | None = None
+    metadata_value: str | None = None
+    session_prefix: str | None = None
+
+    def conditions(self, metadata_has: str) -> list[Any]:
+        out = []
+        if self.id_prefix:
+            out.append(_prefix(batches.c.id, self.id_prefix))
+        if self.session_prefix:
+            out.append(_prefix(batches.c.session_id, self.session_prefix))
+        if self.metadata_value:
+            out.append(text(metadata_has).bindparams(metadata_value=self.metadata_value))
+        return out
+
+
 class Batches:
     def __init__(self, db: Database, outbox: Outbox) -> None:
         self.db = db
         self.outbox = outbox
         self._check_start = _check_ingested if db.is_postgresql else None
+        self._metadata_has = _METADATA_HAS_POSTGRESQL if db.is_postgresql else _METADATA_HAS_SQLITE
 
     async def insert(self, values: dict[str, Any], hold_nanos: int | None = None,
                      key: IdempotencyKey | None = None) -> BatchRecord:
@@ -133,12 +166,15 @@ class Batches:
             return [batch_record(r) for r in (await conn.execute(query)).all()]
 
     async def page(
-        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None
+        self, workspace_id: str, *, after: str | None, limit: int, status: str | None, session_id: str | None = None,
+        search: BatchSearch | None = None,
     ) -> tuple[list[BatchRecord], bool]:
         """Newest first (ids are time-ordered ULIDs); `after` is the last id of the previous page."""
         query = select(batches).where(batches.c.workspace_id == workspace_id)
         if session_id:
             query = query.where(batches.c.session_id == session_id)
+        for cond in (search or BatchSearch()).conditions(self._metadata_has):
+            query = query.where(cond)
         if status:
             query = query.where(batches.c.status == status)
         if after:

@@ -59,10 +59,12 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 1
 
 _SETTLE_UNNEST = text("""
 UPDATE items AS i SET status = v.status, result = v.result, attempts = v.attempts, input_tokens = v.tin,
-       output_tokens = v.tout, seq = v.seq, settled_at = :now, lease_owner = NULL, lease_expires_at = NULL
+       output_tokens = v.tout, seq = v.seq, settled_at = :now, lease_owner = NULL, lease_expires_at = NULL,
+       error_code = v.code
 FROM unnest(CAST(:lines AS integer[]), CAST(:statuses AS smallint[]), CAST(:results AS bytea[]),
             CAST(:attempts AS integer[]), CAST(:tin AS integer[]), CAST(:tout AS integer[]),
-            CAST(:seqs AS bigint[])) AS v(line, status, result, attempts, tin, tout, seq)
+            CAST(:seqs AS bigint[]), CAST(:codes AS varchar[])) AS v(line, status, result, attempts, tin, tout, seq,
+                                                                   code)
 WHERE i.batch_id = :batch_id AND i.line = v.line AND i.status = 1
 RETURNING i.line
 """)
@@ -85,6 +87,7 @@ async def settle_items(conn: AsyncConnection, params: Sequence[dict[str, Any]], 
             "results": [p["b_result"] for p in group], "attempts": [p["b_attempts"] for p in group],
             "tin": [p["b_in"] for p in group], "tout": [p["b_out"] for p in group],
             "seqs": [p["b_seq"] for p in group],
+            "codes": [p["b_code"] for p in group],
         })
         applied.update((batch_id, int(r[0])) for r in rows)
     return applied

@@ -72,10 +72,12 @@ class BatchRecord:
     reasoning_tokens: int = 0
     parent_batch_id: str | None = None  # a retry: the batch whose lines it re-runs
     root_batch_id: str | None = None  # a retry: the first batch of its chain
+    cancelled_lines: int = 0  # of `failed`: settled unsent as batch_cancelled / batch_expired (0013)
+    expired_lines: int = 0
 
     @property
     def counts(self) -> RequestCounts:
-        return RequestCounts(self.total, self.completed, self.failed)
+        return RequestCounts(self.total, self.completed, self.failed, self.cancelled_lines, self.expired_lines)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,9 @@ batches = Table(
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("cached_tokens", BigInteger, nullable=False, default=0, server_default="0"),  # cache reads (0010)
     Column("reasoning_tokens", BigInteger, nullable=False, default=0, server_default="0"),
+    # Of `failed`: lines settled unsent because the batch was cancelled / expired (0013), kept with the counters
+    Column("cancelled_lines", Integer, nullable=False, default=0, server_default="0"),
+    Column("expired_lines", Integer, nullable=False, default=0, server_default="0"),
     Column("metadata", JSON, nullable=True),
     Column("session_id", String(256), nullable=True),
     Column("webhook", JSON, nullable=True),
@@ -160,6 +163,8 @@ items = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
     Column("result", LargeBinary, nullable=True),
+    # A failed line's code (domain.failures: batch_cancelled / batch_expired never sent, upstream_<kind> without an
+    # answer, the answer's own error code otherwise); set at settle since 0013, by fail_unfinished before
     Column("error_code", String(64), nullable=True),
     Column("input_tokens", Integer, nullable=False, default=0),
     Column("output_tokens", Integer, nullable=False, default=0),
@@ -259,7 +264,7 @@ request_log = Table(
     Column("cost_nanos", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_request_log_batch", "batch_id", "id"),  # lookups by id use the primary key, then check workspace
-    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of request rows: their attempts (0012)
+    Index("ix_request_log_batch_line", "batch_id", "line"),  # a page of rows: their attempts (0012)
 )
 
 # Workspace credit: NULL balance means unlimited. `held_nanos` is the sum of open batch reservations.

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aistats_gateway.domain.batch import RequestCounts
+from aistats_gateway.domain.batch import NOT_RUN_CODES, RequestCounts
 from aistats_gateway.domain.events import delivery_key, progress_crossed
 from aistats_gateway.domain.failures import failure_of
 from aistats_gateway.domain.money import PricingRow
@@ -57,7 +57,7 @@ _SETTLE_ITEM = (
     .values(
         status=bindparam("b_status"), result=bindparam("b_result"), attempts=bindparam("b_attempts"),
         input_tokens=bindparam("b_in"), output_tokens=bindparam("b_out"), seq=bindparam("b_seq"),
-        settled_at=bindparam("b_now"), lease_owner=None, lease_expires_at=None,
+        settled_at=bindparam("b_now"), lease_owner=None, lease_expires_at=None, error_code=bindparam("b_code"),
     )
 )
 _COUNT_BATCH = (
@@ -68,6 +68,8 @@ _COUNT_BATCH = (
         input_tokens=batches.c.input_tokens + bindparam("c_in"),
         output_tokens=batches.c.output_tokens + bindparam("c_out"),
         settled_seq=batches.c.settled_seq + bindparam("c_n"), updated_at=bindparam("c_now"),
+        cancelled_lines=batches.c.cancelled_lines + bindparam("c_cancelled"),
+        expired_lines=batches.c.expired_lines + bindparam("c_expired"),
     )
     .returning(*batches.c)
 )
@@ -80,14 +82,27 @@ _COUNT_DETAILS = (
 )
 
 
-def _deltas(settlements: Sequence[Settlement]) -> dict[str, list[int]]:
-    """Per batch (in id order: batch rows are locked in that order): [succeeded, failed, in, out] added."""
-    deltas: dict[str, list[int]] = {b: [0, 0, 0, 0] for b in sorted({s.batch_id for s in settlements})}
-    for s in settlements:
+_NOT_RUN_SLOT = {"cancelled": 4, "expired": 5}
+
+
+def _codes(settlements: Sequence[Settlement]) -> list[str | None]:
+    """Each failed line's code as stored in `items.error_code` (what the line inspector filters on), read from its
+    error line by the one rule (domain.failures); None for a success."""
+    return [None if s.succeeded else failure_of(s.result, None).code for s in settlements]
+
+
+def _deltas(settlements: Sequence[Settlement], codes: Sequence[str | None]) -> dict[str, list[int]]:
+    """Per batch (in id order: batch rows are locked in that order): [succeeded, failed, in, out, cancelled,
+    expired] added (a native batch's provider may report lines it never ran: `batch_cancelled`/`batch_expired`)."""
+    deltas: dict[str, list[int]] = {b: [0, 0, 0, 0, 0, 0] for b in sorted({s.batch_id for s in settlements})}
+    for s, code in zip(settlements, codes, strict=True):
         d = deltas[s.batch_id]
         d[0 if s.succeeded else 1] += 1
         d[2] += s.input_tokens
         d[3] += s.output_tokens
+        not_run = NOT_RUN_CODES.get(code or "")
+        if not_run is not None:
+            d[_NOT_RUN_SLOT[not_run]] += 1
     return deltas
 
 
@@ -97,24 +112,28 @@ async def _count(conn: AsyncConnection, deltas: dict[str, list[int]], now: float
     out: dict[str, BatchRecord] = {}
     previous: dict[str, RequestCounts] = {}
     next_seq: dict[str, int] = {}
-    for batch_id, (ok, bad, tin, tout) in deltas.items():
+    for batch_id, (ok, bad, tin, tout, cancelled, expired) in deltas.items():
         row = (await conn.execute(_COUNT_BATCH, {"c_id": batch_id, "c_ok": ok, "c_bad": bad, "c_in": tin,
-                                                 "c_out": tout, "c_n": ok + bad, "c_now": now})).one()
+                                                 "c_out": tout, "c_n": ok + bad, "c_now": now,
+                                                 "c_cancelled": cancelled, "c_expired": expired})).one()
         record = out[batch_id] = batch_record(row)
         # the counts before this group, derived from the row the update returned
-        previous[batch_id] = RequestCounts(record.total, record.completed - ok, record.failed - bad)
+        previous[batch_id] = RequestCounts(record.total, record.completed - ok, record.failed - bad,
+                                           record.cancelled_lines - cancelled, record.expired_lines - expired)
         next_seq[batch_id] = row._mapping["settled_seq"] - ok - bad
     return out, previous, next_seq
 
 
-def _params(settlements: Sequence[Settlement], next_seq: dict[str, int], now: float) -> list[dict[str, Any]]:
+def _params(settlements: Sequence[Settlement], codes: Sequence[str | None], next_seq: dict[str, int],
+            now: float) -> list[dict[str, Any]]:
     params = []
-    for s in settlements:
+    for s, code in zip(settlements, codes, strict=True):
         next_seq[s.batch_id] += 1
         params.append({
             "b_id": s.batch_id, "b_line": s.line, "b_status": ITEM_SUCCEEDED if s.succeeded else ITEM_FAILED,
             "b_result": s.result, "b_attempts": s.attempts, "b_in": s.input_tokens,
             "b_out": s.output_tokens, "b_seq": next_seq[s.batch_id], "b_now": now,
+            "b_code": code,
         })
     return params
 
@@ -149,9 +168,10 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
                     logs: Sequence[dict[str, Any]]) -> dict[str, tuple[BatchRecord, bool]]:
     """Settle a non-empty group in the caller's transaction: per batch touched, (its new record, whether a
     progress event was queued)."""
-    deltas = _deltas(settlements)
+    codes = _codes(settlements)
+    deltas = _deltas(settlements, codes)
     out, previous, next_seq = await _count(conn, deltas, now)
-    params = _params(settlements, next_seq, now)
+    params = _params(settlements, codes, next_seq, now)
     apply = _apply_postgresql if conn.dialect.name == "postgresql" else _apply_sqlite
     applied, complete = await apply(conn, settlements, params, now)
     await usage.append(conn, logs)
@@ -186,6 +206,11 @@ async def settle_in(conn: AsyncConnection, outbox: Outbox, settlements: Sequence
 
 async def recount(conn: AsyncConnection, batch_id: str, now: float) -> BatchRecord:
     """Set a batch's counters from its item rows (the truth)."""
+    not_run: dict[str, int] = dict((await conn.execute(
+        select(items.c.error_code, func.count())
+        .where(and_(items.c.batch_id == batch_id, items.c.status == ITEM_FAILED,
+                    items.c.error_code.in_(list(NOT_RUN_CODES))))
+        .group_by(items.c.error_code))).all())
     rows = (await conn.execute(
         select(items.c.status, func.count(), func.coalesce(func.sum(items.c.input_tokens), 0),
                func.coalesce(func.sum(items.c.output_tokens), 0))
@@ -198,7 +223,9 @@ async def recount(conn: AsyncConnection, batch_id: str, now: float) -> BatchReco
         update(batches).where(batches.c.id == batch_id)
         .values(completed=ok[1] if ok else 0, failed=bad[1] if bad else 0,
                 input_tokens=(ok[2] if ok else 0) + (bad[2] if bad else 0),
-                output_tokens=(ok[3] if ok else 0) + (bad[3] if bad else 0), updated_at=now)
+                output_tokens=(ok[3] if ok else 0) + (bad[3] if bad else 0), updated_at=now,
+                cancelled_lines=int(not_run.get("batch_cancelled", 0)),
+                expired_lines=int(not_run.get("batch_expired", 0)))
         .returning(*batches.c))).one()
     return batch_record(row)
 

@@ -1,7 +1,7 @@
 """The Store: one Database and the repositories over it, built together at start.
 
 Owns nothing but their wiring: each aggregate's reads and writes live in its repository (workspaces.py,
-files.py, batches.py, items.py with settlement.py, ledger.py, outbox.py, usage.py, error_summary.py,
+files.py, batches.py, items.py with settlement.py, lines.py, ledger.py, outbox.py, usage.py, error_summary.py,
 idempotency.py, webhook_endpoints.py; native_jobs.py over the same Database), and consumers take the repository
 they need (`store.batches`, `store.items`, …).
 Statuses change only through `Batches.transition()`, a compare-and-set; an item's outcome and its
@@ -22,6 +22,7 @@ from aistats_gateway.storage.files import Files
 from aistats_gateway.storage.idempotency import IdempotencyKeys
 from aistats_gateway.storage.items import ItemRef, ItemResult, Items
 from aistats_gateway.storage.ledger import Ledger
+from aistats_gateway.storage.lines import Lines
 from aistats_gateway.storage.outbox import Outbox
 from aistats_gateway.storage.request_rows import RequestRows
 from aistats_gateway.storage.settlement import Settlement
@@ -48,6 +49,7 @@ class Store:
         self.idempotency = IdempotencyKeys(self.db)
         self.request_rows = RequestRows(self.db)  # a read model over items and the request log
         self.webhook_endpoints = WebhookEndpoints(self.db)
+        self.lines = Lines(self.db)  # the line inspector's reads over items and the request log
 
     @property
     def engine(self) -> AsyncEngine:

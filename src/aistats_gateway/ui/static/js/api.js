@@ -1,9 +1,9 @@
 // The gateway's public /v1 API as the page uses it: one key, JSON in and out, errors as ApiError.
 //
-// The key is kept in sessionStorage, not localStorage: it lives only as long as this tab, is not shared
-// with other tabs or windows, and is not left on disk for the next person at a shared machine; a
-// script injected into the page could read either, but sessionStorage limits how long a leaked or
-// forgotten key sits in the browser. Sign-out removes it.
+// The key is kept in sessionStorage by default: it lives only as long as this tab, is not shared with other
+// tabs or windows, and is not left on disk for the next person at a shared machine. "Remember on this device"
+// (opt-in at sign-in) keeps it in localStorage instead, so a shared batch link opens signed in; a script
+// injected into the page could read either. Sign-out removes it from both.
 
 const KEY_STORAGE = "aistats.apiKey";
 const WORKSPACE_STORAGE = "aistats.workspace";
@@ -23,18 +23,25 @@ export class ApiError extends Error {
 }
 
 export function savedSession() {
-  const key = sessionStorage.getItem(KEY_STORAGE);
-  return key ? { key, workspace: sessionStorage.getItem(WORKSPACE_STORAGE) || "" } : null;
+  for (const store of [sessionStorage, localStorage]) {
+    const key = store.getItem(KEY_STORAGE);
+    if (key) return { key, workspace: store.getItem(WORKSPACE_STORAGE) || "", remembered: store === localStorage };
+  }
+  return null;
 }
 
-export function saveSession(key, workspace) {
-  sessionStorage.setItem(KEY_STORAGE, key);
-  sessionStorage.setItem(WORKSPACE_STORAGE, workspace);
+export function saveSession(key, workspace, remember = false) {
+  clearSession();
+  const store = remember ? localStorage : sessionStorage;
+  store.setItem(KEY_STORAGE, key);
+  store.setItem(WORKSPACE_STORAGE, workspace);
 }
 
 export function clearSession() {
-  sessionStorage.removeItem(KEY_STORAGE);
-  sessionStorage.removeItem(WORKSPACE_STORAGE);
+  for (const store of [sessionStorage, localStorage]) {
+    store.removeItem(KEY_STORAGE);
+    store.removeItem(WORKSPACE_STORAGE);
+  }
 }
 
 export class Api {

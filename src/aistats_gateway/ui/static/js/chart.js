@@ -5,9 +5,11 @@
 
 import { s } from "./dom.js";
 
-const W = 720;
-const H = 260;
-const PAD = { left: 64, right: 12, top: 12, bottom: 36 };
+// On a phone the chart is drawn at about its displayed width (not scaled down from a laptop's), so its axis
+// labels stay at least 11 px on screen (the stylesheet sizes `.chart.narrow .axis`).
+const NARROW = "(max-width: 640px)";
+const WIDE = { W: 720, H: 260, PAD: { left: 64, right: 12, top: 12, bottom: 36 }, labels: 10 };
+const SMALL = { W: 340, H: 220, PAD: { left: 62, right: 8, top: 12, bottom: 34 }, labels: 4 };
 export const SERIES_CLASSES = 8;
 
 /** A round step for `ticks` gridlines covering `value` (whole numbers only when `integer`). */
@@ -27,6 +29,8 @@ function niceStep(value, ticks, integer) {
  * format(number) → label; title/desc: accessible name and description; integer: whole-number gridlines.
  */
 export function stackedBars({ id, dates, series, value, format, title, desc, integer }) {
+  const narrow = window.matchMedia(NARROW).matches;
+  const { W, H, PAD, labels } = narrow ? SMALL : WIDE;
   const totals = dates.map((d) => series.reduce((sum, name) => sum + value(d, name), 0));
   const ticks = 4;
   const step = niceStep(Math.max(0, ...totals), ticks, integer);
@@ -37,7 +41,7 @@ export function stackedBars({ id, dates, series, value, format, title, desc, int
   const barW = Math.max(2, Math.min(40, slot * 0.7));
   const y = (v) => PAD.top + plotH - (v / max) * plotH;
 
-  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-labelledby": `${id}-t ${id}-d`,
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: narrow ? "chart narrow" : "chart", role: "img", "aria-labelledby": `${id}-t ${id}-d`,
     id, preserveAspectRatio: "xMidYMid meet" },
   s("title", { id: `${id}-t` }, title),
   s("desc", { id: `${id}-d` }, desc));
@@ -48,7 +52,7 @@ export function stackedBars({ id, dates, series, value, format, title, desc, int
     svg.append(s("line", { x1: PAD.left, x2: W - PAD.right, y1: ty, y2: ty, class: "grid" }));
     svg.append(s("text", { x: PAD.left - 6, y: ty + 4, class: "axis", "text-anchor": "end" }, format(v)));
   }
-  const labelEvery = Math.ceil(dates.length / 10);
+  const labelEvery = Math.ceil(dates.length / labels);
   dates.forEach((date, i) => {
     const x = PAD.left + slot * i + (slot - barW) / 2;
     let base = 0;

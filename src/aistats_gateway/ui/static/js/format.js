@@ -72,8 +72,96 @@ export function batchCost(batch) {
   return { nanos: lines.reduce((sum, line) => sum + Number(line.line_nanos || 0), 0), final: false };
 }
 
-export function progressOf(batch) {
-  if (typeof batch.progress === "number") return batch.progress;
+/** Fixed precision for cost columns: "$0.3400", "$1,234.5000" (the running sum and the settled amount alike). */
+export function usdFixed(nanos) {
+  const value = Number(nanos || 0) / NANOS_PER_USD;
+  return (value < 0 ? "-$" : "$") + Math.abs(value).toLocaleString("en-US", { minimumFractionDigits: 4,
+    maximumFractionDigits: 4 });
+}
+
+/**
+ * A batch's lines as the dashboard tells them: OpenAI's `failed` includes lines that never ran (the batch was
+ * cancelled or expired first); the gateway's request_counts extensions split them out. An older gateway without
+ * them counts every failure as failed.
+ */
+export function lineCounts(batch) {
   const c = batch.request_counts || {};
-  return c.total ? Math.floor(((c.completed + c.failed) * 100) / c.total) : 0;
+  const total = Number(c.total || 0);
+  const succeeded = Number(c.succeeded ?? c.completed ?? 0);
+  const cancelled = Number(c.cancelled || 0);
+  const expired = Number(c.expired || 0);
+  const errored = Number(c.errored ?? Math.max(0, Number(c.failed || 0) - cancelled - expired));
+  const notRun = cancelled + expired;
+  const why = [cancelled ? "cancelled" : null, expired ? "expired" : null].filter(Boolean).join(" and ");
+  return { total, succeeded, errored, cancelled, expired, notRun, why, ran: succeeded + errored,
+    pending: Math.max(0, total - succeeded - errored - notRun) };
+}
+
+/** "300 done · 1,700 not run (cancelled)", "120 done · 2 failed · 1,878 to go". */
+export function countsText(batch) {
+  const c = lineCounts(batch);
+  const parts = [`${count(c.succeeded)} done`];
+  if (c.errored) parts.push(`${count(c.errored)} failed`);
+  if (c.notRun) parts.push(`${count(c.notRun)} not run (${c.why})`);
+  if (c.pending && !TERMINAL.has(batch.status)) parts.push(`${count(c.pending)} to go`);
+  return parts.join(" · ");
+}
+
+/** Whole percent of the lines that ran (answered or failed): a batch cancelled at 15 % shows 15 %, not 100 %. */
+export function progressOf(batch) {
+  const c = lineCounts(batch);
+  if (!c.total) return 0;
+  if (!c.notRun && typeof batch.progress === "number") return batch.progress;
+  return c.ran >= c.total ? 100 : Math.min(99, Math.floor((c.ran * 100) / c.total));
+}
+
+/** A batch that ended with most of its lines that ran failing: not a plain green "completed". */
+export function mostlyFailed(batch) {
+  const c = lineCounts(batch);
+  return TERMINAL.has(batch.status) && c.errored > 0 && c.errored > c.succeeded;
+}
+
+/**
+ * Lines per second over the last `windowMs` of observations, and the time left at that pace. Fed the settled
+ * count of each new batch state; never counts lines that settled before the page first saw the batch.
+ */
+export function rateMeter(windowMs = 15000) {
+  const samples = [];
+  return {
+    observe(settled, now = Date.now()) {
+      if (samples.length && settled < samples[samples.length - 1][1]) samples.length = 0;
+      samples.push([now, settled]);
+      while (samples.length > 2 && samples[1][0] <= now - windowMs) samples.shift();
+    },
+    rate() {
+      if (samples.length < 2) return null;
+      const [t0, s0] = samples[0];
+      const [t1, s1] = samples[samples.length - 1];
+      return t1 - t0 >= 1000 ? ((s1 - s0) * 1000) / (t1 - t0) : null;
+    },
+  };
+}
+
+export function rateText(rate) {
+  if (rate === null || rate === undefined) return "";
+  return rate >= 10 ? `${Math.round(rate).toLocaleString("en-US")}/s` : `${rate.toFixed(1)}/s`;
+}
+
+/** "ETA 3 min" from the lines left and the rate; "" without a rate to go by. */
+export function etaText(remaining, rate) {
+  if (!remaining) return "";
+  if (!rate || rate <= 0) return "ETA unknown";
+  const seconds = remaining / rate;
+  if (seconds < 60) return `ETA ${Math.ceil(seconds)} s`;
+  if (seconds < 3600) return `ETA ${Math.ceil(seconds / 60)} min`;
+  return `ETA ${(seconds / 3600).toFixed(1)} h`;
+}
+
+/** Re-renders every `time[data-age]` under `root` (ages tick without a reload). */
+export function tickAges(root) {
+  const now = Date.now() / 1000;
+  for (const el of root.querySelectorAll("time[data-age]")) {
+    const text = age(Number(el.dataset.age), now);
+    if (el.textContent !== text) el.textContent = text;
+  }
 }

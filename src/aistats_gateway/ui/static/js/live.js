@@ -7,28 +7,47 @@ const POLL_MS = 3000;
 const MAX_SOCKET_FAILURES = 4;
 
 /**
- * Calls `onBatch(batch)` with every new state of the batch until it is terminal or `stop()` is called.
- * Returns `stop`.
+ * Calls `onBatch(batch)` with every new state of the batch until it is terminal or `stop()` is called, and
+ * `onState(state)` when the connection changes: "live", or "offline" when neither the stream nor the API
+ * answers (the view then says so and disables its actions; reconnecting goes on). Returns `stop`.
  */
-export function watchBatch(api, batchId, onBatch, { intervalMs = 1000 } = {}) {
+export function watchBatch(api, batchId, onBatch, { intervalMs = 1000, onState = () => {} } = {}) {
   let stopped = false;
   let socket = null;
   let timer = null;
+  let probeTimer = null;
   let failures = 0;
+  let state = "live";
+
+  const setState = (next) => {
+    if (stopped || next === state) return;
+    state = next;
+    onState(next);
+  };
 
   const deliver = (batch) => {
     if (stopped || !batch) return;
+    setState("live");
     onBatch(batch);
     if (TERMINAL.has(batch.status)) stop();
   };
 
-  const poll = async () => {
+  // Is the gateway there at all? The stream may be down while the API answers (then the batch still shows
+  // fresh data); only when both are unreachable is the view stale.
+  const probe = async () => {
+    clearTimeout(probeTimer);
     if (stopped) return;
     try {
       deliver(await api.get(`batches/${encodeURIComponent(batchId)}`));
     } catch (err) {
-      if (err && err.status === 404) return stop();
+      if (err && err.status === 404) { stop(); return; }
+      if (err && (err.status === 0 || err.status >= 500)) setState("offline");
     }
+  };
+
+  const poll = async () => {
+    if (stopped) return;
+    await probe();
     if (!stopped) timer = setTimeout(poll, POLL_MS);
   };
 
@@ -59,14 +78,16 @@ export function watchBatch(api, batchId, onBatch, { intervalMs = 1000 } = {}) {
         return;
       }
       failures += 1;
-      if (failures >= MAX_SOCKET_FAILURES) { poll(); return; }
-      timer = setTimeout(connect, Math.min(8000, 500 * 2 ** failures));
+      probeTimer = setTimeout(probe, 300);
+      if (failures >= MAX_SOCKET_FAILURES && state === "live") { poll(); return; }
+      timer = setTimeout(connect, Math.min(4000, 500 * 2 ** Math.min(failures, 3)));
     });
   };
 
   function stop() {
     stopped = true;
     clearTimeout(timer);
+    clearTimeout(probeTimer);
     if (socket) {
       const s = socket;
       socket = null;

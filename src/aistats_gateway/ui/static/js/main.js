@@ -1,6 +1,6 @@
 // The dashboard's entry point: sign-in state, the hash router, the shell (navigation, sign-out).
 //
-// Routes: #/overview, #/batches[?status=&session=], #/batches/<id>, #/new. Each view is a function
+// Routes: #/overview, #/batches[?status=&session=&q=&size=], #/batches/<id>[?line=], #/new. Each view is a function
 // (ctx, params) → {el, dispose}; dispose closes the view's sockets and timers when the route changes.
 
 import { Api, clearSession, savedSession } from "./api.js";
@@ -95,7 +95,7 @@ function route() {
 
 document.getElementById("sign-out").addEventListener("click", () => {
   signOut();
-  announce("Signed out; the key was removed from this tab.");
+  announce("Signed out; the key was removed from this browser.");
 });
 
 document.getElementById("skip-link").addEventListener("click", (event) => {

@@ -140,9 +140,15 @@ export function renderCreate(ctx) {
         r.valid ? `Valid: ${count(r.request_counts.total)} requests.`
           : `${count(errors.length)} problem${errors.length === 1 ? "" : "s"} found; the batch would fail.`),
       h("dl", { class: "facts" },
-        h("div", null, h("dt", null, "Estimated cost (upper bound)"),
-          h("dd", { id: "estimate-cost" }, usd(r.estimated_nanos))),
-        h("div", null, h("dt", null, "Expected from price list"), h("dd", null, usd(r.expected_cost_nanos))),
+        // expected: the lines' prompts with typical answers; upper bound: every answer at its output cap (what a
+        // limited workspace holds)
+        h("div", null, h("dt", null, "Expected cost"),
+          h("dd", { id: "estimate-expected" }, usd(r.expected_cost_nanos),
+            h("span", { class: "muted small" }, " with typical answers"))),
+        h("div", null, h("dt", null, "Upper bound"),
+          h("dd", { id: "estimate-cost" }, usd(r.estimated_nanos),
+            h("span", { class: "muted small" }, r.estimated_nanos === r.expected_cost_nanos ? " (the same)"
+              : " if every answer runs to its cap"))),
         h("div", null, h("dt", null, "Models"), h("dd", { id: "estimate-models" },
           Object.entries(r.models || {}).map(([m, n]) => `${m} × ${count(n)}`).join(", ") || "—")),
         h("div", null, h("dt", null, "Available credit"),

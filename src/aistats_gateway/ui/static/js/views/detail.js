@@ -1,12 +1,16 @@
-// One batch: live status and progress, timeline, counts, billing and pricing lines, webhook deliveries,
-// validation errors with line numbers, output/error downloads, cancel (confirmed in a dialog), and the
-// request log with its filters (views/requestlog.js).
+// One batch: live status and progress (what ran, what never ran, throughput and ETA), timeline, counts,
+// billing (cost so far while it runs, the settled cost after) and pricing lines, webhook deliveries,
+// validation errors with line numbers, output/error downloads, cancel (confirmed in a dialog), the line
+// inspector (views/lines.js) and the request log (views/requestlog.js; collapsed on phones). When neither the
+// stream nor the API answers, the page says the data is stale and disables its actions until they do.
 
 import { ApiError } from "../api.js";
 import { alertError, announce, facts, h, replace, table } from "../dom.js";
-import { TERMINAL, bytes, count, dateTime, isoTime, usd } from "../format.js";
+import { TERMINAL, batchCost, bytes, count, countsText, dateTime, isoTime, lineCounts, rateMeter, usd }
+  from "../format.js";
 import { watchBatch } from "../live.js";
-import { progressBar, statusBadge } from "./batches.js";
+import { paceText, progressBar, statusCell } from "./batches.js";
+import { renderLines } from "./lines.js";
 import { renderRequestLog } from "./requestlog.js";
 
 const TIMELINE = [
@@ -45,19 +49,22 @@ function summary(batch) {
 }
 
 function counts(batch) {
-  const c = batch.request_counts || {};
+  const c = lineCounts(batch);
   const u = batch.usage || {};
   return facts([
-    ["Total", count(c.total)], ["Completed", count(c.completed)], ["Failed", count(c.failed)],
-    ["Pending", count(Math.max(0, (c.total || 0) - (c.completed || 0) - (c.failed || 0)))],
+    ["Total", count(c.total)], ["Succeeded", count(c.succeeded)], ["Failed", count(c.errored)],
+    ["Not run", c.notRun ? `${count(c.notRun)} (${c.why})` : null],
+    ["Pending", TERMINAL.has(batch.status) ? null : count(c.pending)],
     ["Input tokens", count(u.input_tokens)], ["Output tokens", count(u.output_tokens)],
   ]);
 }
 
 function billing(batch) {
   const b = batch.billing || {};
+  const cost = batchCost(batch); // the list shows the same figure
   return facts([
-    ["State", b.state], ["Cost", usd(b.cost_nanos)], ["Estimated (upper bound)", usd(b.estimated_nanos)],
+    ["State", b.state], [cost.final ? "Cost" : "Cost so far", h("span", { id: "billing-cost" }, usd(cost.nanos))],
+    ["Estimated (upper bound)", b.estimated_nanos ? usd(b.estimated_nanos) : null],
     ["Held", b.reserved_nanos ? usd(b.reserved_nanos) : null], ["Reservation", b.reservation_status],
     ["Reason", b.reason], ["Finalized", dateTime(b.finalized_at)],
   ]);
@@ -119,6 +126,10 @@ export function renderDetail(ctx, batchId) {
   const heading = h("h1", null, "Batch ", h("span", { class: "mono" }, batchId));
   const badge = h("span");
   const progressSlot = h("div", { class: "detail-progress" });
+  const meter = rateMeter();
+  const stale = h("p", { class: "stale-banner", id: "stale-banner", role: "alert", hidden: true },
+    "Connection lost, retrying… The figures below may be out of date; actions are disabled until the gateway "
+    + "answers again.");
   const body = h("div", { class: "cards" }, h("p", { class: "muted" }, "Loading…"));
   const outputButton = h("button", { type: "button", class: "button", id: "download-output", hidden: true },
     "Download output");
@@ -127,6 +138,13 @@ export function renderDetail(ctx, batchId) {
   const cancelButton = h("button", { type: "button", class: "button danger", id: "cancel-batch", hidden: true },
     "Cancel batch");
   const log = renderRequestLog(api, batchId);
+  const lines = renderLines(ctx, batchId);
+  const actions = () => [outputButton, errorButton, cancelButton];
+  function setOnline(online) {
+    stale.hidden = online;
+    for (const button of actions()) button.disabled = !online;
+    announce(online ? "Connected again." : "Connection lost, retrying.");
+  }
 
   const dialog = h("dialog", { class: "confirm", "aria-labelledby": "cancel-title" },
     h("form", { method: "dialog" },
@@ -167,10 +185,13 @@ export function renderDetail(ctx, batchId) {
   function show(next) {
     const wasTerminal = batch && TERMINAL.has(batch.status);
     batch = next;
-    replace(badge, statusBadge(batch.status));
-    const c = batch.request_counts || {};
+    replace(badge, statusCell(batch));
+    const c = lineCounts(batch);
+    if (!TERMINAL.has(batch.status)) meter.observe(c.ran + c.notRun);
+    const pace = paceText(batch, meter);
     replace(progressSlot, progressBar(batch, "Batch progress"),
-      h("p", { class: "muted" }, `${count(c.completed)} completed, ${count(c.failed)} failed of ${count(c.total)}`));
+      h("p", { class: "muted", id: "detail-counts" }, `${countsText(batch)} — ${count(c.total)} lines`),
+      pace ? h("p", { class: "muted small", id: "detail-pace" }, pace) : null);
     outputButton.hidden = !batch.output_file_id;
     errorButton.hidden = !batch.error_file_id;
     cancelButton.hidden = !batch.cancel_url;
@@ -196,16 +217,20 @@ export function renderDetail(ctx, batchId) {
         missing ? "No such batch in this workspace." : `Could not load the batch: ${err.message}`));
       return;
     }
-    if (!TERMINAL.has(batch.status)) stop = watchBatch(api, batchId, show);
+    if (!TERMINAL.has(batch.status)) {
+      stop = watchBatch(api, batchId, show, { onState: (state) => setOnline(state === "live") });
+    }
   }
   start();
 
   const el = h("section", { class: "view" },
     h("p", null, h("a", { href: "#/batches" }, "← All batches")),
     h("div", { class: "view-head start" }, heading, badge),
+    stale,
     progressSlot,
     h("div", { class: "actions toolbar" }, outputButton, errorButton, cancelButton),
     body,
+    lines.el,
     log.el,
     dialog);
   return {
@@ -213,6 +238,7 @@ export function renderDetail(ctx, batchId) {
     dispose() {
       if (stop) stop();
       log.dispose();
+      lines.dispose();
       if (dialog.open) dialog.close();
     },
   };

@@ -1,5 +1,5 @@
 // A batch's request log (GET /v1/batches/{id}/requests?view=attempts): every upstream attempt, filtered by outcome or
-// HTTP status, paged 25 at a time; page one refreshes itself while the batch runs.
+// HTTP status, paged 25 at a time; page one refreshes itself while the batch runs. Collapsed on phones.
 
 import { h, replace, table } from "../dom.js";
 import { TERMINAL, count, dateTime, usd } from "../format.js";
@@ -76,8 +76,12 @@ export function renderRequestLog(api, batchId) {
   load();
 
   return {
-    el: h("section", { class: "card wide", "aria-labelledby": "log-title" },
-      h("h2", { id: "log-title" }, "Request log"), form, slot, status, h("div", { class: "actions" }, prev, next)),
+    // collapsed by default on phones, where it is a long list of cards below everything else
+    el: h("details", { class: "card wide collapsible", id: "request-log",
+      open: !window.matchMedia("(max-width: 640px)").matches },
+    h("summary", null, h("h2", { id: "log-title" }, "Request log")),
+    h("section", { "aria-labelledby": "log-title" }, form, slot, status,
+      h("div", { class: "actions" }, prev, next))),
     /** Called with each new state of the batch: page one follows a running batch (throttled), and is
      * read once more when the batch ends. A batch first seen already finished needs nothing more. */
     batchChanged(batch) {
