@@ -40,6 +40,7 @@ from aistats_gateway.errors import (
     UpgradeRequired,
     excerpt,
 )
+from aistats_gateway.storage.records import BatchRecord
 from aistats_gateway.tasks import cancel_and_wait
 
 router = APIRouter(tags=["stream"])
@@ -86,36 +87,42 @@ async def upgrade_required(request: Request, kind: str, job_id: str) -> JSONResp
     return JSONResponse(err.body(request_id_of(request)), status_code=err.status_code)
 
 
+async def _admit(websocket: WebSocket, kind: str, job_id: str) -> tuple[str, BatchRecord]:
+    """The handshake's checks, in the order a client can fix them: key, job kind, options, the job itself.
+    Raises the GatewayError that the caller turns into the refusal."""
+    gw = gateway(websocket)
+    token, _ = websocket_credentials(websocket.headers.get("authorization"), websocket.scope.get("subprotocols") or [])
+    workspace = await gw.auth.workspace_for(token)
+    if kind not in KINDS:
+        raise InvalidRequest(f"Unknown job kind '{excerpt(kind)}'; supported: {', '.join(KINDS)}.",
+                             code="unknown_job_kind", param="kind")
+    clamp_interval(websocket.query_params.get("interval_ms"))
+    parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
+    record = await gw.store.batches.get(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
+    if record is None:
+        raise NotFound(f"No {kind} job '{excerpt(job_id)}' in this workspace.",
+                       code="async_job_not_found_or_not_owned", param="id")
+    return workspace, record
+
+
 @router.websocket("/v1/async/{kind}/{job_id}/ws")
 async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None:
     gw = gateway(websocket)
     token, subprotocol = websocket_credentials(websocket.headers.get("authorization"),
                                                websocket.scope.get("subprotocols") or [])
     try:
-        workspace = await gw.auth.workspace_for(token)
-        if kind not in KINDS:
-            raise InvalidRequest(f"Unknown job kind '{excerpt(kind)}'; supported: {', '.join(KINDS)}.",
-                                 code="unknown_job_kind", param="kind")
-        interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
-        close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
-        record = await gw.store.batches.get(job_id, workspace) if "\x00" not in job_id else None  # PG: no NUL
-        if record is None:
-            raise NotFound(f"No {kind} job '{excerpt(job_id)}' in this workspace.",
-                           code="async_job_not_found_or_not_owned", param="id")
+        workspace, record = await _admit(websocket, kind, job_id)
     except GatewayError as exc:
-        rid = request_id_of(websocket)
-        await websocket.send_denial_response(JSONResponse(exc.body(rid), status_code=exc.status_code))
+        body = exc.body(request_id_of(websocket))
+        await websocket.send_denial_response(JSONResponse(body, status_code=exc.status_code))
         return
-
-    base = gw.settings.public_url or str(websocket.base_url).replace("ws://", "http://", 1).replace(
-        "wss://", "https://", 1)
-    base = base.rstrip("/")
+    interval = clamp_interval(websocket.query_params.get("interval_ms")) / 1000.0
+    close_on_terminal = parse_bool(websocket.query_params.get("close_on_terminal"), "close_on_terminal", True)
+    base = (gw.settings.public_url or str(websocket.base_url).replace("ws://", "http://", 1).replace(
+        "wss://", "https://", 1)).rstrip("/")
     sub = gw.bus.subscribe(job_id)
     inbox: deque[str] = deque()
     closed = asyncio.Event()
-
-    async def send(frame_type: str, data: Any) -> None:
-        await websocket.send_text(orjson.dumps({"type": frame_type, "data": data}).decode())
 
     async def receive() -> None:
         try:
@@ -129,47 +136,28 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
     await websocket.accept(subprotocol=subprotocol)
     reader = asyncio.create_task(receive())
     try:
-        await send("job.snapshot", await batch_view(gw, record, base))
+        await _send(websocket, "job.snapshot", await batch_view(gw, record, base))
         if record.status.terminal and close_on_terminal:
             await websocket.close(1000)
             return
         last_sent = time.monotonic()
         auth_due = last_sent + AUTH_RECHECK_SECONDS
         while not closed.is_set():
-            if sub.latest is None:
-                sub.armed = True  # idle: the next commit wakes us
-                update_due = None
-            else:
-                sub.armed = False  # an update is due at the next interval; later commits just replace it
-                update_due = last_sent + interval
-            timeout = wait_seconds(time.monotonic(), update_due, auth_due)
-            if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.changed.wait(), timeout)
-            sub.changed.clear()
+            await _wait_for_work(sub, last_sent + interval, auth_due)
             if time.monotonic() >= auth_due:
                 if not await key_still_valid(gw.auth, token):
                     await websocket.close(CLOSE_KEY_REVOKED, "API key revoked")
                     return
                 auth_due = time.monotonic() + AUTH_RECHECK_SECONDS
-            while inbox:
-                message = inbox.popleft()
-                if message == "ping":
-                    await websocket.send_text('{"type":"pong"}')
-                elif message == "refresh":
-                    fresh = await gw.store.batches.get(job_id, workspace)
-                    if fresh is None:
-                        await send("job.deleted", {"id": job_id, "object": kind})
-                        await websocket.close(1000)
-                        return
-                    sub.latest = fresh
-                    last_sent = 0.0  # a refresh is answered at once
+            if (answered := await _answer_messages(websocket, inbox, sub, workspace, kind, job_id)) is None:
+                return  # the job is gone: the socket was closed
+            last_sent = 0.0 if answered else last_sent  # a refresh is answered at once
             if sub.latest is not None and time.monotonic() >= last_sent + interval:
-                record = sub.take()
-                assert record is not None
-                await send("job.updated", await batch_view(gw, record, base))
+                latest = sub.take()
+                assert latest is not None
+                await _send(websocket, "job.updated", await batch_view(gw, latest, base))
                 last_sent = time.monotonic()
-                if record.status.terminal and close_on_terminal:
+                if latest.status.terminal and close_on_terminal:
                     await websocket.close(1000)
                     return
     except (WebSocketDisconnect, RuntimeError):
@@ -177,6 +165,41 @@ async def lifecycle_stream(websocket: WebSocket, kind: str, job_id: str) -> None
     finally:
         sub.close()
         await cancel_and_wait([reader])
+
+
+async def _send(websocket: WebSocket, frame_type: str, data: Any) -> None:
+    await websocket.send_text(orjson.dumps({"type": frame_type, "data": data}).decode())
+
+
+async def _wait_for_work(sub: Any, update_due: float, auth_due: float) -> None:
+    """Sleep until a commit changes the batch (idle), the next interval (an update is waiting: later commits
+    just replace it), a client message, or the key's next check — whichever comes first."""
+    sub.armed = sub.latest is None
+    timeout = wait_seconds(time.monotonic(), None if sub.armed else update_due, auth_due)
+    if timeout > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.changed.wait(), timeout)
+    sub.changed.clear()
+
+
+async def _answer_messages(websocket: WebSocket, inbox: deque[str], sub: Any, workspace: str, kind: str,
+                           job_id: str) -> bool | None:
+    """Answer what the client sent: `ping` → pong; `refresh` → the batch re-read for the next frame. True when a
+    refresh asks for a frame now, None when the job is gone (the socket is closed then)."""
+    refresh = False
+    while inbox:
+        message = inbox.popleft()
+        if message == "ping":
+            await websocket.send_text('{"type":"pong"}')
+        elif message == "refresh":
+            fresh = await gateway(websocket).store.batches.get(job_id, workspace)
+            if fresh is None:
+                await _send(websocket, "job.deleted", {"id": job_id, "object": kind})
+                await websocket.close(1000)
+                return None
+            sub.latest = fresh
+            refresh = True
+    return refresh
 
 
 async def key_still_valid(auth: Authenticator, token: str | None) -> bool:
